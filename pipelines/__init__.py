@@ -1,0 +1,1 @@
+"""Flywheel's work: plain typed functions, one module per stage. Never imports Airflow."""

@@ -1,0 +1,203 @@
+"""XGBoost training, metrics and MLflow tracking/registry for any spec."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipelines.spec import REPO_ROOT, ModelSpec
+from pipelines.training import LABEL, categorical_columns
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    import xgboost as xgb
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+PIP_REQUIREMENTS = ["xgboost==3.2.0", "pandas<3", "numpy"]
+
+
+def configure_mlflow_env() -> None:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def code_version(repo: Path = REPO_ROOT) -> str:
+    """The git SHA of the code that trained the model ("unknown" outside a git checkout)."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                             timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def to_matrix_frame(df: pd.DataFrame, spec: ModelSpec, features: list[str]) -> pd.DataFrame:
+    """The model's input frame: fixed column order, contract categories, floats elsewhere."""
+    import pandas as pd
+
+    cats = categorical_columns(spec)
+    out = pd.DataFrame(index=df.index)
+    for name in features:
+        if name in cats:
+            out[name] = pd.Categorical(df[name], categories=cats[name])
+        else:
+            out[name] = pd.to_numeric(df[name], errors="coerce").astype("float64")
+    return out
+
+
+def metrics_for(spec: ModelSpec, y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """Metrics of the spec's task. Empty or one-class data gives NaN (and the gate fails closed)."""
+    import numpy as np
+    from sklearn import metrics as skm
+
+    if len(y) == 0:
+        return {spec.primary_metric: math.nan}
+    if spec.task == "binary":
+        if len(np.unique(y)) < 2:
+            return {"average_precision": math.nan, "roc_auc": math.nan}
+        return {"average_precision": float(skm.average_precision_score(y, pred)),
+                "roc_auc": float(skm.roc_auc_score(y, pred)),
+                "log_loss": float(skm.log_loss(y, np.clip(pred, 1e-7, 1 - 1e-7))),
+                "positive_rate": float(np.mean(y))}
+    return {"mae": float(skm.mean_absolute_error(y, pred)),
+            "rmse": float(math.sqrt(skm.mean_squared_error(y, pred)))}
+
+
+def predict(booster: xgb.Booster, frame: pd.DataFrame) -> np.ndarray:
+    import xgboost as xgb
+
+    return booster.predict(xgb.DMatrix(frame, enable_categorical=True))
+
+
+def fit(spec: ModelSpec, train: pd.DataFrame, features: list[str], params: dict[str, Any]) -> xgb.Booster:
+    """XGBoost with early stopping on the newest 15% of the training rows (time order)."""
+    import xgboost as xgb
+
+    p = dict(params)
+    rounds = int(p.pop("num_boost_round", 200))
+    early = int(p.pop("early_stopping_rounds", 20))
+    objective = "binary:logistic" if spec.task == "binary" else "reg:absoluteerror"
+    metric = "aucpr" if spec.task == "binary" else "mae"
+    cut = int(len(train) * 0.85)
+    x = to_matrix_frame(train, spec, features)
+    y = train[LABEL].to_numpy()
+    dtrain = xgb.DMatrix(x.iloc[:cut], label=y[:cut], enable_categorical=True)
+    dval = xgb.DMatrix(x.iloc[cut:], label=y[cut:], enable_categorical=True)
+    booster = xgb.train({"objective": objective, "eval_metric": metric, "tree_method": "hist",
+                         "seed": spec.seed, "nthread": 2, "max_cat_to_onehot": 1, **p},
+                        dtrain, num_boost_round=rounds, evals=[(dval, "validation")],
+                        early_stopping_rounds=early, verbose_eval=False)
+    return booster[: booster.best_iteration + 1]
+
+
+@dataclass(frozen=True)
+class TrainedVersion:
+    model_name: str
+    version: str
+    run_id: str
+    metrics: dict[str, float]
+    params: dict[str, Any]
+    reused: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _existing_version(client: Any, spec: ModelSpec, run_key: str) -> Any:
+    """A version already registered for this orchestrator run (re-runs must not duplicate it)."""
+    for mv in client.search_model_versions(f"name='{spec.registered_model_name}'"):
+        if mv.tags.get("flywheel.run_key") == run_key:
+            return mv
+    return None
+
+
+def train_and_register(spec: ModelSpec, training_set: dict[str, Any], features: list[str],
+                       params_override: dict[str, Any], run_key: str, reference_dir: Path,
+                       reason: str) -> TrainedVersion:
+    """Fit, evaluate on the holdout, log everything to MLflow and register a new version."""
+    configure_mlflow_env()
+    import mlflow
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    existing = _existing_version(client, spec, run_key)
+    if existing is not None:
+        run = client.get_run(existing.run_id)
+        log.info("version %s already registered for %s; reusing it", existing.version, run_key)
+        return TrainedVersion(spec.registered_model_name, existing.version, existing.run_id,
+                              dict(run.data.metrics), dict(run.data.params), reused=True)
+
+    train = pd.read_parquet(training_set["train_path"])
+    holdout = pd.read_parquet(training_set["holdout_path"])
+    params = {**spec.params, **params_override}
+    booster = fit(spec, train, features, params)
+    pred = predict(booster, to_matrix_frame(holdout, spec, features))
+    metrics = {f"holdout_{k}": v for k, v in metrics_for(spec, holdout[LABEL].to_numpy(), pred).items()}
+    metrics["boosted_rounds"] = float(booster.num_boosted_rounds())
+
+    reference_dir.mkdir(parents=True, exist_ok=True)
+    ref = train[features].sample(n=min(len(train), spec.drift.reference_rows), random_state=spec.seed)
+    ref = ref.assign(prediction=predict(booster, to_matrix_frame(ref, spec, features)))
+    ref_path = reference_dir / "reference.parquet"
+    ref.to_parquet(ref_path, index=False)
+
+    mlflow.set_experiment(f"flywheel/{spec.name}")
+    with mlflow.start_run(run_name=f"{spec.name}-{run_key}") as run:
+        mlflow.set_tags({"flywheel.model": spec.name, "flywheel.run_key": run_key, "flywheel.reason": reason,
+                         "flywheel.code_version": code_version(),
+                         "flywheel.feature_service": spec.feature_service,
+                         "flywheel.train_sha256": training_set["train_sha256"],
+                         "flywheel.holdout_sha256": training_set["holdout_sha256"],
+                         **{f"flywheel.window.{k}": v for k, v in training_set["window"].items()}})
+        mlflow.log_params({**{k: v for k, v in params.items()}, "features": ",".join(features),
+                           "train_rows": training_set["train_rows"],
+                           "holdout_rows": training_set["holdout_rows"]})
+        mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
+        mlflow.log_dict({"features": features, "categorical": categorical_columns(spec)}, "features.json")
+        mlflow.log_artifact(str(ref_path), artifact_path="reference")
+        info = mlflow.xgboost.log_model(booster, name="model", pip_requirements=PIP_REQUIREMENTS,
+                                        registered_model_name=spec.registered_model_name)
+        run_id = run.info.run_id
+    version = str(info.registered_model_version)
+    for k, v in {"flywheel.run_key": run_key, "flywheel.reason": reason,
+                 "flywheel.trained_until": training_set["window"]["labelled_until"],
+                 "flywheel.train_rows": str(training_set["train_rows"])}.items():
+        client.set_model_version_tag(spec.registered_model_name, version, k, v)
+    log.info("registered %s v%s (run %s): %s", spec.registered_model_name, version, run_id,
+             json.dumps({k: round(v, 4) for k, v in metrics.items()}))
+    return TrainedVersion(spec.registered_model_name, version, run_id, metrics, params)
+
+
+def load_version(model_name: str, version: str) -> xgb.Booster:
+    configure_mlflow_env()
+    import mlflow.xgboost
+
+    return mlflow.xgboost.load_model(f"models:/{model_name}/{version}")
+
+
+def champion(model_name: str) -> Any:
+    """The model version behind the `champion` alias, or None when there is none yet."""
+    configure_mlflow_env()
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    try:
+        return client.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException as exc:
+        if "not found" in str(exc).lower() or "RESOURCE_DOES_NOT_EXIST" in str(exc):
+            return None
+        raise
