@@ -201,3 +201,29 @@ def champion(model_name: str) -> Any:
         if "not found" in str(exc).lower() or "RESOURCE_DOES_NOT_EXIST" in str(exc):
             return None
         raise
+
+
+@dataclass(frozen=True)
+class ChampionInfo:
+    version: str
+    run_id: str
+    trained_until: str | None
+    features: list[str]
+    categorical: list[str]
+    reference_path: str
+
+
+def champion_info(model_name: str, download_dir: Path) -> ChampionInfo | None:
+    """The champion's version, training cut-off, inputs and training reference sample (downloaded)."""
+    configure_mlflow_env()
+    from mlflow import MlflowClient
+
+    champ = champion(model_name)
+    if champ is None:
+        return None
+    client = MlflowClient()
+    download_dir.mkdir(parents=True, exist_ok=True)
+    meta = json.loads(Path(client.download_artifacts(champ.run_id, "features.json", str(download_dir))).read_text())
+    ref = client.download_artifacts(champ.run_id, "reference/reference.parquet", str(download_dir))
+    return ChampionInfo(str(champ.version), champ.run_id, champ.tags.get("flywheel.trained_until"),
+                        list(meta["features"]), sorted(meta.get("categorical", {})), ref)

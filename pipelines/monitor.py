@@ -614,3 +614,32 @@ def _json_safe(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [_json_safe(v) for v in obj]
     return obj
+
+
+# --------------------------------------------------------------------------------------------
+# the monitor stage: production log of the last window vs the champion's training reference
+# --------------------------------------------------------------------------------------------
+
+
+def check_drift(spec: ModelSpec, scores_dir: Path, reports_dir: Path, interval_end: datetime,
+                key: str) -> tuple[DriftResult, RetrainDecision]:
+    """Drift of the last `drift.window_days` of scores vs the champion's reference; retrain or not."""
+    from datetime import timedelta
+
+    import pandas as pd
+
+    from pipelines.model import champion_info
+    from pipelines.score import read_scores
+
+    champ = champion_info(spec.registered_model_name, reports_dir / "_champion" / key)
+    if champ is None:
+        raise ValueError(f"{spec.name}: no champion, so no reference to compare with; train a model first.")
+    start = interval_end - timedelta(days=spec.drift.window_days)
+    current = read_scores(scores_dir, start, interval_end)
+    reference = pd.read_parquet(champ.reference_path)
+    result = compute_drift(reference, current, champ.features, champ.categorical, spec, reports_dir, key,
+                           champ.version, start, interval_end)
+    trained_until = datetime.fromisoformat(champ.trained_until) if champ.trained_until else None
+    decision = decide_retrain(result, spec, trained_until, interval_end)
+    log.info("%s drift %s: %.0f%% columns drifted; %s", spec.name, key, 100 * result.drifted_share, decision.reason)
+    return result, decision

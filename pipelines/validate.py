@@ -31,9 +31,10 @@ Duplicated row ids: every row whose id occurs more than once is quarantined, the
 included. That is what `expect_column_values_to_be_unique` reports, and nothing downstream can tell
 which copy is the right one; the producer must resend the batch with one row per id.
 
-Type compatibility: string <- str/StringDtype; int <- any (nullable) integer dtype; float <- any
-(nullable) float or integer dtype; timestamp <- any datetime dtype. Naive timestamps are read as
-UTC and aware ones are converted to UTC before validation. CSV has no types, so for CSV files the
+Type compatibility: string <- str/StringDtype; int <- any (nullable) integer dtype, or a float
+column whose values are all whole numbers (what pandas writes for an int column with a null);
+float <- any (nullable) float or integer dtype; timestamp <- any datetime dtype. Naive timestamps
+are read as UTC and aware ones are converted to UTC before validation. CSV has no types, so for CSV files the
 contract's string columns are read as strings and its timestamp columns parsed as ISO 8601 when
 they parse (if not, the type rule blocks the batch and shows the values).
 
@@ -51,7 +52,7 @@ import logging
 import math
 import os
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,9 +70,23 @@ SAMPLE_SIZE = 5
 # GX type names accepted for each contract type (pandas dtypes and, for object columns, the
 # Python types GX checks value by value).
 _INT_TYPES = [
-    "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-    "Int8Dtype", "Int16Dtype", "Int32Dtype", "Int64Dtype",
-    "UInt8Dtype", "UInt16Dtype", "UInt32Dtype", "UInt64Dtype", "int",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "Int8Dtype",
+    "Int16Dtype",
+    "Int32Dtype",
+    "Int64Dtype",
+    "UInt8Dtype",
+    "UInt16Dtype",
+    "UInt32Dtype",
+    "UInt64Dtype",
+    "int",
 ]
 _FLOAT_TYPES = ["float16", "float32", "float64", "Float32Dtype", "Float64Dtype", "float", *_INT_TYPES]
 _STRING_TYPES = ["str", "StringDtype"]
@@ -116,11 +131,9 @@ class ValidationResult:
         blocking = [f for f in self.failures if f.severity == "batch"]
         row_rules = [f for f in self.failures if f.severity == "row"]
         if blocking:
-            parts.append("Nothing was published. Blocking problems: "
-                         + " | ".join(f.message for f in blocking))
+            parts.append("Nothing was published. Blocking problems: " + " | ".join(f.message for f in blocking))
         if row_rules:
-            parts.append("Row rules broken: " + ", ".join(
-                f"{f.rule}({f.column}) x{f.count}" for f in row_rules) + ".")
+            parts.append("Row rules broken: " + ", ".join(f"{f.rule}({f.column}) x{f.count}" for f in row_rules) + ".")
         if self.clean_path:
             parts.append(f"Clean rows: {self.clean_path}.")
         if self.quarantine_path:
@@ -170,12 +183,12 @@ def validate_batch(
         batch_failures, ok_columns = _check_batch_rules(gx_batch, df, spec, where, contract_file)
         failures += batch_failures
         row_failures, bad_rows, reasons = _check_row_rules(
-            gx_batch, df, spec, ok_columns, start, end, where, contract_file, _show(quarantine_file))
+            gx_batch, df, spec, ok_columns, start, end, where, contract_file, _show(quarantine_file)
+        )
         failures += row_failures
         share = len(bad_rows) / n if n else 0.0
         if n and share > spec.max_quarantine_share:
-            failures.append(_share_failure(df, spec, bad_rows, row_failures, share, where,
-                                           _show(quarantine_file)))
+            failures.append(_share_failure(df, spec, bad_rows, row_failures, share, where, _show(quarantine_file)))
 
     blocked = any(f.severity == "batch" for f in failures)
     rows_quarantined = len(bad_rows)
@@ -231,15 +244,21 @@ def _read_batch(path: Path, spec: ModelSpec) -> tuple[pd.DataFrame | None, str |
 
     where = _show(path)
     if not path.is_file():
-        return None, (f"{where}: file not found (rule readable_file); check that the producer "
-                      "landed the batch for this interval, then rerun the task.")
+        return None, (
+            f"{where}: file not found (rule readable_file); check that the producer "
+            "landed the batch for this interval, then rerun the task."
+        )
     suffix = path.suffix.lower()
     if suffix not in (".parquet", ".pq", ".csv"):
-        return None, (f"{where}: unsupported file type `{path.suffix}` (rule readable_file); "
-                      "land the batch as .parquet (or .csv).")
+        return None, (
+            f"{where}: unsupported file type `{path.suffix}` (rule readable_file); "
+            "land the batch as .parquet (or .csv)."
+        )
     if path.stat().st_size == 0:
-        return None, (f"{where}: the file is empty (0 bytes) (rule readable_file); the producer "
-                      "probably crashed while writing it: re-land the batch, then rerun the task.")
+        return None, (
+            f"{where}: the file is empty (0 bytes) (rule readable_file); the producer "
+            "probably crashed while writing it: re-land the batch, then rerun the task."
+        )
     contract = spec.dataset
     try:
         if suffix == ".csv":
@@ -248,14 +267,25 @@ def _read_batch(path: Path, spec: ModelSpec) -> tuple[pd.DataFrame | None, str |
         else:
             df = pd.read_parquet(path, dtype_backend="numpy_nullable")
     except Exception as exc:  # noqa: BLE001 - any reader error means "cannot read this file"
-        return None, (f"{where}: cannot be read as {suffix.lstrip('.')} "
-                      f"({type(exc).__name__}: {exc}) (rule readable_file); re-land a valid file, "
-                      "then rerun the task.")
+        return None, (
+            f"{where}: cannot be read as {suffix.lstrip('.')} "
+            f"({type(exc).__name__}: {exc}) (rule readable_file); re-land a valid file, "
+            "then rerun the task."
+        )
     df = df.reset_index(drop=True)
     for col in contract.columns:
-        if col.type != "timestamp" or col.name not in df.columns:
+        if col.name not in df.columns:
             continue
         s = df[col.name]
+        if col.type == "int" and pd.api.types.is_float_dtype(s.dtype):
+            # pandas writes an int column holding a null as float; whole numbers read back as
+            # int so that the null is quarantined as a null instead of blocking the batch
+            values = s.dropna()
+            if bool((values == values.round()).all()) and bool(values.abs().lt(2**53).all()):
+                df[col.name] = s.astype("Int64")
+            continue
+        if col.type != "timestamp":
+            continue
         if pd.api.types.is_datetime64_any_dtype(s.dtype):
             df[col.name] = s.dt.tz_localize("UTC") if s.dt.tz is None else s.dt.tz_convert("UTC")
         elif suffix == ".csv":
@@ -284,8 +314,7 @@ class _GXBatch:
         asset = self.context.data_sources.add_pandas("landed").add_dataframe_asset("batch")
         self.definition = asset.add_batch_definition_whole_dataframe("whole")
 
-    def run(self, df: pd.DataFrame, name: str, expectations: list[Any],
-            result_format: dict[str, Any]) -> list[Any]:
+    def run(self, df: pd.DataFrame, name: str, expectations: list[Any], result_format: dict[str, Any]) -> list[Any]:
         if not expectations:
             return []
         suite = self.gx.ExpectationSuite(name=name, expectations=expectations)
@@ -336,9 +365,19 @@ def _check_batch_rules(
         rule, column = _rule_of(r)
         error = _raised(r)
         if error is not None:
-            failures.append(RuleFailure(rule, column, "batch", 0, [], (
-                f"{where}: rule {rule} on column `{column}` could not be evaluated ({error}); the "
-                f"batch is blocked until it can: check the file against {contract_file}.")))
+            failures.append(
+                RuleFailure(
+                    rule,
+                    column,
+                    "batch",
+                    0,
+                    [],
+                    (
+                        f"{where}: rule {rule} on column `{column}` could not be evaluated ({error}); the "
+                        f"batch is blocked until it can: check the file against {contract_file}."
+                    ),
+                )
+            )
             ok_columns.discard(column or "")
             continue
         if r.success:
@@ -347,10 +386,20 @@ def _check_batch_rules(
             failures += _schema_failures(r.result, where, contract_file)
         elif rule == "expect_table_row_count_to_be_between":
             rows = r.result.get("observed_value")
-            failures.append(RuleFailure(rule, None, "batch", 0, [rows], (
-                f"{where}: {rows} rows, below validation.min_rows={spec.min_rows} in "
-                f"{_show(spec.path)} (rule {rule}); check that the producer wrote the whole batch "
-                "and re-land it, or lower min_rows if small batches are expected.")))
+            failures.append(
+                RuleFailure(
+                    rule,
+                    None,
+                    "batch",
+                    0,
+                    [rows],
+                    (
+                        f"{where}: {rows} rows, below validation.min_rows={spec.min_rows} in "
+                        f"{_show(spec.path)} (rule {rule}); check that the producer wrote the whole batch "
+                        "and re-land it, or lower min_rows if small batches are expected."
+                    ),
+                )
+            )
         else:
             assert column is not None
             ok_columns.discard(column)
@@ -368,8 +417,7 @@ def _schema_failures(result: dict[str, Any], where: str, contract_file: str) -> 
     for name in missing:
         candidates = [e for e in extra if e not in matched]
         lower = {e.lower(): e for e in candidates}
-        hint = lower.get(name.lower()) or next(iter(
-            difflib.get_close_matches(name, candidates, n=1, cutoff=0.5)), None)
+        hint = lower.get(name.lower()) or next(iter(difflib.get_close_matches(name, candidates, n=1, cutoff=0.5)), None)
         if hint is None:
             for e in candidates:  # abbreviations: `amt` for `amount`, `cust_id` for `customer_id`
                 if _is_abbreviation(e, name):
@@ -377,20 +425,34 @@ def _schema_failures(result: dict[str, Any], where: str, contract_file: str) -> 
                     break
         if hint is not None:
             matched.add(hint)
-            message = (f"{where}: column `{name}` missing; found `{hint}`: rename it upstream or map "
-                       f"it in the contract {contract_file} (rule {rule}).")
+            message = (
+                f"{where}: column `{name}` missing; found `{hint}`: rename it upstream or map "
+                f"it in the contract {contract_file} (rule {rule})."
+            )
             sample: list[Any] = [hint]
         else:
-            message = (f"{where}: column `{name}` missing; the contract {contract_file} requires it "
-                       f"(rule {rule}): add it upstream and re-land the file.")
+            message = (
+                f"{where}: column `{name}` missing; the contract {contract_file} requires it "
+                f"(rule {rule}): add it upstream and re-land the file."
+            )
             sample = []
         failures.append(RuleFailure(rule, name, "batch", 0, sample, message))
     for name in extra:
         if name in matched:
             continue
-        failures.append(RuleFailure(rule, name, "batch", 0, [name], (
-            f"{where}: column `{name}` is not in the contract {contract_file} (rule {rule}): drop "
-            "it upstream, or add it to the contract if models need it.")))
+        failures.append(
+            RuleFailure(
+                rule,
+                name,
+                "batch",
+                0,
+                [name],
+                (
+                    f"{where}: column `{name}` is not in the contract {contract_file} (rule {rule}): drop "
+                    "it upstream, or add it to the contract if models need it."
+                ),
+            )
+        )
     return failures
 
 
@@ -403,8 +465,7 @@ def _is_abbreviation(short: str, long: str) -> bool:
     return all(ch in it for ch in s)
 
 
-def _type_failure(r: Any, df: pd.DataFrame, col: ColumnRule, where: str,
-                  contract_file: str) -> RuleFailure:
+def _type_failure(r: Any, df: pd.DataFrame, col: ColumnRule, where: str, contract_file: str) -> RuleFailure:
     rule = r.expectation_config.type
     values = r.result.get("partial_unexpected_list")
     count = int(r.result.get("unexpected_count") or 0)
@@ -412,18 +473,25 @@ def _type_failure(r: Any, df: pd.DataFrame, col: ColumnRule, where: str,
         values = df[col.name].dropna().head(50).tolist()
         count = int(df[col.name].notna().sum())
     sample = _sample(values)
-    return RuleFailure(rule, col.name, "batch", count, sample, (
-        f"{where}: column `{col.name}` has type {df[col.name].dtype} (e.g. {sample}); the contract "
-        f"{contract_file} says {col.type} (rule {rule}): write it as {col.type} upstream and re-land "
-        "the file, or change the type in the contract."))
+    return RuleFailure(
+        rule,
+        col.name,
+        "batch",
+        count,
+        sample,
+        (
+            f"{where}: column `{col.name}` has type {df[col.name].dtype} (e.g. {sample}); the contract "
+            f"{contract_file} says {col.type} (rule {rule}): write it as {col.type} upstream and re-land "
+            "the file, or change the type in the contract."
+        ),
+    )
 
 
 # ----------------------------------------------------------------------------------------------
 # row rules
 
 
-def _row_expectations(E: Any, spec: ModelSpec, ok_columns: set[str], start: datetime,
-                      end: datetime) -> list[Any]:
+def _row_expectations(E: Any, spec: ModelSpec, ok_columns: set[str], start: datetime, end: datetime) -> list[Any]:
     contract = spec.dataset
     exps: list[Any] = []
     for col in contract.columns:
@@ -436,17 +504,26 @@ def _row_expectations(E: Any, spec: ModelSpec, ok_columns: set[str], start: date
         if col.allowed is not None:
             exps.append(E.ExpectColumnValuesToBeInSet(column=col.name, value_set=list(col.allowed)))
         if col.type in ("int", "float") and (col.min is not None or col.max is not None):
-            exps.append(E.ExpectColumnValuesToBeBetween(
-                column=col.name, min_value=col.min, max_value=col.max))
+            exps.append(E.ExpectColumnValuesToBeBetween(column=col.name, min_value=col.min, max_value=col.max))
     if spec.event_timestamp in ok_columns:
-        exps.append(E.ExpectColumnValuesToBeBetween(
-            column=spec.event_timestamp, min_value=start, max_value=end, strict_max=True))
+        exps.append(
+            E.ExpectColumnValuesToBeBetween(
+                column=spec.event_timestamp, min_value=start, max_value=end, strict_max=True
+            )
+        )
     return exps
 
 
 def _check_row_rules(
-    gx_batch: _GXBatch, df: pd.DataFrame, spec: ModelSpec, ok_columns: set[str],
-    start: datetime, end: datetime, where: str, contract_file: str, quarantine_file: str,
+    gx_batch: _GXBatch,
+    df: pd.DataFrame,
+    spec: ModelSpec,
+    ok_columns: set[str],
+    start: datetime,
+    end: datetime,
+    where: str,
+    contract_file: str,
+    quarantine_file: str,
 ) -> tuple[list[RuleFailure], Any, Any]:
     """Row failures, the sorted positions of the bad rows, and their reasons (aligned)."""
     import numpy as np
@@ -455,36 +532,58 @@ def _check_row_rules(
     contract = spec.dataset
     failures: list[RuleFailure] = []
     if spec.event_timestamp not in contract.column_names:
-        failures.append(RuleFailure("expect_column_values_to_be_between", spec.event_timestamp,
-                                    "batch", 0, [], (
-            f"{_show(spec.path)}: event_timestamp `{spec.event_timestamp}` is not a column of "
-            f"{contract_file}; fix the model spec (batches cannot be checked against the interval).")))
+        failures.append(
+            RuleFailure(
+                "expect_column_values_to_be_between",
+                spec.event_timestamp,
+                "batch",
+                0,
+                [],
+                (
+                    f"{_show(spec.path)}: event_timestamp `{spec.event_timestamp}` is not a column of "
+                    f"{contract_file}; fix the model spec (batches cannot be checked against the interval)."
+                ),
+            )
+        )
     exps = _row_expectations(gx_batch.gx.expectations, spec, ok_columns, start, end)
-    frame = df[[c for c in contract.column_names if c in ok_columns]].assign(
-        **{ROW: np.arange(n, dtype=np.int64)})
-    results = gx_batch.run(frame, "row_rules", exps, {
-        "result_format": "COMPLETE",
-        "unexpected_index_column_names": [ROW],
-        "return_unexpected_index_query": False,
-        "partial_unexpected_count": 20,
-    })
+    frame = df[[c for c in contract.column_names if c in ok_columns]].assign(**{ROW: np.arange(n, dtype=np.int64)})
+    results = gx_batch.run(
+        frame,
+        "row_rules",
+        exps,
+        {
+            "result_format": "COMPLETE",
+            "unexpected_index_column_names": [ROW],
+            "return_unexpected_index_query": False,
+            "partial_unexpected_count": 20,
+        },
+    )
 
     hits: list[tuple[str, Any]] = []  # (reason label, row positions)
     for r in results:
         rule, column = _rule_of(r)
         error = _raised(r)
         if error is not None:
-            failures.append(RuleFailure(rule, column, "batch", 0, [], (
-                f"{where}: rule {rule} on column `{column}` could not be evaluated ({error}); the "
-                f"batch is blocked until it can: check the column against {contract_file}.")))
+            failures.append(
+                RuleFailure(
+                    rule,
+                    column,
+                    "batch",
+                    0,
+                    [],
+                    (
+                        f"{where}: rule {rule} on column `{column}` could not be evaluated ({error}); the "
+                        f"batch is blocked until it can: check the column against {contract_file}."
+                    ),
+                )
+            )
             continue
         if r.success:
             continue
         index_list = r.result.get("unexpected_index_list") or []
         rows = np.fromiter((d[ROW] for d in index_list), dtype=np.int64, count=len(index_list))
         hits.append((f"{rule}({column})", rows))
-        failures.append(_row_failure(r, df, spec, rows, start, end, where, contract_file,
-                                     quarantine_file))
+        failures.append(_row_failure(r, df, spec, rows, start, end, where, contract_file, quarantine_file))
 
     bad = np.zeros(n, dtype=bool)
     for _, rows in hits:
@@ -500,8 +599,17 @@ def _check_row_rules(
     return failures, bad_rows, reasons
 
 
-def _row_failure(r: Any, df: pd.DataFrame, spec: ModelSpec, rows: Any, start: datetime,
-                 end: datetime, where: str, contract_file: str, quarantine_file: str) -> RuleFailure:
+def _row_failure(
+    r: Any,
+    df: pd.DataFrame,
+    spec: ModelSpec,
+    rows: Any,
+    start: datetime,
+    end: datetime,
+    where: str,
+    contract_file: str,
+    quarantine_file: str,
+) -> RuleFailure:
     rule, column = _rule_of(r)
     assert column is not None
     row_id = spec.dataset.row_id
@@ -528,27 +636,44 @@ def _row_failure(r: Any, df: pd.DataFrame, spec: ModelSpec, rows: Any, start: da
             what = f"must be between {kw.get('min_value')} and {kw.get('max_value')}"
         else:
             what = "broke the rule"
-    fix = (f"fix them upstream and re-land the file to recover them, or change the rule in "
-           f"{contract_file} if these values are legitimate")
+    fix = (
+        f"fix them upstream and re-land the file to recover them, or change the rule in "
+        f"{contract_file} if these values are legitimate"
+    )
     if column == spec.event_timestamp and rule == "expect_column_values_to_be_between":
         fix = "land late or early rows in the batch of their own interval"
-    message = (f"{where}: column `{column}` {what} (rule {rule}); {count} row(s), {shown}. "
-               f"They were quarantined to {quarantine_file}: {fix}.")
+    message = (
+        f"{where}: column `{column}` {what} (rule {rule}); {count} row(s), {shown}. "
+        f"They were quarantined to {quarantine_file}: {fix}."
+    )
     return RuleFailure(rule, column, "row", count, sample, message)
 
 
-def _share_failure(df: pd.DataFrame, spec: ModelSpec, bad_rows: Any,
-                   row_failures: list[RuleFailure], share: float, where: str,
-                   quarantine_file: str) -> RuleFailure:
+def _share_failure(
+    df: pd.DataFrame,
+    spec: ModelSpec,
+    bad_rows: Any,
+    row_failures: list[RuleFailure],
+    share: float,
+    where: str,
+    quarantine_file: str,
+) -> RuleFailure:
     top = sorted((f for f in row_failures if f.severity == "row"), key=lambda f: -f.count)[:3]
     causes = "; ".join(f"{f.rule}({f.column}) x{f.count}" for f in top)
-    sample = _sample(df[spec.dataset.row_id].iloc[bad_rows[:50]].tolist()) \
-        if spec.dataset.row_id in df.columns else []
-    return RuleFailure("max_quarantine_share", None, "batch", len(bad_rows), sample, (
-        f"{where}: {len(bad_rows)} of {len(df)} rows ({share:.1%}) broke row rules, above "
-        f"validation.max_quarantine_share={spec.max_quarantine_share:g} in {_show(spec.path)}; the "
-        f"whole batch is blocked (main causes: {causes}). See {quarantine_file}; fix the producer "
-        "and re-land the file, or raise the limit in the model spec if this is expected."))
+    sample = _sample(df[spec.dataset.row_id].iloc[bad_rows[:50]].tolist()) if spec.dataset.row_id in df.columns else []
+    return RuleFailure(
+        "max_quarantine_share",
+        None,
+        "batch",
+        len(bad_rows),
+        sample,
+        (
+            f"{where}: {len(bad_rows)} of {len(df)} rows ({share:.1%}) broke row rules, above "
+            f"validation.max_quarantine_share={spec.max_quarantine_share:g} in {_show(spec.path)}; the "
+            f"whole batch is blocked (main causes: {causes}). See {quarantine_file}; fix the producer "
+            "and re-land the file, or raise the limit in the model spec if this is expected."
+        ),
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -558,8 +683,12 @@ def _share_failure(df: pd.DataFrame, spec: ModelSpec, bad_rows: Any,
 def _clean_table(clean: pd.DataFrame, spec: ModelSpec) -> Any:
     import pyarrow as pa
 
-    arrow_type = {"string": pa.string(), "int": pa.int64(), "float": pa.float64(),
-                  "timestamp": pa.timestamp("ns", tz="UTC")}
+    arrow_type = {
+        "string": pa.string(),
+        "int": pa.int64(),
+        "float": pa.float64(),
+        "timestamp": pa.timestamp("ns", tz="UTC"),
+    }
     pandas_type = {"string": "string", "int": "Int64", "float": "Float64"}
     cols = spec.dataset.columns
     frame = clean[[c.name for c in cols]].reset_index(drop=True)
@@ -613,10 +742,9 @@ def _remove(path: Path) -> None:
 def _as_utc(ts: datetime) -> datetime:
     """A plain `datetime` in UTC (naive input is taken as UTC; pendulum is flattened)."""
     if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=timezone.utc)
-    u = ts.astimezone(timezone.utc)
-    return datetime(u.year, u.month, u.day, u.hour, u.minute, u.second, u.microsecond,
-                    tzinfo=timezone.utc)
+        ts = ts.replace(tzinfo=UTC)
+    u = ts.astimezone(UTC)
+    return datetime(u.year, u.month, u.day, u.hour, u.minute, u.second, u.microsecond, tzinfo=UTC)
 
 
 def _show(path: Path) -> str:

@@ -1,0 +1,92 @@
+"""Shared wiring for Flywheel's DAGs: Assets (declared once), default args, context helpers.
+
+Nothing heavy is imported here: DAG files parse in milliseconds. The work lives in pipelines/.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import Asset
+
+from pipelines.spec import ModelSpec, load_specs
+
+log = logging.getLogger(__name__)
+
+SMTP_CONN_ID = "flywheel_smtp"
+FEAST_POOL = "feast_online_store"   # one writer at a time into the embedded SQLite online store
+START_DATE = datetime(2026, 1, 1)
+
+
+def specs() -> dict[str, ModelSpec]:
+    return load_specs()
+
+
+# --- Assets: the loop as an asset graph. One function per concept, used by producer and consumer.
+def validated_asset(model: str) -> Asset:
+    return Asset(name=f"{model}__validated_batch", uri=f"x-flywheel://{model}/validated", group="flywheel")
+
+
+def features_asset(model: str) -> Asset:
+    return Asset(name=f"{model}__features", uri=f"x-flywheel://{model}/features", group="flywheel")
+
+
+def scores_asset(model: str) -> Asset:
+    return Asset(name=f"{model}__scores", uri=f"x-flywheel://{model}/scores", group="flywheel")
+
+
+def retrain_asset(model: str) -> Asset:
+    return Asset(name=f"{model}__retrain_request", uri=f"x-flywheel://{model}/retrain", group="flywheel")
+
+
+def champion_asset(model: str) -> Asset:
+    return Asset(name=f"{model}__champion", uri=f"x-flywheel://{model}/champion", group="flywheel")
+
+
+def default_args(spec: ModelSpec) -> dict[str, Any]:
+    return {
+        "owner": spec.owners[0].split("@")[0],
+        "email": list(spec.owners),
+        "retries": 1,
+        "retry_delay": timedelta(seconds=10),
+    }
+
+
+def tags(spec: ModelSpec, stage: str) -> list[str]:
+    return ["flywheel", f"model:{spec.name}", f"stage:{stage}", *spec.tags]
+
+
+def doc(spec: ModelSpec, stage: str, what: str) -> str:
+    return (f"### {stage} · `{spec.name}`\n\n{what}\n\n*Model:* {spec.description}  \n"
+            f"*Owners:* {', '.join(spec.owners)}  \n*Spec:* `{spec.path.name}`")
+
+
+def interval_events(context: dict[str, Any], asset: Asset) -> list[dict[str, Any]]:
+    """The extras of the asset events that triggered this run, oldest first, one per interval."""
+    events = context["triggering_asset_events"][asset]
+    seen: dict[str, dict[str, Any]] = {}
+    for ev in events:
+        extra = dict(ev.extra or {})
+        if "interval_start" in extra:
+            seen[extra["interval_start"]] = extra
+    return [seen[k] for k in sorted(seen)]
+
+
+def parse_ts(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def run_link(context: dict[str, Any]) -> str:
+    """The Airflow UI page of this DAG run."""
+    return str(context["ti"].log_url).split("/tasks/")[0]
+
+
+def send_email(to: list[str], subject: str, html: str, files: list[str] | None = None) -> None:
+    """Deliver through Airflow's SMTP provider and the `flywheel_smtp` connection."""
+    from airflow.providers.smtp.hooks.smtp import SmtpHook
+
+    with SmtpHook(smtp_conn_id=SMTP_CONN_ID) as hook:
+        hook.send_email_smtp(to=to, subject=subject, html_content=html, files=files or [])
+    log.info("email sent to %s: %s", ", ".join(to), subject)

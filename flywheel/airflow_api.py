@@ -1,0 +1,107 @@
+"""A small client of Airflow's REST API v2 (the same calls the UI makes), with token auth."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import datetime
+from typing import Any
+
+
+class AirflowAPIError(RuntimeError):
+    pass
+
+
+class AirflowAPI:
+    def __init__(self, base_url: str, username: str, password: str) -> None:
+        self.base = base_url.rstrip("/")
+        self._user, self._password = username, password
+        self._token: str | None = None
+
+    def _request(self, method: str, path: str, body: Any = None, auth: bool = True) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if auth:
+            headers["Authorization"] = f"Bearer {self.token()}"
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                raw = r.read()
+        except urllib.error.HTTPError as e:
+            detail = e.read().decode(errors="replace")[:500]
+            raise AirflowAPIError(f"{method} {path} -> {e.code}: {detail}") from e
+        return json.loads(raw) if raw else None
+
+    def token(self) -> str:
+        if self._token is None:
+            out = self._request("POST", "/auth/token", {"username": self._user, "password": self._password},
+                                auth=False)
+            self._token = out["access_token"]
+        return self._token
+
+    def get(self, path: str, **params: Any) -> Any:
+        query = urllib.parse.urlencode(params, doseq=True)
+        return self._request("GET", f"/api/v2{path}" + (f"?{query}" if query else ""))
+
+    def dags(self) -> list[dict[str, Any]]:
+        return self.get("/dags", limit=200)["dags"]
+
+    def import_errors(self) -> list[dict[str, Any]]:
+        return self.get("/importErrors", limit=100)["import_errors"]
+
+    def unpause(self, dag_id: str) -> None:
+        self._request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None, logical_date: datetime | None = None,
+                interval: tuple[datetime, datetime] | None = None, run_id: str | None = None,
+                note: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"logical_date": logical_date.isoformat() if logical_date else None,
+                                "conf": conf or {}}
+        if interval:
+            body["data_interval_start"], body["data_interval_end"] = (t.isoformat() for t in interval)
+        if run_id:
+            body["dag_run_id"] = run_id
+        if note:
+            body["note"] = note
+        return self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)
+
+    def dag_runs(self, dag_id: str = "~", **params: Any) -> list[dict[str, Any]]:
+        return self.get(f"/dags/{dag_id}/dagRuns", limit=200, **params)["dag_runs"]
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        return self.get(f"/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances")["task_instances"]
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str) -> Any:
+        try:
+            out = self.get(f"/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances/{task_id}"
+                           "/xcomEntries/return_value", deserialize=True)
+        except AirflowAPIError:
+            return None
+        return out.get("value")
+
+    def queued_asset_events(self, dag_id: str) -> int:
+        try:
+            return int(self.get(f"/dags/{dag_id}/assets/queuedEvents")["total_entries"])
+        except AirflowAPIError as e:
+            if "404" in str(e):
+                return 0
+            raise
+
+    def wait_settled(self, dag_ids: list[str], timeout: float = 900, quiet: float = 1.5) -> None:
+        """Until no run is queued/running and no asset event waits for any of `dag_ids`."""
+        deadline = time.monotonic() + timeout
+        calm_since: float | None = None
+        while time.monotonic() < deadline:
+            active = [r for r in self.dag_runs(state=["queued", "running"]) if r["dag_id"] in dag_ids]
+            waiting = 0 if active else sum(self.queued_asset_events(d) for d in dag_ids)
+            if not active and not waiting:
+                calm_since = calm_since or time.monotonic()
+                if time.monotonic() - calm_since >= quiet:
+                    return
+            else:
+                calm_since = None
+            time.sleep(0.5)
+        raise TimeoutError(f"DAG runs still active after {timeout:.0f}s")

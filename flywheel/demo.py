@@ -1,0 +1,304 @@
+"""`make demo`: play the scenario batch by batch through the real Airflow scheduler.
+
+Each step lands a batch (or asks for a retrain) and triggers the DAG over Airflow's REST API,
+exactly as an upstream system or an engineer at the UI would; the Assets carry the loop onwards.
+The timeline is printed as it happens; the summary goes to $FLYWHEEL_HOME/demo-summary.json.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import shutil
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from flywheel import runtime
+from flywheel.airflow_api import AirflowAPI
+from pipelines.datagen import BatchPlan, Scenario, land_batch
+from pipelines.layout import Layout
+from pipelines.spec import ModelSpec, load_specs
+
+STAGES = ("ingest_validate", "features", "score", "monitor", "train")
+EXPERIMENT = {"max_depth": 1, "num_boost_round": 3}
+
+
+def short_scenario() -> Scenario:
+    """The same story in 8 batches: stable, first champion, blocked, quarantined, shift, retrain, experiment."""
+    return Scenario(batches=(
+        BatchPlan(0, "normal", "stable period"),
+        BatchPlan(1, "normal", "stable period"),
+        BatchPlan(2, "normal", "stable period"),
+        BatchPlan(3, "normal", "stable period; the first champion is trained after this batch"),
+        BatchPlan(4, "corrupted", "renamed `amount` to `amt`, absurd amounts: must be blocked"),
+        BatchPlan(5, "bad_rows", "a few bad rows: quarantined"),
+        BatchPlan(6, "shifted", "market shift: drift, email, automatic retrain"),
+        BatchPlan(7, "shifted", "shift continues; a cheaper experiment is rejected by the gate"),
+    ), train_after=3, experiment_after=7)
+
+
+class Timeline:
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+
+    def say(self, text: str, indent: int = 0) -> None:
+        el = time.monotonic() - self.t0
+        print(f"[{int(el // 60):02d}:{int(el % 60):02d}] {'    ' * indent}{text}", flush=True)
+
+
+def _reset(lay: Layout) -> None:
+    """Remove every piece of runtime state except the per-install secrets."""
+    if not lay.home.exists():
+        return
+    for child in lay.home.iterdir():
+        if child.name == "secrets":
+            continue
+        shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+
+def _runs_since(api: AirflowAPI, dag_ids: list[str], since: str) -> list[dict[str, Any]]:
+    runs = [r for r in api.dag_runs(run_after_gte=since) if r["dag_id"] in dag_ids]
+    return sorted(runs, key=lambda r: (r.get("start_date") or r.get("run_after") or "", r["dag_id"]))
+
+
+def _describe(api: AirflowAPI, run: dict[str, Any]) -> str:
+    """One readable line about what a DAG run did, from its task states and return values."""
+    dag_id, run_id, state = run["dag_id"], run["dag_run_id"], run["state"]
+    tis = {t["task_id"]: t for t in api.task_instances(dag_id, run_id)}
+    stage = dag_id.split("__")[0]
+
+    def skipped(task: str) -> bool:
+        return tis.get(task, {}).get("state") == "skipped"
+
+    if stage == "ingest_validate":
+        res = api.xcom(dag_id, run_id, "validate_batch")
+        if skipped("validate_batch"):
+            return "skipped: no batch landed for this interval"
+        if not res:
+            return state
+        if res["verdict"] == "blocked":
+            rules = sorted({f["rule"] + (f"({f['column']})" if f.get("column") else "") for f in res["failures"]})
+            return f"BLOCKED — {', '.join(rules)[:160]}; owners emailed"
+        return f"accepted: {res['rows_clean']} clean rows, {res['rows_quarantined']} quarantined"
+    if stage == "features":
+        res = api.xcom(dag_id, run_id, "build_feature_tables") or []
+        return "; ".join(f"{iv['key']}: " + ", ".join(f"{v} {n}" for v, n in iv["rows"].items()) for iv in res) or state
+    if stage == "score":
+        if skipped("score_batch"):
+            return "skipped: no champion yet"
+        res = api.xcom(dag_id, run_id, "score_batch") or []
+        return "; ".join(f"{r['rows']} rows scored with v{r['model_version']}" for r in res) or state
+    if stage == "monitor":
+        res = api.xcom(dag_id, run_id, "detect_drift")
+        if not res:
+            return state
+        d = res["drift"]
+        n = sum(1 for c in d["columns"].values() if c["drifted"])
+        verdict = "DRIFT" if d["drift_detected"] else "no drift"
+        mail = "email sent" if tis.get("email_report", {}).get("state") == "success" else "no email"
+        return f"{verdict} ({n}/{len(d['columns'])} columns); {mail}; {res['reason'][:140]}"
+    if stage == "train":
+        gate = api.xcom(dag_id, run_id, "evaluate_gate")
+        if not gate:
+            return state
+        verdict = "PROMOTED" if gate["promote"] else "REJECTED"
+        return f"v{gate['challenger_version']} {verdict} — {gate['reason'][:200]}"
+    return state
+
+
+def _print_runs(api: AirflowAPI, tl: Timeline, dag_ids: list[str], since: str, seen: set[str]) -> list[dict]:
+    out = []
+    for run in _runs_since(api, dag_ids, since):
+        key = f"{run['dag_id']}/{run['dag_run_id']}"
+        if key in seen:
+            continue
+        seen.add(key)
+        line = _describe(api, run)
+        out.append({**run, "line": line})
+        tl.say(f"{run['dag_id']:<24s} {run['state']:<8s} {line}", indent=1)
+    return out
+
+
+def _mail(lay: Layout) -> list[dict[str, Any]]:
+    msgs = []
+    for path in sorted((lay.mail() / "new").glob("*")) + sorted((lay.mail() / "cur").glob("*")):
+        msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        atts = [p.get_filename() for p in msg.iter_attachments()]  # type: ignore[attr-defined]
+        msgs.append({"to": msg["To"], "subject": msg["Subject"], "attachments": atts, "file": str(path)})
+    return msgs
+
+
+def _registry(spec: ModelSpec) -> dict[str, Any]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    name = spec.registered_model_name
+    try:
+        model = client.get_registered_model(name)
+    except Exception:
+        return {"versions": [], "aliases": {}}
+    versions = []
+    for mv in sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version)):
+        versions.append({"version": mv.version, "reason": mv.tags.get("flywheel.reason"),
+                         "gate": mv.tags.get("flywheel.gate.decision"),
+                         "gate_reason": mv.tags.get("flywheel.gate.reason"),
+                         "trained_until": mv.tags.get("flywheel.trained_until")})
+    return {"versions": versions, "aliases": dict(model.aliases)}
+
+
+def _stage_times(api: AirflowAPI, runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per stage: DAG runs, and wall seconds from run start to end (summed over runs)."""
+    out: dict[str, dict[str, float]] = {}
+    for r in runs:
+        stage = r["dag_id"].split("__")[0]
+        s = out.setdefault(stage, {"runs": 0, "wall_s": 0.0})
+        s["runs"] += 1
+        if r.get("start_date") and r.get("end_date"):
+            s["wall_s"] += (datetime.fromisoformat(r["end_date"]) - datetime.fromisoformat(r["start_date"])).total_seconds()
+    return {k: {"runs": v["runs"], "wall_s": round(v["wall_s"], 1)} for k, v in out.items()}
+
+
+def run_demo(lay: Layout, ports: runtime.Ports, short: bool = False, resume: bool = False,
+             models: list[str] | None = None) -> int:
+    t_start = time.monotonic()
+    tl = Timeline()
+    specs = load_specs()
+    chosen = [specs[m] for m in (models or list(specs))]
+    sc = short_scenario() if short else Scenario()
+    if runtime.running(lay):
+        tl.say("stopping the previous demo's services")
+        runtime.down(lay)
+    if resume and (lay.home / "demo-summary.json").exists():
+        tl.say(f"RESUME: keeping the state in {lay.home}; batches already landed are not replayed")
+    else:
+        tl.say(f"RESET: fresh runtime state in {lay.home} (per-install secrets kept)")
+        _reset(lay)
+    t = time.monotonic()
+    env = runtime.init(lay, ports)
+    tl.say(f"initialised Airflow DB, secrets and the Feast registry ({time.monotonic() - t:.0f}s)")
+    t = time.monotonic()
+    runtime.up(lay, ports, env)
+    t_services = time.monotonic() - t
+    tl.say(f"services up: Airflow API/UI, scheduler, DAG processor, triggerer, MLflow, SMTP ({t_services:.0f}s)")
+    for k in ("MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK"):
+        import os
+
+        os.environ[k] = env[k]
+    api = AirflowAPI(f"http://127.0.0.1:{ports.airflow}", "admin", runtime.admin_password(lay))
+    dag_ids = [f"{stage}__{s.name}" for s in chosen for stage in STAGES]
+    deadline = time.monotonic() + 240
+    while True:
+        known = {d["dag_id"]: d for d in api.dags()}
+        errors = api.import_errors()
+        if errors:
+            raise RuntimeError(f"DAG import errors: {json.dumps(errors)[:2000]}")
+        if all(d in known for d in dag_ids):
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"DAGs not parsed in time; missing {sorted(set(dag_ids) - set(known))}")
+        time.sleep(1)
+    for d in dag_ids:
+        if known[d]["is_paused"]:
+            api.unpause(d)
+    tl.say(f"{len(dag_ids)} DAGs parsed, no import errors, all unpaused")
+    # the ingest DAGs' own schedule may have queued a run for the latest real-world week: let it finish
+    api.wait_settled(dag_ids)
+    since = datetime.now(timezone.utc).isoformat()
+    seen: set[str] = {f"{r['dag_id']}/{r['dag_run_id']}" for r in _runs_since(api, dag_ids, "2000-01-01T00:00:00Z")}
+    all_runs: list[dict[str, Any]] = []
+    batches = []
+    t_loop = time.monotonic()
+    for plan in sc.batches:
+        start, end = plan.interval(sc.start)
+        tl.say(f"batch {plan.week + 1:02d}  {start:%Y-%m-%d} → {end:%Y-%m-%d}  [{plan.kind}] {plan.note}")
+        for spec in {s.dataset.name: s for s in chosen}.values():
+            landing = lay.landing(spec.dataset.name)
+            if not (resume and (landing / spec.dataset.file_pattern.format(start=start)).exists()):
+                land_batch(sc, plan, landing, spec.dataset.file_pattern)
+        for spec in chosen:
+            api.trigger(f"ingest_validate__{spec.name}", logical_date=end, interval=(start, end),
+                        run_id=f"batch__{start:%Y-%m-%d}__{int(time.time())}", note=plan.note)
+        api.wait_settled(dag_ids)
+        runs = _print_runs(api, tl, dag_ids, since, seen)
+        all_runs += runs
+        batches.append({"batch": plan.week + 1, "interval": [start.isoformat(), end.isoformat()],
+                        "kind": plan.kind, "note": plan.note,
+                        "ingest": {r["dag_id"]: r["line"] for r in runs if r["dag_id"].startswith("ingest")}})
+        asks = []
+        if plan.week == sc.train_after:
+            asks = [(s, {"as_of": end.isoformat(), "reason": "bootstrap: the first model"}) for s in chosen]
+        if plan.week == sc.experiment_after:
+            asks = [(chosen[0], {"as_of": end.isoformat(), "params": EXPERIMENT,
+                                 "reason": "experiment: a cheaper model (depth 1, 3 rounds)"})]
+        for spec, conf in asks:
+            tl.say(f"engineer triggers train__{spec.name}: {conf['reason']}")
+            api.trigger(f"train__{spec.name}", conf=conf, run_id=f"manual__{spec.name}__{int(time.time())}")
+        if asks:
+            api.wait_settled(dag_ids)
+            all_runs += _print_runs(api, tl, dag_ids, since, seen)
+    loop_s = time.monotonic() - t_loop
+    # refresh final states and build the summary
+    final = {f"{r['dag_id']}/{r['dag_run_id']}": r for r in _runs_since(api, dag_ids, since)}
+    runs_final = [{**final.get(f"{r['dag_id']}/{r['dag_run_id']}", r), "line": r["line"]} for r in all_runs]
+    summary = _summary(lay, ports, chosen, batches, runs_final, api, t_start, t_services, loop_s, short)
+    (lay.home / "demo-summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    _print_summary(summary, lay, ports)
+    return 0
+
+
+def _summary(lay: Layout, ports: runtime.Ports, chosen: list[ModelSpec], batches: list[dict], runs: list[dict],
+             api: AirflowAPI, t_start: float, t_services: float, loop_s: float, short: bool) -> dict[str, Any]:
+    mails = _mail(lay)
+    models = {}
+    for spec in chosen:
+        reg = _registry(spec)
+        q = sum(len(__import__("pandas").read_parquet(p)) for p in lay.quarantine(spec.name).glob("*.parquet"))
+        mine = [r for r in runs if r["dag_id"].endswith(f"__{spec.name}")]
+        models[spec.name] = {
+            "batches_ingested": sum(1 for r in mine if r["dag_id"].startswith("ingest") and r["state"] == "success"),
+            "batches_blocked": sum(1 for r in mine if r["dag_id"].startswith("ingest") and r["state"] == "failed"),
+            "rows_quarantined": q,
+            "model_versions": reg["versions"],
+            "aliases": reg["aliases"],
+            "champion_version": reg["aliases"].get("champion"),
+            "gate_decisions": [{"version": v["version"], "decision": v["gate"], "reason": v["gate_reason"]}
+                               for v in reg["versions"]],
+            "drift_events": [{"run": r["dag_run_id"], "detail": r["line"]} for r in mine
+                             if r["dag_id"].startswith("monitor") and r["line"].startswith("DRIFT")],
+            "retrain_runs": [{"run": r["dag_run_id"], "state": r["state"], "detail": r["line"]} for r in mine
+                             if r["dag_id"].startswith("train")],
+        }
+    return {
+        "scenario": "short" if short else "full",
+        "finished_at": datetime.now(timezone.utc).isoformat(),
+        "wall_time_s": round(time.monotonic() - t_start, 1),
+        "services_start_s": round(t_services, 1),
+        "scenario_s": round(loop_s, 1),
+        "stage_times": _stage_times(api, runs),
+        "batches": batches,
+        "models": models,
+        "emails_sent": len(mails),
+        "emails": [{k: m[k] for k in ("to", "subject", "attachments")} for m in mails],
+        "urls": {"airflow": f"http://127.0.0.1:{ports.airflow}/", "mlflow": f"http://127.0.0.1:{ports.mlflow}/"},
+        "login": {"user": "admin", "password_file": str(lay.secrets() / "admin_password")},
+    }
+
+
+def _print_summary(s: dict[str, Any], lay: Layout, ports: runtime.Ports) -> None:
+    print("\n=== Flywheel demo summary ===")
+    for name, m in s["models"].items():
+        print(f"{name}: {m['batches_ingested']} batches ingested, {m['batches_blocked']} blocked, "
+              f"{m['rows_quarantined']} rows quarantined; champion v{m['champion_version']}")
+        for g in m["gate_decisions"]:
+            print(f"    v{g['version']}: {g['decision']} — {(g['reason'] or '')[:150]}")
+        print(f"    drift events: {len(m['drift_events'])}; train runs: {len(m['retrain_runs'])}")
+    print(f"emails sent: {s['emails_sent']}  (stored in {lay.mail()})")
+    print("stage wall time: " + ", ".join(f"{k} {v['wall_s']}s/{v['runs']} runs" for k, v in s["stage_times"].items()))
+    print(f"total {s['wall_time_s']}s (services {s['services_start_s']}s, scenario {s['scenario_s']}s)")
+    print(f"summary: {lay.home / 'demo-summary.json'}\n")
+    print(f"Airflow UI : http://127.0.0.1:{ports.airflow}/   login admin / {runtime.admin_password(lay)}")
+    print(f"MLflow UI  : http://127.0.0.1:{ports.mlflow}/")
+    print("The services keep running; `make down` stops them.")
