@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, task
 
-import flywheel_common as fc
+from flywheel import dagkit as fc
 from pipelines.spec import ModelSpec
 
 

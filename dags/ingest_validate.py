@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from airflow.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.sdk import DAG, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-import flywheel_common as fc
+from flywheel import dagkit as fc
 from pipelines.spec import ModelSpec
 
 log = logging.getLogger(__name__)

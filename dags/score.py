@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from airflow.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowSkipException
 from airflow.sdk import DAG, task
 
-import flywheel_common as fc
+from flywheel import dagkit as fc
 from pipelines.spec import ModelSpec
 
 

@@ -77,7 +77,7 @@ class AirflowAPI:
     def xcom(self, dag_id: str, run_id: str, task_id: str) -> Any:
         try:
             out = self.get(f"/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances/{task_id}"
-                           "/xcomEntries/return_value", deserialize=True)
+                           "/xcomEntries/return_value", stringify=False)
         except AirflowAPIError:
             return None
         return out.get("value")

@@ -16,11 +16,14 @@ import copy
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 import pytest
 import yaml
+
+if TYPE_CHECKING:
+    from collections.abc import Collection
 
 pytestmark = pytest.mark.dags
 
@@ -58,9 +61,11 @@ HEALTHCHECKED = {
     "airflow-triggerer",
     "airflow-worker",
 }
-PROJECT_MOUNTS = ("dags", "plugins", "pipelines", "models", "datasets", "feature_repo")
+PROJECT_MOUNTS = ("dags", "plugins", "pipelines", "flywheel", "models", "datasets", "feature_repo")
+CODE_DIRS = ("flywheel", "pipelines", "dags", "plugins", "feature_repo")
 
-# Every variable Flywheel reads; .env.example documents each one (as KEY=value or # KEY=value).
+# Variables Flywheel reads; .env.example documents each one (as KEY=value or # KEY=value), and
+# so every FLYWHEEL_* name quoted in the code or substituted in feature_repo/*.yaml.
 FLYWHEEL_VARIABLES = {
     "FLYWHEEL_HOME",
     "FLYWHEEL_AIRFLOW_PORT",
@@ -193,7 +198,12 @@ def _map_strings(node: Any, function: Any) -> Any:
 def yaml_strings(text: str) -> list[str]:
     """Every string value of a YAML document: what Compose interpolates (never comments or keys)."""
     strings: list[str] = []
-    _map_strings(yaml.safe_load(text), lambda value: strings.append(value) or value)
+
+    def collect(value: str) -> str:
+        strings.append(value)
+        return value
+
+    _map_strings(yaml.safe_load(text), collect)
     return strings
 
 
@@ -294,7 +304,20 @@ def image_problems(compose: dict[str, Any]) -> list[str]:
     return problems
 
 
-def documentation_problems(compose_text: str, env_text: str) -> list[str]:
+def variables_in_code(root: Path) -> set[str]:
+    """FLYWHEEL_* names the code reads: quoted in Python, or `${...}` in YAML (Feast config)."""
+    pattern = re.compile(r"(?:[\"']|\$\{)(FLYWHEEL_[A-Z0-9_]+)")
+    found: set[str] = set()
+    for folder in CODE_DIRS:
+        for path in (root / folder).rglob("*"):
+            if path.suffix in (".py", ".yaml", ".yml") and path.is_file():
+                found.update(pattern.findall(path.read_text(encoding="utf-8", errors="replace")))
+    return found
+
+
+def documentation_problems(
+    compose_text: str, env_text: str, code_variables: Collection[str] = ()
+) -> list[str]:
     active, commented, malformed = parse_env_file(env_text)
     problems = [f".env.example: not KEY=value: {line!r}" for line in malformed]
     for name in sorted({name for name, _, _ in compose_references(compose_text)}):
@@ -302,7 +325,7 @@ def documentation_problems(compose_text: str, env_text: str) -> list[str]:
             problems.append(
                 f"${{{name}}} is used by docker-compose.yaml but not set in .env.example"
             )
-    for name in sorted(FLYWHEEL_VARIABLES - set(active) - commented):
+    for name in sorted((FLYWHEEL_VARIABLES | set(code_variables)) - set(active) - commented):
         problems.append(f"{name} is not documented in .env.example")
     lines = env_text.splitlines()
     for index, line in enumerate(lines):
@@ -400,7 +423,19 @@ def test_every_image_is_pinned(compose: dict[str, Any]) -> None:
 def test_every_compose_variable_and_flywheel_variable_is_documented(
     compose_text: str, env_text: str
 ) -> None:
-    assert documentation_problems(compose_text, env_text) == []
+    code_variables = variables_in_code(ROOT)
+    assert documentation_problems(compose_text, env_text, code_variables) == []
+
+
+def test_airflow_init_prepares_what_the_dags_need(compose: dict[str, Any]) -> None:
+    """The DAGs' pools exist and the Feast definitions are registered, as `flywheel init` does."""
+    script = "\n".join(compose["services"]["airflow-init"]["command"])
+    dag_code = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "dags").glob("*.py"))
+    pools = set(re.findall(r"\b[A-Z_]*POOL\s*=\s*[\"']([^\"']+)[\"']", dag_code))
+    pools |= set(re.findall(r"\bpool\s*=\s*[\"']([^\"']+)[\"']", dag_code))
+    assert [pool for pool in sorted(pools) if f"airflow pools set {pool} " not in script] == []
+    assert "flywheel.cli feast-apply" in script
+    assert script.index("/entrypoint airflow version") < script.index("feast-apply")
 
 
 def test_env_example_ships_placeholders_not_secrets(env_example: dict[str, str]) -> None:

@@ -1,0 +1,61 @@
+# Flywheel — two commands on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+UV := $(BIN)/uv
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+export GX_ANALYTICS_ENABLED := false
+
+.PHONY: install demo test test-unit test-dags test-integration lint down status clean compile bench
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(UV): $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==0.13.9"
+
+# installs the exact pins, then the project itself (editable, no dependency resolution)
+$(VENV)/.installed: requirements.txt pyproject.toml | $(UV)
+	$(UV) pip install --quiet --python $(BIN)/python -r requirements.txt
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install  ## play the whole loop on the embedded default; leaves the UIs running
+	$(BIN)/python -m flywheel.cli demo
+
+test: install  ## the whole suite (unit, DAG integrity, integration through the real scheduler)
+	$(BIN)/python -m pytest tests -q
+
+test-unit: install
+	$(BIN)/python -m pytest tests -q -m unit
+
+test-dags: install
+	$(BIN)/python -m pytest tests -q -m dags
+
+test-integration: install
+	$(BIN)/python -m pytest tests -q -m integration
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/mypy
+
+up: install  ## start the embedded services without playing the scenario
+	$(BIN)/python -m flywheel.cli up
+
+down:  ## stop everything `make demo` / `make up` started
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m flywheel.cli down; else echo "nothing to stop"; fi
+
+status: install
+	$(BIN)/python -m flywheel.cli status
+
+bench: install
+	$(BIN)/python bench/demo_stages.py
+
+compile: $(UV)  ## re-pin requirements.txt from requirements.in
+	$(UV) pip compile requirements.in --python-version 3.11 -o requirements.txt
+
+clean: down
+	rm -rf .flywheel
