@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from airflow.sdk import DAG, task
 
 from flywheel import dagkit as fc
-from pipelines.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from pipelines.spec import ModelSpec
 
 
 def build(spec: ModelSpec) -> DAG:

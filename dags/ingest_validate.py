@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.sdk import DAG, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from flywheel import dagkit as fc
-from pipelines.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from pipelines.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +55,12 @@ def build(spec: ModelSpec) -> DAG:
         def gate_batch(result: dict, **context) -> dict:
             if result["verdict"] == "accepted":
                 return result
+            from pipelines.layout import Layout
             from pipelines.notify import blocked_batch_email
+            from pipelines.validate import preserve_blocked
 
+            kept = preserve_blocked(Path(result["batch_file"]), Layout.from_env().blocked(spec.name), result["key"])
+            log.info("blocked batch kept at %s", kept)
             mail = blocked_batch_email(spec, result, fc.run_link(context))
             try:
                 fc.send_email(list(mail.to), mail.subject, mail.html, list(mail.attachments))

@@ -7,12 +7,15 @@ Asset fires and `train__<model>` starts with no human step.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-from airflow.sdk.exceptions import AirflowSkipException
 from airflow.sdk import DAG, task
+from airflow.sdk.exceptions import AirflowSkipException
 
 from flywheel import dagkit as fc
-from pipelines.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from pipelines.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from airflow.sdk.exceptions import AirflowSkipException
+from typing import TYPE_CHECKING
+
 from airflow.sdk import DAG, task
+from airflow.sdk.exceptions import AirflowSkipException
 
 from flywheel import dagkit as fc
-from pipelines.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from pipelines.spec import ModelSpec
 
 
 def build(spec: ModelSpec) -> DAG:

@@ -35,7 +35,7 @@ customer_stats = FeatureView(
         Field(name="cust_txn_count_7d", dtype=Int64),
         Field(name="cust_amount_sum_7d", dtype=Float64),
         Field(name="cust_amount_mean_30d", dtype=Float64),
-        Field(name="cust_amount_max_30d", dtype=Float64),
+        Field(name="cust_amount_max_7d", dtype=Float64),
     ],
     source=_source("customer_stats"),
     online=True,

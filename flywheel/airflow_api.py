@@ -68,6 +68,14 @@ class AirflowAPI:
             body["note"] = note
         return self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)
 
+    def clear(self, dag_id: str, run_id: str, task_ids: list[str], note: str | None = None) -> Any:
+        """Clear tasks (and what follows them) of a run so the scheduler runs them again: the UI's *Clear*."""
+        body: dict[str, Any] = {"dry_run": False, "dag_run_id": run_id, "task_ids": task_ids,
+                                "include_downstream": True, "only_failed": False, "reset_dag_runs": True}
+        if note:
+            body["note"] = note
+        return self._request("POST", f"/api/v2/dags/{dag_id}/clearTaskInstances", body)
+
     def dag_runs(self, dag_id: str = "~", **params: Any) -> list[dict[str, Any]]:
         return self.get(f"/dags/{dag_id}/dagRuns", limit=200, **params)["dag_runs"]
 

@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "status":
         procs = runtime.running(lay)
         for name in runtime.SERVICES:
-            print(f"{name:14s} {'running (pid %d)' % procs[name] if name in procs else 'stopped'}")
+            state = f"running (pid {procs[name]})" if name in procs else "stopped"
+            print(f"{name:14s} {state}")
         _print_urls(lay, ports)
     elif args.cmd == "feast-apply":
         from pipelines.features import apply_feature_repo

@@ -21,9 +21,12 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pipelines.layout import Layout
 from pipelines.spec import REPO_ROOT
+
+if TYPE_CHECKING:
+    from pipelines.layout import Layout
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +86,10 @@ class Ports:
         return cls(*ports)
 
 
-def _secret(lay: Layout, name: str, make: object) -> str:
+def _secret(lay: Layout, name: str, make: object, env_var: str | None = None) -> str:
     """A per-install secret: from the environment if set, else generated once into secrets/."""
+    if env_var and os.environ.get(env_var):
+        return os.environ[env_var]
     path = lay.secrets() / name
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,7 +126,7 @@ def environment(lay: Layout, ports: Ports) -> dict[str, str]:
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "4",   # SQLite: keep <= 8 (database is locked above)
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__CORE__FERNET_KEY": _secret(lay, "fernet_key", _fernet_key),
+        "AIRFLOW__CORE__FERNET_KEY": _secret(lay, "fernet_key", _fernet_key, "AIRFLOW__CORE__FERNET_KEY"),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(lay.secrets() / "airflow_passwords.json"),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{ports.airflow}/execution/",
@@ -130,8 +135,10 @@ def environment(lay: Layout, ports: Ports) -> dict[str, str]:
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{ports.airflow}/",
         "AIRFLOW__API__WORKERS": "1",
-        "AIRFLOW__API__SECRET_KEY": _secret(lay, "api_secret_key", lambda: secrets.token_urlsafe(32)),
-        "AIRFLOW__API_AUTH__JWT_SECRET": _secret(lay, "jwt_secret", lambda: secrets.token_urlsafe(32)),
+        "AIRFLOW__API__SECRET_KEY": _secret(lay, "api_secret_key", lambda: secrets.token_urlsafe(32),
+                                             "AIRFLOW__API__SECRET_KEY"),
+        "AIRFLOW__API_AUTH__JWT_SECRET": _secret(lay, "jwt_secret", lambda: secrets.token_urlsafe(32),
+                                                  "AIRFLOW__API_AUTH__JWT_SECRET"),
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(ports.worker_logs),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(ports.trigger_logs),
         "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.2",
@@ -272,7 +279,7 @@ def up(lay: Layout, ports: Ports, env: dict[str, str] | None = None) -> dict[str
 def down(lay: Layout, timeout: float = 20) -> list[str]:
     """Stop everything `up` started (whole process groups), politely then firmly."""
     procs = running(lay)
-    for name, pid in procs.items():
+    for pid in procs.values():
         try:
             os.killpg(pid, signal.SIGTERM)
         except ProcessLookupError:

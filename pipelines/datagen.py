@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -50,7 +50,7 @@ class BatchPlan:
 @dataclass(frozen=True)
 class Scenario:
     """The demo story, batch by batch. `train_after` = weeks after which a first model is trained."""
-    start: datetime = datetime(2026, 1, 5, tzinfo=timezone.utc)   # a Monday
+    start: datetime = datetime(2026, 1, 5, tzinfo=UTC)   # a Monday
     customers: int = 3000
     merchants: int = 400
     tx_per_week: int = 15000

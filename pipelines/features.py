@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOOKBACK_DAYS = 30
+WARMUP_DAYS = 7    # 7-day features need a week of history before they mean anything
 VIEW_ENTITY = {"customer_stats": "customer_id", "merchant_stats": "merchant_id"}
 
 
@@ -95,13 +96,17 @@ def compute_snapshots(history: pd.DataFrame, view: str, start: datetime, end: da
     import numpy as np
     import pandas as pd
 
+    if view not in VIEW_ENTITY:
+        raise ValueError(f"unknown feature view {view!r}; known: {sorted(VIEW_ENTITY)}")
     key = VIEW_ENTITY[view]
     first = pd.Timestamp(start).floor("D") - pd.Timedelta(days=LOOKBACK_DAYS)
     days = pd.date_range(first, pd.Timestamp(end).floor("D") - pd.Timedelta(days=1), freq="D", tz="UTC")
     out_days = days >= pd.Timestamp(start).floor("D")
     if history.empty:
         return pd.DataFrame()
-    h = history[history[key].notna()]
+    h_day = pd.to_datetime(history["event_ts"], utc=True).dt.floor("D")
+    # only rows inside [first day, last day]: anything else would land on a wrong day (index -1)
+    h = history[history[key].notna() & (h_day >= days[0]) & (h_day <= days[-1])]
     one = pd.Series(np.ones(len(h)), index=h.index)
     if view == "customer_stats":
         ents, g = _daily_grid(h, key, days, {"n": one, "amt": h["amount"]})
@@ -118,7 +123,7 @@ def compute_snapshots(history: pd.DataFrame, view: str, start: datetime, end: da
             "cust_amount_sum_7d": _rolling(g["amt"], 7),
             "cust_amount_mean_30d": np.divide(_rolling(g["amt"], 30), n30, out=np.full_like(n30, np.nan),
                                               where=n30 > 0),
-            "cust_amount_max_30d": _rolling_max(daily_max, 30),
+            "cust_amount_max_7d": _rolling_max(daily_max, 7),
         }
         active = n30 > 0
     elif view == "merchant_stats":

@@ -8,9 +8,10 @@ import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipelines.spec import ModelSpec
+if TYPE_CHECKING:
+    from pipelines.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +67,13 @@ def decide_promotion(spec: ModelSpec, challenger_version: str, challenger_value:
     else:
         ok = _finite(challenger_value) and (challenger_value >= floor if hib else challenger_value <= floor)  # type: ignore[operator]
         checks.append(Check("value_threshold", bool(ok), challenger_value, floor,
-                            f"challenger {metric} {_fmt(challenger_value)} (must be {'>=' if hib else '<='} {floor:g})"))
+                            f"challenger {metric} {_fmt(challenger_value)} "
+                            f"(must be {'>=' if hib else '<='} {floor:g})"))
     if champion_version is None and champion_error is None:
         checks.append(Check("vs_champion", True, None, None, "no champion yet: value thresholds only"))
+    elif not _finite(challenger_value):
+        checks.append(Check("vs_champion", False, None, None,
+                            f"challenger {metric} is undefined ({challenger_value}): cannot compare"))
     elif champion_error is not None or not _finite(champion_value):
         checks.append(Check("vs_champion", False, None, None,
                             f"champion v{champion_version} could not be evaluated: {champion_error or champion_value}"))
@@ -110,16 +115,17 @@ def evaluate_gate(spec: ModelSpec, challenger_version: str, holdout_path: str, f
     y = holdout[LABEL].to_numpy()
     name = spec.registered_model_name
     challenger_value: float | None
+    challenger_error: str | None = None
     try:
         challenger_value = m.metrics_for(spec, y, m.predict(m.load_version(name, challenger_version), x)).get(
             spec.primary_metric)
     except Exception as exc:  # fail closed: an unreadable challenger is not promoted
         log.exception("challenger v%s could not be evaluated", challenger_version)
         challenger_value = None
-        champion_error: str | None = f"challenger unreadable: {exc}"
+        challenger_error = f"challenger unreadable: {exc}"
     champ = m.champion(name)
     champion_version = champ.version if champ is not None else None
-    champion_value, champion_error = None, None
+    champion_value, champion_error = None, challenger_error
     if champ is not None and champ.version == challenger_version:
         champion_error = "challenger is already the champion"
     elif champ is not None:

@@ -42,6 +42,9 @@ class Layout:
     def quarantine(self, model: str) -> Path:
         return self.home / "data" / "quarantine" / model
 
+    def blocked(self, model: str) -> Path:
+        return self.home / "data" / "blocked" / model
+
     def validation_reports(self, model: str) -> Path:
         return self.home / "data" / "validation_reports" / model
 

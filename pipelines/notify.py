@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import html
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.monitor import Email
-from pipelines.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from pipelines.spec import ModelSpec
 
 
 def blocked_batch_email(spec: ModelSpec, result: dict[str, Any], run_url: str) -> Email:
@@ -28,7 +30,8 @@ def blocked_batch_email(spec: ModelSpec, result: dict[str, Any], run_url: str) -
         "<p><b>What happens now:</b> nothing downstream ran for this interval; the landed file is untouched. "
         "Fix the batch upstream and land it again, then re-run the validation from the Airflow UI "
         "(Clear the <code>validate_batch</code> task of this run).</p>"
-        f"<p><a href='{html.escape(run_url)}'>Airflow run</a> · report: <code>{html.escape(result['report_path'])}</code></p>"
+        f"<p><a href='{html.escape(run_url)}'>Airflow run</a> · "
+        f"report: <code>{html.escape(result['report_path'])}</code></p>"
     )
     subject = f"[Flywheel] {spec.name}: batch {result['interval_start'][:10]} BLOCKED ({len(failures)} rule(s) failed)"
     return Email(to=tuple(spec.owners), subject=subject, html=body, attachments=(result["report_path"],))

@@ -8,9 +8,10 @@ import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipelines.spec import ModelSpec
+if TYPE_CHECKING:
+    from pipelines.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 

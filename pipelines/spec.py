@@ -110,9 +110,9 @@ def datasets_dir() -> Path:
     return Path(os.environ.get("FLYWHEEL_DATASETS_DIR", REPO_ROOT / "datasets"))
 
 
-def _require(raw: dict[str, Any], key: str, path: Path) -> Any:
-    if key not in raw or raw[key] is None:
-        raise SpecError(f"{path}: required key `{key}` is missing; add it (see models/fraud.yaml).")
+def _require(raw: dict[str, Any], key: str, path: Path, section: str = "") -> Any:
+    if not isinstance(raw, dict) or key not in raw or raw[key] is None:
+        raise SpecError(f"{path}: required key `{section}{key}` is missing; add it (see models/fraud.yaml).")
     return raw[key]
 
 
@@ -123,7 +123,11 @@ def load_dataset(name: str, directory: Path | None = None) -> DatasetContract:
     raw = yaml.safe_load(path.read_text()) or {}
     cols = []
     for cname, rule in _require(raw, "columns", path).items():
-        rule = dict(rule)
+        rule = dict(rule or {})
+        unknown = set(rule) - {"type", "nullable", "unique", "allowed", "min", "max"}
+        if unknown:
+            raise SpecError(f"{path}: column `{cname}` has unknown rule(s) {sorted(unknown)}; "
+                            "known: type, nullable, unique, allowed, min, max.")
         if rule.get("type") not in ("string", "int", "float", "timestamp"):
             raise SpecError(f"{path}: column `{cname}` has type {rule.get('type')!r}; "
                             "use one of string, int, float, timestamp.")
@@ -153,8 +157,11 @@ def load_spec(path: Path) -> ModelSpec:
         raise SpecError(f"{path}: owners must be a non-empty list of email addresses, got {owners!r}.")
     label = _require(raw, "label", path)
     features = _require(raw, "features", path)
+    label_kind = label.get("kind", "column") if isinstance(label, dict) else None
+    if label_kind not in ("column", "future_sum"):
+        raise SpecError(f"{path}: label.kind {label_kind!r} must be `column` or `future_sum`.")
     training = _require(raw, "training", path)
-    metric = _require(raw, "metric", path)["primary"]
+    metric = _require(_require(raw, "metric", path), "primary", path, "metric.")
     if metric not in HIGHER_IS_BETTER:
         raise SpecError(f"{path}: metric.primary {metric!r} is not one of {sorted(HIGHER_IS_BETTER)}.")
     gate = {k: float(v) for k, v in (_require(raw, "gate", path) or {}).items()}
@@ -168,12 +175,12 @@ def load_spec(path: Path) -> ModelSpec:
         entity_key=_require(raw, "entity_key", path),
         event_timestamp=_require(raw, "event_timestamp", path),
         label=LabelSpec(
-            kind=label.get("kind", "column"),
-            column=label["column"],
+            kind=label_kind,
+            column=_require(label, "column", path, "label."),
             delay_days=int(label.get("delay_days", 0)),
             horizon_days=int(label.get("horizon_days", 0)),
         ),
-        feature_service=features["service"],
+        feature_service=_require(features, "service", path, "features."),
         feature_views=tuple(features.get("views", [])),
         row_features=tuple(features.get("row", [])),
         window_days=int(training.get("window_days", 28)),

@@ -16,11 +16,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.features import LOOKBACK_DAYS, historical_features, read_validated
-from pipelines.spec import ModelSpec
+from pipelines.features import LOOKBACK_DAYS, WARMUP_DAYS, historical_features, read_validated
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from pipelines.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,14 @@ def with_features(spec: ModelSpec, repo_path: Path, rows: pd.DataFrame) -> pd.Da
     return joined.sort_values([spec.event_timestamp, sort_key], kind="stable").reset_index(drop=True)
 
 
+def first_batch_start(validated_dir: Path, as_of: datetime) -> datetime | None:
+    """Start of the oldest validated batch: feature history begins there."""
+    keys = sorted(p.stem for p in validated_dir.glob("*.parquet"))
+    if not keys:
+        return None
+    return datetime.fromisoformat(keys[0]).replace(tzinfo=as_of.tzinfo)
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -139,6 +148,10 @@ def build_training_set(spec: ModelSpec, validated_dir: Path, repo_path: Path, as
                        out_dir: Path) -> TrainingSet:
     """Train and holdout frames for a training run as of `as_of`, written as parquet."""
     window = TrainingWindow.for_spec(spec, as_of)
+    first = first_batch_start(validated_dir, as_of)
+    if first is not None and window.train_start < first + timedelta(days=WARMUP_DAYS):
+        # rows from the first week have half-empty rolling features: a biased training (and drift reference)
+        window = TrainingWindow(first + timedelta(days=WARMUP_DAYS), window.holdout_start, window.labelled_until)
     rows = label_rows(spec, validated_dir, window.train_start, window.labelled_until)
     if rows.empty:
         raise ValueError(f"{spec.name}: no validated rows between {window.train_start:%Y-%m-%d} and "

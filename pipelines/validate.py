@@ -118,7 +118,10 @@ class ValidationResult:
     failures: tuple[RuleFailure, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """JSON-able (lists, not tuples: XCom and the REST API keep the shape)."""
+        d = dataclasses.asdict(self)
+        d["failures"] = [dataclasses.asdict(f) for f in self.failures]
+        return d
 
     @property
     def summary(self) -> str:
@@ -789,4 +792,22 @@ def _sample(values: list[Any]) -> list[Any]:
             out.append(j)
         if len(out) == SAMPLE_SIZE:
             break
+    return out
+
+
+def preserve_blocked(batch_file: Path, blocked_dir: Path, key: str) -> Path:
+    """Keep a byte-identical copy of a blocked batch, so re-landing a fixed file loses no evidence.
+
+    Copies go to blocked_dir/<key>/<sha256[:12]>-<file name>; the same bytes blocked twice are kept once.
+    """
+    import hashlib
+    import shutil
+
+    digest = hashlib.sha256(Path(batch_file).read_bytes()).hexdigest()[:12]
+    out = blocked_dir / key / f"{digest}-{Path(batch_file).name}"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(out.suffix + ".tmp")
+        shutil.copy2(batch_file, tmp)
+        os.replace(tmp, out)
     return out

@@ -1,0 +1,168 @@
+"""The embedded runtime's environment: secrets generated once per home, env wins, nothing secret committed."""
+
+from __future__ import annotations
+
+import json
+import socket
+import stat
+import subprocess
+
+import pytest
+
+from flywheel.runtime import Ports, admin_password, environment
+from pipelines.layout import Layout
+from pipelines.spec import REPO_ROOT
+
+pytestmark = pytest.mark.unit
+
+SECRET_FILES = {
+    "fernet_key": "AIRFLOW__CORE__FERNET_KEY",
+    "jwt_secret": "AIRFLOW__API_AUTH__JWT_SECRET",
+    "api_secret_key": "AIRFLOW__API__SECRET_KEY",
+}
+PORTS = Ports(airflow=18181, mlflow=15151, smtp=18025, worker_logs=18793, trigger_logs=18794)
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    """The variables under test come from this test alone, not from the shell that runs pytest."""
+    for var in [*SECRET_FILES.values(), "FLYWHEEL_ADMIN_PASSWORD", "AIRFLOW_CONN_FLYWHEEL_SMTP"]:
+        monkeypatch.delenv(var, raising=False)
+
+
+def secrets_of(lay: Layout) -> dict[str, str]:
+    env = environment(lay, PORTS)
+    out = {f: env[v] for f, v in SECRET_FILES.items()}
+    out["admin_password"] = admin_password(lay)
+    return out
+
+
+def test_secrets_are_generated_once_with_private_permissions(tmp_path):
+    lay = Layout(tmp_path / "home")
+    first = secrets_of(lay)
+    sdir = lay.secrets()
+    assert sorted(p.name for p in sdir.iterdir()) == sorted([*SECRET_FILES, "admin_password"])
+    assert stat.S_IMODE(sdir.stat().st_mode) == 0o700
+    for name, value in first.items():
+        path = sdir / name
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, name
+        assert path.read_text().strip() == value
+        assert len(value) >= 16, name
+    assert len(set(first.values())) == len(first)  # four independent values
+    from cryptography.fernet import Fernet
+
+    token = Fernet(first["fernet_key"].encode()).encrypt(b"conn password")  # a usable Fernet key
+    assert Fernet(first["fernet_key"].encode()).decrypt(token) == b"conn password"
+    mtimes = {p.name: p.stat().st_mtime_ns for p in sdir.iterdir()}
+    # a second start reuses them: Airflow can still decrypt its connections, sessions stay valid
+    assert secrets_of(lay) == first
+    assert {p.name: p.stat().st_mtime_ns for p in sdir.iterdir()} == mtimes
+
+
+def test_two_homes_get_different_secrets(tmp_path):
+    a, b = secrets_of(Layout(tmp_path / "a")), secrets_of(Layout(tmp_path / "b"))
+    for name in a:
+        assert a[name] != b[name], name
+
+
+def test_values_already_in_the_environment_win(tmp_path, monkeypatch):
+    from cryptography.fernet import Fernet
+
+    key = Fernet.generate_key().decode()
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", key)
+    monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "jwt-from-the-vault")
+    monkeypatch.setenv("FLYWHEEL_ADMIN_PASSWORD", "pw-from-the-vault")
+    monkeypatch.setenv("AIRFLOW__CORE__PARALLELISM", "2")
+    lay = Layout(tmp_path / "home")
+    env = environment(lay, PORTS)
+    assert env["AIRFLOW__CORE__FERNET_KEY"] == key
+    assert env["AIRFLOW__API_AUTH__JWT_SECRET"] == "jwt-from-the-vault"
+    assert env["AIRFLOW__CORE__PARALLELISM"] == "2"
+    assert admin_password(lay) == "pw-from-the-vault"
+    assert not (lay.secrets() / "admin_password").exists()
+
+
+def test_secrets_supplied_by_the_environment_are_not_also_generated_on_disk(tmp_path, monkeypatch):
+    """_secret's contract: "from the environment if set, else generated once into secrets/". An operator who
+    injects the Fernet key and JWT secret (scale-out, a vault) should not find a second, unused key written
+    next to the state folder."""
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", "injected-fernet")
+    monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "injected-jwt")
+    lay = Layout(tmp_path / "home")
+    environment(lay, PORTS)
+    assert not (lay.secrets() / "fernet_key").exists()
+    assert not (lay.secrets() / "jwt_secret").exists()
+
+
+def test_environment_points_every_service_at_the_configured_ports_and_home(tmp_path):
+    lay = Layout(tmp_path / "home")
+    env = environment(lay, PORTS)
+    assert env["AIRFLOW__API__PORT"] == "18181"
+    assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:18181/execution/"
+    assert env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:15151"
+    assert env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] == "18793"
+    assert env["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"] == "18794"
+    assert env["FLYWHEEL_SMTP_PORT"] == "18025"
+    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] == str(lay.secrets() / "airflow_passwords.json")
+    assert env["FLYWHEEL_MLFLOW_BACKEND_URI"].startswith(f"sqlite:///{tmp_path / 'home'}")
+
+
+def test_smtp_connection_uses_the_configured_port_without_ssl_or_tls(tmp_path):
+    env = environment(Layout(tmp_path / "home"), PORTS)
+    conn = json.loads(env["AIRFLOW_CONN_FLYWHEEL_SMTP"])
+    assert conn["conn_type"] == "smtp"
+    assert (conn["host"], conn["port"]) == ("127.0.0.1", 18025)
+    assert conn["extra"]["disable_ssl"] is True and conn["extra"]["disable_tls"] is True
+    assert conn["extra"]["from_email"]
+
+
+def test_free_ports_are_five_distinct_bindable_ports():
+    ports = Ports.free()
+    values = [ports.airflow, ports.mlflow, ports.smtp, ports.worker_logs, ports.trigger_logs]
+    assert len(set(values)) == 5
+    socks = []
+    try:
+        for p in values:
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", p))
+            socks.append(s)
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_ports_from_env(monkeypatch):
+    monkeypatch.setenv("FLYWHEEL_AIRFLOW_PORT", "18080")
+    monkeypatch.setenv("FLYWHEEL_SMTP_PORT", "12525")
+    monkeypatch.delenv("FLYWHEEL_MLFLOW_PORT", raising=False)
+    p = Ports.from_env()
+    assert (p.airflow, p.smtp, p.mlflow) == (18080, 12525, 5000)
+
+
+def tracked_files() -> list[str]:
+    out = subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, check=True)
+    return [f for f in out.stdout.decode().split("\0") if f]
+
+
+def test_no_generated_secret_appears_in_a_tracked_file(tmp_path):
+    generated = secrets_of(Layout(tmp_path / "home"))
+    files = tracked_files()
+    assert len(files) > 50
+    assert not [f for f in files if "/secrets/" in f or f.startswith(("secrets/", ".flywheel/")) or f == ".env"]
+    for f in files:
+        path = REPO_ROOT / f
+        if not path.is_file():
+            continue
+        content = path.read_bytes()
+        for name, value in generated.items():
+            assert value.encode() not in content, f"{name} found in tracked file {f}"
+
+
+def test_the_default_secrets_folder_is_ignored_by_git():
+    """`flywheel init` without FLYWHEEL_HOME writes secrets under <repo>/.flywheel/secrets; git must ignore them."""
+    for name in [*SECRET_FILES, "admin_password", "airflow_passwords.json"]:
+        rel = f".flywheel/secrets/{name}"
+        r = subprocess.run(["git", "check-ignore", "-q", rel], cwd=REPO_ROOT)
+        assert r.returncode == 0, f"{rel} is not ignored by git"
+    assert subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=REPO_ROOT).returncode == 0
