@@ -60,6 +60,7 @@ class Figure:
     seconds: float
     rows: int | None = None
     note: str = ""
+    cpu: float | None = None  # CPU seconds of this process (all its threads; not child processes)
 
     @property
     def rows_per_s(self) -> float | None:
@@ -69,6 +70,22 @@ class Figure:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "rows_per_s": self.rows_per_s}
+
+
+class Clock:
+    """Wall and CPU time of each `with clock:` block, accumulated."""
+
+    def __init__(self) -> None:
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+
+    def __enter__(self) -> Clock:
+        self._w, self._c = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall.append(time.perf_counter() - self._w)
+        self.cpu.append(time.process_time() - self._c)
 
 
 class _CurrentStderr(logging.Handler):
@@ -109,17 +126,24 @@ class Bench:
 
     def timed(self, group: str, stage: str, fn, *args, rows: Any = None, note: str = "", **kwargs) -> Any:
         """Run fn quietly, record its wall time; `rows` is an int or a function of the result."""
-        with self.quiet(stage):
-            t = time.perf_counter()
+        clock = Clock()
+        with self.quiet(stage), clock:
             out = fn(*args, **kwargs)
-            dt = time.perf_counter() - t
         n = rows(out) if callable(rows) else rows
-        self.figures.append(Figure(group, stage, dt, n, note))
-        self.progress(f"{stage}: {dt:.2f}s")
+        self.figures.append(Figure(group, stage, clock.wall[0], n, note, clock.cpu[0]))
+        self.progress(f"{stage}: {clock.wall[0]:.2f}s")
         return out
 
-    def add(self, group: str, stage: str, seconds: float, rows: int | None = None, note: str = "") -> None:
-        self.figures.append(Figure(group, stage, seconds, rows, note))
+    def add(
+        self,
+        group: str,
+        stage: str,
+        seconds: float,
+        rows: int | None = None,
+        note: str = "",
+        cpu: float | None = None,
+    ) -> None:
+        self.figures.append(Figure(group, stage, seconds, rows, note, cpu))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -210,10 +234,10 @@ def run(args: argparse.Namespace, home: Path, bench: Bench) -> dict[str, Any]:
     with bench.quiet("preload"):
         import importlib
 
-        t = time.perf_counter()
-        for name in PRELOAD:
-            importlib.import_module(name)
-        bench.add("setup", f"in-process preload ({len(PRELOAD)} modules, warm cache)", time.perf_counter() - t)
+        with Clock() as clk:
+            for name in PRELOAD:
+                importlib.import_module(name)
+        bench.add("setup", f"in-process preload ({len(PRELOAD)} modules)", clk.wall[0], cpu=clk.cpu[0])
     for name in ("mlflow", "feast", "great_expectations", "evidently", "alembic", "urllib3"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -251,23 +275,21 @@ def run(args: argparse.Namespace, home: Path, bench: Bench) -> dict[str, Any]:
 
     # 1. land
     paths = []
-    with bench.quiet("land"):
-        t = time.perf_counter()
+    with bench.quiet("land"), Clock() as clk:
         for p in plans:
             paths.append(datagen.land_batch(sc, p, lay.landing(spec.dataset.name), spec.dataset.file_pattern))
-        dt = time.perf_counter() - t
+    dt = clk.wall[0]
     import pandas as pd
 
     landed = [len(pd.read_parquet(p, columns=["transaction_id"])) for p in paths]
-    bench.add("1", f"land {len(plans)} batches ({args.weeks} normal + 1 shifted)", dt, sum(landed))
+    bench.add("1", f"land {len(plans)} batches ({args.weeks} normal + 1 shifted)", dt, sum(landed), cpu=clk.cpu[0])
     bench.progress(f"land: {dt:.2f}s, {sum(landed)} rows")
 
     # 2. validate
-    v_times, v_rows, results = [], 0, []
+    vclk, v_rows, results = Clock(), 0, []
     for p, path in zip(plans, paths, strict=True):
         start, end = p.interval(sc.start)
-        with bench.quiet(f"validate week {p.week}"):
-            t = time.perf_counter()
+        with bench.quiet(f"validate week {p.week}"), vclk:
             res = validate.validate_batch(
                 path,
                 spec,
@@ -277,57 +299,57 @@ def run(args: argparse.Namespace, home: Path, bench: Bench) -> dict[str, Any]:
                 lay.quarantine(spec.name),
                 lay.validation_reports(spec.name),
             )
-            v_times.append(time.perf_counter() - t)
         v_rows += res.rows_landed
         results.append(res)
         if res.verdict != "accepted":
             raise RuntimeError(f"week {p.week} was {res.verdict}: {res.summary}")
-    bench.add("2", f"validate {len(plans)} batches (total)", sum(v_times), v_rows)
+    v_times = vclk.wall
+    bench.add("2", f"validate {len(plans)} batches (total)", sum(v_times), v_rows, cpu=sum(vclk.cpu))
     bench.add(
         "2",
         "validate per batch (mean)",
         sum(v_times) / len(v_times),
         v_rows // len(v_times),
         note=f"min {min(v_times):.2f}s, max {max(v_times):.2f}s",
+        cpu=sum(vclk.cpu) / len(vclk.cpu),
     )
     bench.progress(f"validate: mean {sum(v_times) / len(v_times):.2f}s per batch")
     extra["validate_seconds"] = v_times
 
     # 3. features: tables per interval, apply once, materialize per interval
     views = list(spec.feature_views)
-    f_times, f_rows, per_interval = [], 0, []
+    fclk, f_rows, per_interval = Clock(), 0, []
     for p in plans:
         start, end = p.interval(sc.start)
-        with bench.quiet(f"feature tables week {p.week}"):
-            t = time.perf_counter()
+        with bench.quiet(f"feature tables week {p.week}"), fclk:
             tables = features.build_feature_tables(
                 lay.validated(spec.name), lay.home / "features", views, start, end, interval_key(start)
             )
-            f_times.append(time.perf_counter() - t)
         n = sum(tables.rows.values())
         f_rows += n
         per_interval.append((start, end, n))
     bench.add(
         "3",
         f"build_feature_tables x{len(plans)}",
-        sum(f_times),
+        sum(fclk.wall),
         f_rows,
-        note=f"mean {sum(f_times) / len(f_times):.2f}s per interval",
+        note=f"mean {sum(fclk.wall) / len(fclk.wall):.2f}s per interval",
+        cpu=sum(fclk.cpu),
     )
-    bench.progress(f"feature tables: {sum(f_times):.2f}s")
+    bench.progress(f"feature tables: {sum(fclk.wall):.2f}s")
     applied = bench.timed("3", "apply_feature_repo (once)", features.apply_feature_repo, repo)
-    m_times = []
+    mclk = Clock()
     for start, end, _ in per_interval:
-        with bench.quiet(f"materialize {start:%Y-%m-%d}"):
-            t = time.perf_counter()
+        with bench.quiet(f"materialize {start:%Y-%m-%d}"), mclk:
             features.materialize(repo, views, start, end)
-            m_times.append(time.perf_counter() - t)
+    m_times = mclk.wall
     bench.add(
         "3",
         f"materialize x{len(plans)}",
         sum(m_times),
         f_rows,
         note=f"mean {sum(m_times) / len(m_times):.2f}s per interval",
+        cpu=sum(mclk.cpu),
     )
     bench.progress(f"materialize: {sum(m_times):.2f}s")
     extra["feast_objects"] = applied
@@ -498,8 +520,8 @@ def machine() -> dict[str, Any]:
 def fmt_table(figs: list[Figure]) -> str:
     out = io.StringIO()
     w = max(len(f.stage) for f in figs) + 2
-    out.write(f"{'':6}{'stage':<{w}}{'seconds':>9}{'rows':>10}{'rows/s':>11}  note\n")
-    out.write("-" * (6 + w + 30 + 24) + "\n")
+    out.write(f"{'':6}{'stage':<{w}}{'seconds':>9}{'cpu s':>8}{'rows':>10}{'rows/s':>11}  note\n")
+    out.write("-" * (6 + w + 38 + 24) + "\n")
     last = None
     for f in figs:
         if last is not None and f.group != last:
@@ -507,7 +529,8 @@ def fmt_table(figs: list[Figure]) -> str:
         last = f.group
         rows = f"{f.rows:,}" if f.rows is not None else ""
         rps = f"{f.rows_per_s:,.0f}" if f.rows_per_s is not None else ""
-        out.write(f"{f.group:<6}{f.stage:<{w}}{f.seconds:>9.2f}{rows:>10}{rps:>11}  {f.note}".rstrip() + "\n")
+        cpu = f"{f.cpu:.2f}" if f.cpu is not None else ""
+        out.write(f"{f.group:<6}{f.stage:<{w}}{f.seconds:>9.2f}{cpu:>8}{rows:>10}{rps:>11}  {f.note}".rstrip() + "\n")
     return out.getvalue()
 
 
@@ -587,10 +610,12 @@ def main(argv: list[str] | None = None) -> int:
     bench.add("=", "sum of stages 1-8", work)
     bench.add("=", "wall time of this run (incl. stage 0 and setup)", wall)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    meta["load_1m_at_end"] = os.getloadavg()[0]
 
     print(
         f"Flywheel stage benchmark, {meta['date']}, {meta['cpus']} CPUs ({meta['cpu']}), "
-        f"{meta['mem_gib']} GiB, Python {meta['python']}, load {meta['load_1m_at_start']:.2f} at start"
+        f"{meta['mem_gib']} GiB, Python {meta['python']}, 1-min load {meta['load_1m_at_start']:.2f} at start, "
+        f"{meta['load_1m_at_end']:.2f} at end"
     )
     print(
         f"{args.weeks} normal weeks + 1 shifted week, {args.tx_per_week:,} tx/normal week, model `{MODEL}`; "
@@ -605,7 +630,8 @@ def main(argv: list[str] | None = None) -> int:
         f" Feast {pit['feast_seconds']:.2f}s vs DuckDB ASOF {pit['duckdb_seconds']:.2f}s = "
         f"{pit['ratio']:.1f}x the floor; values agree on {100 * pit['value_agreement']:.2f}%"
     )
-    print(f"gate: {extra['gate']['reason']}")
+    forced = " (promoted anyway: the bench needs a champion)" if extra["gate"]["forced_promotion"] else ""
+    print(f"gate: {extra['gate']['reason']}{forced}")
     if "drift" in extra:
         d = extra["drift"]
         print(
