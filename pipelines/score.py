@@ -40,7 +40,10 @@ def score_interval(spec: ModelSpec, validated_dir: Path, repo_path: Path, start:
         log.info("%s: no champion yet; nothing to score for %s", spec.name, key)
         return None
     client = MlflowClient()
-    features = json.loads(open(client.download_artifacts(champ.run_id, "features.json")).read())["features"]
+    meta_dir = scores_dir / "_champion" / str(champ.version)
+    meta_dir.mkdir(parents=True, exist_ok=True)
+    meta = Path(client.download_artifacts(champ.run_id, "features.json", str(meta_dir)))
+    features = json.loads(meta.read_text())["features"]
     if spec.label.kind == "column":
         rows = label_rows(spec, validated_dir, start, end, with_label=False)
     else:
