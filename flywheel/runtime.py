@@ -248,6 +248,11 @@ def wait_http(url: str, timeout: float, what: str) -> None:
     raise TimeoutError(f"{what} did not answer at {url} within {timeout:.0f}s ({last})")
 
 
+def _in_use(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def wait_port(port: int, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -262,6 +267,14 @@ def up(lay: Layout, ports: Ports, env: dict[str, str] | None = None) -> dict[str
     """Start every service that is not running yet; wait until each answers."""
     env = env or environment(lay, ports)
     already = running(lay)
+    wanted = {"smtp": ports.smtp, "mlflow": ports.mlflow, "api-server": ports.airflow,
+              "scheduler": ports.worker_logs, "triggerer": ports.trigger_logs}
+    busy = [f"{port} ({name})" for name, port in wanted.items() if name not in already and _in_use(port)]
+    if busy:
+        raise RuntimeError(f"port(s) already in use: {', '.join(busy)}. Stop what uses them (`make down` if it is "
+                           "an earlier Flywheel) or choose other ports with FLYWHEEL_AIRFLOW_PORT, "
+                           "FLYWHEEL_MLFLOW_PORT, FLYWHEEL_SMTP_PORT, FLYWHEEL_WORKER_LOG_PORT, "
+                           "FLYWHEEL_TRIGGER_LOG_PORT.")
     for name, cmd in _commands(env, lay, ports).items():
         if name in already:
             continue
