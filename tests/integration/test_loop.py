@@ -64,10 +64,9 @@ def _processes_of(home: Path) -> list[str]:
 
 
 def _mlflow(demo):
-    os.environ["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{demo['ports'].mlflow}"
     from mlflow import MlflowClient
 
-    return MlflowClient()
+    return MlflowClient(tracking_uri=f"http://127.0.0.1:{demo['ports'].mlflow}")
 
 
 def _mails(home: Path):

@@ -94,7 +94,9 @@ def test_secrets_supplied_by_the_environment_are_not_also_generated_on_disk(tmp_
     assert not (lay.secrets() / "jwt_secret").exists()
 
 
-def test_environment_points_every_service_at_the_configured_ports_and_home(tmp_path):
+def test_environment_points_every_service_at_the_configured_ports_and_home(tmp_path, monkeypatch):
+    for var in ("MLFLOW_TRACKING_URI", "FLYWHEEL_SMTP_PORT", "AIRFLOW__API__PORT"):
+        monkeypatch.delenv(var, raising=False)
     lay = Layout(tmp_path / "home")
     env = environment(lay, PORTS)
     assert env["AIRFLOW__API__PORT"] == "18181"

@@ -37,7 +37,7 @@ def test_shipped_specs_load_with_their_declared_settings():
     assert fraud.feature_views == ("customer_stats", "merchant_stats")
     assert fraud.row_features == ("amount", "channel", "category", "country")
     assert fraud.gate["min_primary"] == pytest.approx(0.20)
-    assert spend.gate["max_primary"] == pytest.approx(500.0)
+    assert spend.gate["max_primary"] == pytest.approx(1500.0)
     assert fraud.registered_model_name == "flywheel-fraud"
     # both specs read the same landing contract
     assert fraud.dataset.name == spend.dataset.name == "transactions"
