@@ -15,13 +15,8 @@ if TYPE_CHECKING:
 def build(spec: ModelSpec) -> DAG:
     validated = fc.validated_asset(spec.name)
     with DAG(
-        dag_id=f"features__{spec.name}",
+        **fc.dag_kwargs(spec, "features", "features"),
         schedule=[validated],
-        start_date=fc.START_DATE,
-        catchup=False,
-        max_active_runs=1,
-        default_args=fc.default_args(spec),
-        tags=fc.tags(spec, "features"),
         doc_md=fc.doc(spec, "Features",
                       f"Daily snapshots for the views {', '.join(spec.feature_views)} from the validated "
                       "interval (one parquet file per interval, rewritten on re-run), then "

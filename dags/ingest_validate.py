@@ -20,13 +20,8 @@ log = logging.getLogger(__name__)
 
 def build(spec: ModelSpec) -> DAG:
     with DAG(
-        dag_id=f"ingest_validate__{spec.name}",
+        **fc.dag_kwargs(spec, "ingest_validate", "ingest"),
         schedule=CronDataIntervalTimetable(spec.schedule, timezone="UTC"),
-        start_date=fc.START_DATE,
-        catchup=False,
-        max_active_runs=1,
-        default_args=fc.default_args(spec),
-        tags=fc.tags(spec, "ingest"),
         doc_md=fc.doc(spec, "Ingest & validate",
                       "Great Expectations checks the batch landed for the data interval against "
                       f"`{spec.dataset.path.name}`. A broken batch is blocked (the run fails, owners are "

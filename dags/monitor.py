@@ -24,13 +24,8 @@ def build(spec: ModelSpec) -> DAG:
     scores = fc.scores_asset(spec.name)
     retrain = fc.retrain_asset(spec.name)
     with DAG(
-        dag_id=f"monitor__{spec.name}",
+        **fc.dag_kwargs(spec, "monitor", "monitor"),
         schedule=[scores],
-        start_date=fc.START_DATE,
-        catchup=False,
-        max_active_runs=1,
-        default_args=fc.default_args(spec),
-        tags=fc.tags(spec, "monitor"),
         doc_md=fc.doc(spec, "Drift monitoring",
                       f"Last {spec.drift.window_days} days of scores vs a sample of the champion's training set; "
                       f"drift when >= {spec.drift.drift_share:.0%} of columns drift (per-column threshold "

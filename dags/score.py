@@ -16,13 +16,8 @@ if TYPE_CHECKING:
 def build(spec: ModelSpec) -> DAG:
     features = fc.features_asset(spec.name)
     with DAG(
-        dag_id=f"score__{spec.name}",
+        **fc.dag_kwargs(spec, "score", "score"),
         schedule=[features],
-        start_date=fc.START_DATE,
-        catchup=False,
-        max_active_runs=1,
-        default_args=fc.default_args(spec),
-        tags=fc.tags(spec, "score"),
         doc_md=fc.doc(spec, "Batch scoring",
                       f"Scores the interval with `models:/{spec.registered_model_name}@champion` and writes "
                       "predictions with the model version (one file per interval)."),

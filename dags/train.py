@@ -23,13 +23,8 @@ log = logging.getLogger(__name__)
 def build(spec: ModelSpec) -> DAG:
     retrain = fc.retrain_asset(spec.name)
     with DAG(
-        dag_id=f"train__{spec.name}",
+        **fc.dag_kwargs(spec, "train", "train"),
         schedule=[retrain],
-        start_date=fc.START_DATE,
-        catchup=False,
-        max_active_runs=1,
-        default_args=fc.default_args(spec),
-        tags=fc.tags(spec, "train"),
         params={
             "as_of": Param("", type="string", description="Train as of this time (ISO). Empty: the retrain "
                            "request's interval end, else the newest validated batch."),

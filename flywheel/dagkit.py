@@ -54,6 +54,12 @@ def default_args(spec: ModelSpec) -> dict[str, Any]:
     }
 
 
+def dag_kwargs(spec: ModelSpec, dag_prefix: str, stage: str) -> dict[str, Any]:
+    """What every Flywheel DAG shares: id `<stage>__<model>`, one run at a time, no catch-up, owners."""
+    return {"dag_id": f"{dag_prefix}__{spec.name}", "start_date": START_DATE, "catchup": False,
+            "max_active_runs": 1, "default_args": default_args(spec), "tags": tags(spec, stage)}
+
+
 def tags(spec: ModelSpec, stage: str) -> list[str]:
     return ["flywheel", f"model:{spec.name}", f"stage:{stage}", *spec.tags]
 

@@ -325,6 +325,19 @@ class _GXBatch:
         return list(batch.validate(suite, result_format=result_format).results)
 
 
+def _unevaluated(rule: str, column: str | None, error: str, where: str, what: str, contract_file: str) -> RuleFailure:
+    """A rule GX could not evaluate blocks the batch (fail closed), saying what to check."""
+    return RuleFailure(
+        rule,
+        column,
+        "batch",
+        0,
+        [],
+        f"{where}: rule {rule} on column `{column}` could not be evaluated ({error}); the "
+        f"batch is blocked until it can: check the {what} against {contract_file}.",
+    )
+
+
 def _rule_of(r: Any) -> tuple[str, str | None]:
     return r.expectation_config.type, r.expectation_config.kwargs.get("column")
 
@@ -368,19 +381,7 @@ def _check_batch_rules(
         rule, column = _rule_of(r)
         error = _raised(r)
         if error is not None:
-            failures.append(
-                RuleFailure(
-                    rule,
-                    column,
-                    "batch",
-                    0,
-                    [],
-                    (
-                        f"{where}: rule {rule} on column `{column}` could not be evaluated ({error}); the "
-                        f"batch is blocked until it can: check the file against {contract_file}."
-                    ),
-                )
-            )
+            failures.append(_unevaluated(rule, column, error, where, "file", contract_file))
             ok_columns.discard(column or "")
             continue
         if r.success:
@@ -567,19 +568,7 @@ def _check_row_rules(
         rule, column = _rule_of(r)
         error = _raised(r)
         if error is not None:
-            failures.append(
-                RuleFailure(
-                    rule,
-                    column,
-                    "batch",
-                    0,
-                    [],
-                    (
-                        f"{where}: rule {rule} on column `{column}` could not be evaluated ({error}); the "
-                        f"batch is blocked until it can: check the column against {contract_file}."
-                    ),
-                )
-            )
+            failures.append(_unevaluated(rule, column, error, where, "column", contract_file))
             continue
         if r.success:
             continue
