@@ -47,7 +47,7 @@ class AirflowAPI:
         return self._request("GET", f"/api/v2{path}" + (f"?{query}" if query else ""))
 
     def dags(self) -> list[dict[str, Any]]:
-        return self.get("/dags", limit=200)["dags"]
+        return self.get("/dags", limit=100)["dags"]
 
     def import_errors(self) -> list[dict[str, Any]]:
         return self.get("/importErrors", limit=100)["import_errors"]
@@ -77,7 +77,13 @@ class AirflowAPI:
         return self._request("POST", f"/api/v2/dags/{dag_id}/clearTaskInstances", body)
 
     def dag_runs(self, dag_id: str = "~", **params: Any) -> list[dict[str, Any]]:
-        return self.get(f"/dags/{dag_id}/dagRuns", limit=200, **params)["dag_runs"]
+        """Every matching run (the API pages at 100 at most: follow the offsets)."""
+        runs: list[dict[str, Any]] = []
+        while True:
+            page = self.get(f"/dags/{dag_id}/dagRuns", limit=100, offset=len(runs), order_by="run_after", **params)
+            runs += page["dag_runs"]
+            if not page["dag_runs"] or len(runs) >= page["total_entries"]:
+                return runs
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         return self.get(f"/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances")["task_instances"]

@@ -174,6 +174,8 @@ def train_and_register(spec: ModelSpec, training_set: dict[str, Any], features: 
     version = str(info.registered_model_version)
     for k, v in {"flywheel.run_key": run_key, "flywheel.reason": reason,
                  "flywheel.trained_until": training_set["window"]["labelled_until"],
+                 # when the retrain happened in data time: the retrain cooldown counts from here
+                 "flywheel.trained_as_of": str(training_set.get("as_of") or training_set["window"]["labelled_until"]),
                  "flywheel.train_rows": str(training_set["train_rows"])}.items():
         client.set_model_version_tag(spec.registered_model_name, version, k, v)
     log.info("registered %s v%s (run %s): %s", spec.registered_model_name, version, run_id,
@@ -207,7 +209,8 @@ def champion(model_name: str) -> Any:
 class ChampionInfo:
     version: str
     run_id: str
-    trained_until: str | None
+    trained_until: str | None      # labels up to here were used
+    trained_as_of: str | None      # the (data-time) moment of the retrain: cooldowns count from here
     features: list[str]
     categorical: list[str]
     reference_path: str
@@ -226,4 +229,5 @@ def champion_info(model_name: str, download_dir: Path) -> ChampionInfo | None:
     meta = json.loads(Path(client.download_artifacts(champ.run_id, "features.json", str(download_dir))).read_text())
     ref = client.download_artifacts(champ.run_id, "reference/reference.parquet", str(download_dir))
     return ChampionInfo(str(champ.version), champ.run_id, champ.tags.get("flywheel.trained_until"),
+                        champ.tags.get("flywheel.trained_as_of") or champ.tags.get("flywheel.trained_until"),
                         list(meta["features"]), sorted(meta.get("categorical", {})), ref)

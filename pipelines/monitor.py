@@ -639,7 +639,7 @@ def check_drift(spec: ModelSpec, scores_dir: Path, reports_dir: Path, interval_e
     reference = pd.read_parquet(champ.reference_path)
     result = compute_drift(reference, current, champ.features, champ.categorical, spec, reports_dir, key,
                            champ.version, start, interval_end)
-    trained_until = datetime.fromisoformat(champ.trained_until) if champ.trained_until else None
-    decision = decide_retrain(result, spec, trained_until, interval_end)
+    trained_at = datetime.fromisoformat(champ.trained_as_of) if champ.trained_as_of else None
+    decision = decide_retrain(result, spec, trained_at, interval_end)
     log.info("%s drift %s: %.0f%% columns drifted; %s", spec.name, key, 100 * result.drifted_share, decision.reason)
     return result, decision

@@ -155,3 +155,17 @@ def test_second_model_ran_through_the_same_loop(demo):
     s = demo["summary"]["models"]["spend"]
     assert s["batches_blocked"] == 1 and s["batches_ingested"] >= 6
     assert s["model_versions"], "the regression model was never trained"
+
+
+def test_ui_answers_and_the_api_needs_a_login(demo):
+    import urllib.error
+    import urllib.request
+
+    base = f"http://127.0.0.1:{demo['ports'].airflow}"
+    with urllib.request.urlopen(base + "/", timeout=10) as r:
+        assert r.status == 200 and "airflow" in r.read().decode().lower()
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(base + "/api/v2/dags", timeout=10)
+    assert err.value.code in (401, 403)
+    with urllib.request.urlopen(f"http://127.0.0.1:{demo['ports'].mlflow}/health", timeout=10) as r:
+        assert r.status == 200
