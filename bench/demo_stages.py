@@ -382,7 +382,7 @@ def run(args: argparse.Namespace, home: Path, bench: Bench) -> dict[str, Any]:
         both = pd.concat([pd.read_parquet(tset.train_path), pd.read_parquet(tset.holdout_path)], ignore_index=True)
         rows = both[[c for c in both.columns if c not in feature_names]]
     feast_df = bench.timed(
-        "4", "  PIT join alone: Feast (with_features)", training.with_features, spec, repo, rows, rows=len(rows)
+        "4", "  PIT join alone: with_features (default path)", training.with_features, spec, repo, rows, rows=len(rows)
     )
     duck_df = bench.timed(
         "4", "  PIT floor: DuckDB ASOF JOIN", duckdb_asof, rows, lay.home / "features", view_specs, rows=len(rows)
@@ -469,6 +469,7 @@ def run(args: argparse.Namespace, home: Path, bench: Bench) -> dict[str, Any]:
         lay.reports(spec.name),
         end,
         interval_key(start),
+        validated_dir=lay.validated(spec.name),
         rows=lambda r: r[0].rows_current + r[0].rows_reference,
         note="current + reference rows",
     )

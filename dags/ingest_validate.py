@@ -25,7 +25,9 @@ def build(spec: ModelSpec) -> DAG:
         doc_md=fc.doc(spec, "Ingest & validate",
                       "Great Expectations checks the batch landed for the data interval against "
                       f"`{spec.dataset.path.name}`. A broken batch is blocked (the run fails, owners are "
-                      "emailed, nothing downstream runs); bad rows are quarantined with reasons."),
+                      "emailed, nothing downstream runs); bad rows are quarantined with reasons. Each run has a GX "
+                      f"Data Docs page under `data/data_docs/{spec.name}/site/`; `flywheel validate --model "
+                      f"{spec.name} <file>` runs the same gate outside Airflow."),
     ) as dag:
 
         @task
@@ -42,7 +44,7 @@ def build(spec: ModelSpec) -> DAG:
             key = interval_key(data_interval_start)
             result = run_validation(path, spec, data_interval_start, data_interval_end,
                                     lay.validated(spec.name), lay.quarantine(spec.name),
-                                    lay.validation_reports(spec.name))
+                                    lay.validation_reports(spec.name), docs_dir=lay.data_docs(spec.name))
             log.info("%s", result.summary)
             return {**result.to_dict(), "key": key, "summary": result.summary}
 

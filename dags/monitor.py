@@ -1,7 +1,12 @@
 """monitor__<model>: Evidently drift of the production log vs the champion's training reference.
 
-On drift the owners get the report by email; if the retrain policy agrees (cooldown), the retrain
-Asset fires and `train__<model>` starts with no human step.
+detect_drift → email_report (owners, on an alarm) and → request_retrain (the Asset train__<model> is
+scheduled on, when the retrain policy agrees). The policy (hysteresis, dedupe, cooldown) and the
+verdict live in pipelines/monitor.py; this file maps Airflow context to arguments.
+
+SMTP down: email_report retries the send in-process, then Airflow retries the task; on its last try
+it records `email_failed` in the verdict JSON and the reports index, logs the error and succeeds. The
+report stays on disk, request_retrain (a sibling, not downstream) is unaffected and the run ends green.
 """
 
 from __future__ import annotations
@@ -23,46 +28,56 @@ log = logging.getLogger(__name__)
 def build(spec: ModelSpec) -> DAG:
     scores = fc.scores_asset(spec.name)
     retrain = fc.retrain_asset(spec.name)
+    d = spec.drift
     with DAG(
         **fc.dag_kwargs(spec, "monitor", "monitor"),
         schedule=[scores],
         doc_md=fc.doc(spec, "Drift monitoring",
-                      f"Last {spec.drift.window_days} days of scores vs a sample of the champion's training set; "
-                      f"drift when >= {spec.drift.drift_share:.0%} of columns drift (per-column threshold "
-                      f"{spec.drift.threshold}). Retrain requests respect a {spec.drift.cooldown_days}-day cooldown."),
+                      f"Last {d.window_days} days of scores vs a sample of the champion's training set "
+                      f"(Evidently: {d.methods['numeric']} / {d.methods['categorical']}); drift when "
+                      f">= {d.drift_share:.0%} of columns drift (threshold {d.threshold}); performance vs the "
+                      f"gate-time holdout once labels arrive. A retrain is requested after {d.alarm_windows} "
+                      f"alarm(s) in {d.of_windows} window(s), when no retrain is queued or running and the "
+                      f"champion is older than {d.cooldown_days} days. Reports: `reports/{spec.name}/`."),
     ) as dag:
 
         @task
         def detect_drift(**context) -> dict:
             from pipelines.layout import Layout
-            from pipelines.monitor import check_drift
+            from pipelines.monitor import check_drift, needs_email
 
             lay = Layout.from_env()
             ev = fc.interval_events(context, scores)[-1]
+            # dedupe: ask Airflow (Task SDK) whether a retrain of this model is already queued or running
+            in_flight = context["ti"].get_dr_count(dag_id=f"train__{spec.name}", states=["queued", "running"])
             result, decision = check_drift(spec, lay.scores(spec.name), lay.reports(spec.name),
-                                           fc.parse_ts(ev["interval_end"]), ev["key"])
-            log.info("drift: %s/%s columns drifted (%.0f%%); %s", result.drifted_count, len(result.columns),
-                     100 * result.drifted_share, decision.reason)
-            return {"drift": result.to_dict(), "request": decision.request, "reason": decision.reason,
-                    "key": ev["key"], "interval_start": ev["interval_start"], "interval_end": ev["interval_end"],
+                                           fc.parse_ts(ev["interval_end"]), ev["key"],
+                                           validated_dir=lay.validated(spec.name), retrain_in_flight=in_flight)
+            log.info("drift: %s/%s columns drifted (%.0f%%); performance %s; %s", result.drifted_count,
+                     len(result.columns), 100 * result.drifted_share, result.performance.get("status"),
+                     decision.reason)
+            return {"drift": result.to_dict(), "alarm": decision.alarm, "email": needs_email(result, decision),
+                    "request": decision.request,
+                    "rule": decision.rule, "reason": decision.reason, "key": ev["key"],
+                    "interval_start": ev["interval_start"], "interval_end": ev["interval_end"],
                     "run_url": fc.run_link(context)}
 
         @task
-        def email_report(found: dict) -> str:
-            if not found["drift"]["drift_detected"]:
-                raise AirflowSkipException("no drift: no email")
+        def email_report(found: dict, **context) -> dict:
+            if not found["email"]:
+                raise AirflowSkipException("no drift and no performance drop: no email")
             import os
 
-            from pipelines.monitor import DriftResult, RetrainDecision, compose_drift_email
+            from pipelines.monitor import send_drift_report
 
-            result = DriftResult(**found["drift"])
-            decision = RetrainDecision(found["request"], found["reason"])
             links = {"Airflow run": found["run_url"]}
             if os.environ.get("FLYWHEEL_MLFLOW_UI"):
-                links["MLflow model"] = f"{os.environ['FLYWHEEL_MLFLOW_UI']}/#/models/{spec.registered_model_name}"
-            mail = compose_drift_email(spec, result, decision, links)
-            fc.send_email(list(mail.to), mail.subject, mail.html, list(mail.attachments))
-            return mail.subject
+                version = found["drift"]["champion_version"]
+                links["MLflow model"] = (f"{os.environ['FLYWHEEL_MLFLOW_UI']}/#/models/{spec.registered_model_name}"
+                                         + (f"/versions/{version}" if version else ""))
+            ti = context["ti"]
+            return send_drift_report(spec, found["drift"]["verdict_json"], links, fc.send_email,
+                                     final_try=ti.try_number > ti.max_tries)
 
         @task(outlets=[retrain])
         def request_retrain(found: dict, **context) -> str:

@@ -1,4 +1,4 @@
-"""train__<model>: PIT training set from Feast → XGBoost in MLflow → gate vs champion → alias move.
+"""train__<model>: PIT training set from Feast → XGBoost in MLflow → gate vs champion → alias move → model card.
 
 Runs when the monitor requests a retrain (Asset), or when triggered by hand from the UI with params
 (`as_of`, `reason`, and XGBoost `params` overrides for experiments: the gate still decides).
@@ -10,7 +10,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from airflow.sdk import DAG, Param, task
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from flywheel import dagkit as fc
 
@@ -33,8 +33,11 @@ def build(spec: ModelSpec) -> DAG:
         },
         doc_md=fc.doc(spec, "Train, gate, promote",
                       f"Training window {spec.window_days} d, holdout the newest {spec.holdout_days} labelled "
-                      f"days; primary metric `{spec.primary_metric}`; gate thresholds {spec.gate} from the spec. "
-                      "The challenger becomes `champion` only if every gate check passes."),
+                      f"days; primary metric `{spec.primary_metric}`; gate thresholds {spec.gate} from the spec, "
+                      f"slices {[s.column for s in spec.slices]}. The challenger (alias `challenger`) becomes "
+                      "`champion` only if every gate check passes, including a paired-bootstrap lower bound of its "
+                      "improvement above the tolerance. The `evaluate_gate` log lists every check; the model card "
+                      "(`model_card/` on the run) is written either way."),
     ) as dag:
 
         @task
@@ -58,7 +61,7 @@ def build(spec: ModelSpec) -> DAG:
                 from datetime import timedelta
 
                 as_of = (fc.parse_ts(keys[-1] + "T00:00:00+00:00") + timedelta(weeks=1)).isoformat()
-            run_key = "".join(c if c.isalnum() or c in "-_" else "_" for c in dag_run.run_id)
+            run_key = fc.run_key(dag_run.run_id)
             ts = build_set(spec, lay.validated(spec.name), REPO_ROOT / "feature_repo", fc.parse_ts(as_of),
                            lay.home / "training" / spec.name / run_key)
             log.info("training set as of %s (%s): %d train / %d holdout rows", as_of, reason, ts.train_rows,
@@ -81,28 +84,44 @@ def build(spec: ModelSpec) -> DAG:
                     "as_of": tset["as_of"], "run_key": tset["run_key"]}
 
         @task
-        def evaluate_gate(trained: dict) -> dict:
+        def evaluate_gate(trained: dict, **context) -> dict:
             from pipelines.gate import evaluate_gate as run_gate
             from pipelines.layout import Layout
 
             lay = Layout.from_env()
             decision = run_gate(spec, trained["version"], trained["holdout_path"], trained["features"],
-                                lay.home / "training" / spec.name / trained["run_key"])
+                                lay.home / "training" / spec.name / trained["run_key"], fc.actor(context),
+                                trained["run_key"])
             log.info("GATE %s v%s: %s", spec.name, trained["version"], decision.reason)
-            return {**decision.to_dict(), "as_of": trained["as_of"]}
+            return {**decision.to_dict(), "as_of": trained["as_of"], "run_key": trained["run_key"]}
 
         @task(outlets=[fc.champion_asset(spec.name)])
         def promote_champion(decision: dict, **context) -> dict:
             if not decision["promote"]:
                 raise AirflowSkipException(f"not promoted — {decision['reason']}")
-            from pipelines.gate import promote
+            from pipelines.gate import PromotionError, promote
 
-            moved = promote(spec, decision["challenger_version"], decision["reason"], fc.parse_ts(decision["as_of"]))
+            try:
+                moved = promote(spec, decision["challenger_version"], decision["reason"],
+                                fc.parse_ts(decision["as_of"]), actor=fc.actor(context), run_key=decision["run_key"],
+                                expected_champion=decision["champion_version"])
+            except PromotionError as exc:   # the champion moved since the gate ran: a retry cannot help
+                raise AirflowFailException(str(exc)) from exc
             context["outlet_events"][fc.champion_asset(spec.name)].extra = {**moved, "reason": decision["reason"]}
             log.info("champion of %s is now v%s (previous: %s)", spec.name, moved["champion"], moved["previous"])
             return moved
 
-        promote_champion(evaluate_gate(train_challenger(build_training_set())))
+        @task(trigger_rule="none_failed")   # after a promotion or a rejection (skipped promote), not a failure
+        def write_model_card(decision: dict) -> dict:
+            from pipelines.layout import Layout
+            from pipelines.model_card import write_model_card as write_card
+
+            lay = Layout.from_env()
+            return write_card(spec, decision["challenger_version"],
+                              lay.home / "training" / spec.name / decision["run_key"])
+
+        decision = evaluate_gate(train_challenger(build_training_set()))
+        promote_champion(decision) >> write_model_card(decision)
     return dag
 
 

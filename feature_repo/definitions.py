@@ -1,7 +1,14 @@
 """Feast definitions: entities, sources, feature views and one feature service per model.
 
 Feature tables are written by pipelines/features.py as one parquet file per data interval under
-$FLYWHEEL_HOME/features/<view>/; the DuckDB offline store reads them with a glob.
+$FLYWHEEL_HOME/features/<view>/; the DuckDB offline store reads them with a glob. Each holds one daily
+snapshot per entity, stamped `event_ts` at the end of the day it summarises, with `created_ts` the
+interval end; no (entity, event_ts) is written twice (should a file from elsewhere repeat one, the
+row with the latest `created_ts` wins, offline and online). A row at time t sees the latest snapshot
+stamped <= t and at most `ttl` old: with daily snapshots, 3 days tolerate a late or missed day.
+
+These are the only definitions: training sets, materialization and online reads all take their
+sources, timestamps, TTLs, join keys and features from the registry these objects are applied to.
 """
 
 import os

@@ -1,12 +1,22 @@
-"""`flywheel` — operate the embedded runtime: init, up, down, status, feast-apply, demo."""
+"""`flywheel` — operate the embedded runtime (init, up, down, status, feast-apply, demo) and run the data gate
+on one file (validate)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pipelines.layout import Layout
+
+if TYPE_CHECKING:
+    from pipelines.spec import ModelSpec
+
+EXIT_ACCEPTED, EXIT_ERROR, EXIT_BLOCKED = 0, 1, 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,7 +30,22 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="play the demo scenario through the real scheduler")
     demo.add_argument("--short", action="store_true", help="the short scenario used by the integration test")
     demo.add_argument("--resume", action="store_true", help="keep the previous state instead of resetting")
+    val = sub.add_parser(
+        "validate",
+        help="run a model's data gate on one batch file, outside Airflow",
+        description="Run the same gate as ingest_validate__<model> on one parquet or CSV file and write the same "
+        "outputs under FLYWHEEL_HOME. Exit code: 0 accepted (maybe with quarantined rows), 2 blocked, 1 error.",
+    )
+    val.add_argument("file", type=Path, help="the batch file (.parquet or .csv)")
+    val.add_argument("--model", required=True, help="model spec name (models/<name>.yaml)")
+    val.add_argument("--start", help="interval start, ISO 8601 (default: from the file name via the dataset's "
+                     "file_pattern, else the schedule interval holding the earliest event)")
+    val.add_argument("--end", help="interval end, ISO 8601 (default: the next schedule tick after --start)")
+    val.add_argument("--json", action="store_true", help="print the machine-readable result instead")
+    val.add_argument("--home", type=Path, help="FLYWHEEL_HOME to write to (default: $FLYWHEEL_HOME or ./.flywheel)")
     args = parser.parse_args(argv)
+    if args.cmd == "validate":
+        return validate_command(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     lay = Layout.from_env()
 
@@ -52,6 +77,170 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_demo(lay, ports, short=args.short, resume=args.resume)
     return 0
+
+
+class CLIError(Exception):
+    """A usage problem: the message says what to do; exit code 1."""
+
+
+def validate_command(args: argparse.Namespace) -> int:
+    """`flywheel validate`: the gate on one file; prints the verdict (or JSON) and returns the exit code."""
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # GX sets INFO on its own loggers: the verdict says it all
+        handler.setLevel(logging.ERROR)
+    try:
+        result, kept = _run_validation(args)
+    except CLIError as exc:
+        return _error(args, str(exc))
+    except Exception as exc:  # noqa: BLE001 - a crash is an error (1), never "accepted"
+        logging.getLogger(__name__).debug("validate failed", exc_info=True)
+        return _error(args, f"validation failed unexpectedly: {type(exc).__name__}: {exc}")
+    code = EXIT_ACCEPTED if result.verdict == "accepted" else EXIT_BLOCKED
+    if args.json:
+        print(json.dumps({**result.to_dict(), "summary": result.summary, "blocked_copy": kept, "exit_code": code},
+                         indent=2, sort_keys=True))
+    else:
+        _print_result(result, kept)
+    return code
+
+
+def _error(args: argparse.Namespace, message: str) -> int:
+    if args.json:
+        print(json.dumps({"verdict": "error", "error": message, "exit_code": EXIT_ERROR}, indent=2))
+    print(f"flywheel validate: error: {message}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _run_validation(args: argparse.Namespace) -> tuple[Any, str | None]:
+    from pipelines.layout import interval_key
+    from pipelines.spec import SpecError, load_specs
+    from pipelines.validate import preserve_blocked, validate_batch
+
+    try:
+        specs = load_specs()
+    except SpecError as exc:
+        raise CLIError(str(exc)) from None
+    if args.model not in specs:
+        raise CLIError(f"unknown model {args.model!r}; known: {', '.join(sorted(specs))} (models/<name>.yaml).")
+    spec = specs[args.model]
+    file = Path(args.file)
+    if not file.is_file():
+        raise CLIError(f"{file}: no such file; pass the path of a landed batch (.parquet or .csv).")
+    start, end = _interval(args, spec, file)
+    lay = Layout(args.home.resolve()) if args.home else Layout.from_env()
+    result = validate_batch(file, spec, start, end, lay.validated(spec.name), lay.quarantine(spec.name),
+                            lay.validation_reports(spec.name), docs_dir=lay.data_docs(spec.name))
+    kept = None
+    if result.verdict == "blocked":
+        kept = str(preserve_blocked(file, lay.blocked(spec.name), interval_key(start)))
+    return result, kept
+
+
+def _parse_time(value: str, flag: str) -> datetime:
+    try:
+        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise CLIError(f"{flag} {value!r} is not an ISO 8601 date or time (e.g. 2026-01-05 or "
+                       "2026-01-05T00:00:00Z).") from None
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def _interval(args: argparse.Namespace, spec: ModelSpec, file: Path) -> tuple[datetime, datetime]:
+    """--start/--end, else the start encoded in the file name, else the schedule interval of the data."""
+    if args.end and not args.start:
+        raise CLIError("--end needs --start.")
+    start = _parse_time(args.start, "--start") if args.start else _start_from_name(spec, file)
+    if start is None:
+        start = _start_from_data(spec, file)
+    end = _parse_time(args.end, "--end") if args.end else _next_tick(spec.schedule, start)
+    if end <= start:
+        raise CLIError(f"the interval end {end.isoformat()} is not after its start {start.isoformat()}.")
+    return start, end
+
+
+def _start_from_name(spec: ModelSpec, file: Path) -> datetime | None:
+    """`transactions_{start:%Y-%m-%d}.parquet` -> the start in `transactions_2026-01-05.csv` (any suffix)."""
+    import re
+
+    pattern = spec.dataset.file_pattern
+    m = re.search(r"\{start:([^}]*)\}", pattern)
+    if m is None:
+        return None
+    prefix, rest = pattern[: m.start()], pattern[m.end():]
+    suffix = re.sub(r"\.[A-Za-z0-9]+$", "", rest)  # the extension may differ (.csv for .parquet)
+    stem = file.stem
+    if not (stem.startswith(prefix) and stem.endswith(suffix)):
+        return None
+    middle = stem[len(prefix): len(stem) - len(suffix)] if suffix else stem[len(prefix):]
+    try:
+        ts = datetime.strptime(middle, m.group(1) or "%Y-%m-%d")
+    except ValueError:
+        return None
+    return ts.replace(tzinfo=UTC)
+
+
+def _start_from_data(spec: ModelSpec, file: Path) -> datetime:
+    """The start of the schedule interval that holds the batch's earliest event."""
+    import pandas as pd
+
+    col = spec.event_timestamp
+    try:
+        if file.suffix.lower() == ".csv":
+            ts = pd.read_csv(file, usecols=[col])[col]
+        else:
+            ts = pd.read_parquet(file, columns=[col])[col]
+        first = pd.to_datetime(ts, utc=True, format="ISO8601").min()
+    except Exception as exc:  # noqa: BLE001
+        raise CLIError(f"{file}: the interval is not in the file name ({spec.dataset.file_pattern}) and cannot be "
+                       f"read from `{col}` ({type(exc).__name__}: {exc}); pass --start and --end.") from None
+    if pd.isna(first):
+        raise CLIError(f"{file}: no `{col}` values to place the batch in an interval; pass --start and --end.")
+    return _previous_tick(spec.schedule, first.to_pydatetime())
+
+
+def _next_tick(schedule: str, after: datetime) -> datetime:
+    try:
+        from croniter import croniter
+
+        return croniter(schedule, after).get_next(datetime).astimezone(UTC)
+    except (ImportError, ValueError, KeyError):
+        return after + timedelta(days=7)
+
+
+def _previous_tick(schedule: str, at: datetime) -> datetime:
+    """The last schedule tick at or before `at` (Monday 00:00 UTC of its week without croniter)."""
+    try:
+        from croniter import croniter
+
+        return croniter(schedule, at + timedelta(microseconds=1)).get_prev(datetime).astimezone(UTC)
+    except (ImportError, ValueError, KeyError):
+        day = at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        return day - timedelta(days=day.weekday())
+
+
+def _print_result(result: Any, kept: str | None) -> None:
+    blocked = result.verdict == "blocked"
+    print(f"{result.verdict.upper()}  model {result.model}  {result.batch_file}")
+    print(f"  interval  [{result.interval_start}, {result.interval_end})")
+    print(f"  rows      {result.rows_landed} landed, {result.rows_clean} clean, {result.rows_quarantined} quarantined"
+          + ("  (nothing published)" if blocked else ""))
+    titles = {"batch": "BLOCKING", "row": "quarantined", "warn": "warning"}
+    for severity in ("batch", "row", "warn"):
+        for f in (f for f in result.failures if f.severity == severity):
+            what = f"{f.rule}" + (f"({f.column})" if f.column else "")
+            rows = f"  {f.count} row(s)" if f.count else ""
+            print(f"  {titles[severity]:11s} {what}  [{f.check}]{rows}")
+            print(f"              {f.message}")
+    if result.reference_batches:
+        print(f"  distribution reference: {', '.join(result.reference_batches)}")
+    for label, path in (("clean", result.clean_path), ("quarantine", result.quarantine_path),
+                        ("report", result.report_path), ("data docs", result.data_docs_path),
+                        ("blocked copy", kept)):
+        if path:
+            print(f"  {label:12s} {path}")
+    if blocked:
+        print("  next: fix the batch upstream, land it again and rerun this command (or clear validate_batch in "
+              "Airflow); exit code 2")
 
 
 def _print_urls(lay: Layout, ports: object) -> None:

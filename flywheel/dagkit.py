@@ -96,3 +96,26 @@ def send_email(to: list[str], subject: str, html: str, files: list[str] | None =
     with SmtpHook(smtp_conn_id=SMTP_CONN_ID) as hook:
         hook.send_email_smtp(to=to, subject=subject, html_content=html, files=files or [])
     log.info("email sent to %s: %s", ", ".join(to), subject)
+
+
+def run_key(run_id: str) -> str:
+    """A DAG run id as a file-name- and tag-safe key (outputs and audit entries are keyed by it)."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in run_id)
+
+
+def actor(context: dict[str, Any]) -> str:
+    """Who/what acts in this run, for audit records: the triggering user (or the run type) and the run."""
+    dag_run = context["dag_run"]
+    run_type = getattr(dag_run, "run_type", None)
+    who = getattr(dag_run, "triggering_user_name", None) or str(getattr(run_type, "value", run_type) or "airflow")
+    return f"{who} via {dag_run.dag_id} run {dag_run.run_id}"
+
+
+def required_text(params: dict[str, Any], name: str) -> str:
+    """A required, non-empty text param (the Param schema says so too; this also catches blanks)."""
+    value = str(params.get(name) or "").strip()
+    if not value:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(f"param `{name}` is required and must not be empty: trigger again with a {name}.")
+    return value

@@ -23,7 +23,7 @@ from pipelines.spec import ModelSpec, load_specs
 if TYPE_CHECKING:
     from pipelines.layout import Layout
 
-STAGES = ("ingest_validate", "features", "score", "monitor", "train")
+STAGES = ("ingest_validate", "features", "score", "monitor", "train", "rollback", "override")
 EXPERIMENT = {"max_depth": 1, "num_boost_round": 3}
 
 
@@ -73,6 +73,29 @@ def _ingest(api: AirflowAPI, chosen: list[ModelSpec], start: datetime, end: date
     return runs
 
 
+def _rollback_drill(api: AirflowAPI, tl: Timeline, spec: ModelSpec, dag_ids: list[str], since: str,
+                    seen: set[str]) -> list[dict[str, Any]]:
+    """An on-call drill: roll `champion` back in one trigger, then restore it with an audited override."""
+    from mlflow import MlflowClient
+
+    try:
+        before = MlflowClient().get_model_version_by_alias(spec.registered_model_name, "champion").version
+    except Exception:
+        return []
+    runs = []
+    tl.say(f"on-call drill: rollback__{spec.name}, then override__{spec.name} restores v{before}")
+    api.trigger(f"rollback__{spec.name}", conf={"reason": "drill: roll back to the previous champion"},
+                run_id=f"drill_rollback__{spec.name}__{int(time.time())}")
+    api.wait_settled(dag_ids)
+    runs += _print_runs(api, tl, dag_ids, since, seen)
+    api.trigger(f"override__{spec.name}", conf={"version": str(before), "action": "promote",
+                                               "reason": "drill over: restore the gate-approved champion"},
+                run_id=f"drill_override__{spec.name}__{int(time.time())}")
+    api.wait_settled(dag_ids)
+    runs += _print_runs(api, tl, dag_ids, since, seen)
+    return runs
+
+
 def _runs_since(api: AirflowAPI, dag_ids: list[str], since: str) -> list[dict[str, Any]]:
     runs = [r for r in api.dag_runs(run_after_gte=since) if r["dag_id"] in dag_ids]
     return sorted(runs, key=lambda r: (r.get("start_date") or r.get("run_after") or "", r["dag_id"]))
@@ -112,14 +135,29 @@ def _describe(api: AirflowAPI, run: dict[str, Any]) -> str:
         d = res["drift"]
         n = sum(1 for c in d["columns"].values() if c["drifted"])
         verdict = "DRIFT" if d["drift_detected"] else "no drift"
-        mail = "email sent" if tis.get("email_report", {}).get("state") == "success" else "no email"
+        emailed = tis.get("email_report", {}).get("state") == "success"
+        sent = api.xcom(dag_id, run_id, "email_report") if emailed else None
+        mail = f"email {sent.get('status', 'sent')}" if isinstance(sent, dict) else "no email"
         return f"{verdict} ({n}/{len(d['columns'])} columns); {mail}; {res['reason'][:140]}"
     if stage == "train":
         gate = api.xcom(dag_id, run_id, "evaluate_gate")
         if not gate:
             return state
         verdict = "PROMOTED" if gate["promote"] else "REJECTED"
-        return f"v{gate['challenger_version']} {verdict} — {gate['reason'][:200]}"
+        iv = gate.get("improvement") or {}
+        failed = [c["name"] for c in gate.get("checks", []) if not c["passed"]]
+        ci = (f", improvement {iv['estimate']:+.4f} [95% CI {iv['low']:+.4f}, {iv['high']:+.4f}]"
+              if iv.get("low") is not None else ", no champion yet: value thresholds only")
+        value = gate.get("challenger_value")
+        shown = f"{value:.4f}" if isinstance(value, (int, float)) else str(value)
+        return (f"v{gate['challenger_version']} {verdict} — {gate['metric']} {shown}{ci}"
+                f"{'; failed: ' + ', '.join(failed) if failed else ''}")
+    if stage == "rollback":
+        r = api.xcom(dag_id, run_id, "rollback_champion")
+        return f"ROLLBACK champion v{r['rolled_back']} → v{r['champion']}" if r else state
+    if stage == "override":
+        r = api.xcom(dag_id, run_id, "override_version")
+        return f"OVERRIDE {r['action']} v{r['version']}; champion is v{r['champion']}" if r else state
     return state
 
 
@@ -263,6 +301,8 @@ def run_demo(lay: Layout, ports: runtime.Ports, short: bool = False, resume: boo
         if asks:
             api.wait_settled(dag_ids)
             all_runs += _print_runs(api, tl, dag_ids, since, seen)
+        if plan.week == sc.experiment_after:
+            all_runs += _rollback_drill(api, tl, chosen[0], dag_ids, since, seen)
     loop_s = time.monotonic() - t_loop
     # refresh final states and build the summary
     final = {f"{r['dag_id']}/{r['dag_run_id']}": r for r in _runs_since(api, dag_ids, since)}

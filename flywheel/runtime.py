@@ -289,6 +289,23 @@ def up(lay: Layout, ports: Ports, env: dict[str, str] | None = None) -> dict[str
     return running(lay)
 
 
+def _alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie child of ours is reaped and counts as gone)."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child: `make demo` started it from another process
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
 def down(lay: Layout, timeout: float = 20) -> list[str]:
     """Stop everything `up` started (whole process groups), politely then firmly."""
     procs = running(lay)
@@ -299,11 +316,7 @@ def down(lay: Layout, timeout: float = 20) -> list[str]:
             pass
     deadline = time.monotonic() + timeout
     for name, pid in procs.items():
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
+        while time.monotonic() < deadline and _alive(pid):
             time.sleep(0.2)
         try:
             os.killpg(pid, signal.SIGKILL)

@@ -2,7 +2,14 @@
 
 Feature tables are daily snapshots per entity, stamped at the end of the day they summarise
 (a transaction at time t only ever sees snapshots stamped <= t: no leakage). One parquet file per
-data interval and view: re-running an interval rewrites the same file.
+data interval and view: re-running an interval rewrites the same file; no (entity, event_ts) is ever
+written twice.
+
+Feast is the source of the definitions (entities, views, TTLs, feature services in feature_repo/).
+Training sets are Feast point-in-time joins; by default they run as one DuckDB ASOF JOIN per view
+of the service, built from what the Feast registry says about each view (source, timestamps, TTL,
+join keys, features), which is several times faster than Feast's own DuckDB join at 1M rows and gives
+the same frame; `FLYWHEEL_FEAST_RETRIEVAL=feast` uses `get_historical_features` itself.
 """
 
 from __future__ import annotations
@@ -10,8 +17,9 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,12 +27,16 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
     from feast import FeatureStore
+    from feast.repo_config import RepoConfig
 
 log = logging.getLogger(__name__)
 
 LOOKBACK_DAYS = 30
 WARMUP_DAYS = 7    # 7-day features need a week of history before they mean anything
 VIEW_ENTITY = {"customer_stats": "customer_id", "merchant_stats": "merchant_id"}
+ONLINE_STORE_ENV = "FLYWHEEL_FEAST_ONLINE_STORE"   # sqlite (default) | redis
+REDIS_ENV = "FLYWHEEL_FEAST_REDIS"                 # host:port[,db=N,password=...] of the Redis online store
+RETRIEVAL_ENV = "FLYWHEEL_FEAST_RETRIEVAL"         # asof (default) | feast: how training sets are joined
 
 
 @dataclass(frozen=True)
@@ -152,9 +164,65 @@ def compute_snapshots(history: pd.DataFrame, view: str, start: datetime, end: da
     return df.sort_values(["event_ts", key], kind="stable").reset_index(drop=True)
 
 
+def _check_unique(snap: pd.DataFrame, view: str, key: str, out: Path) -> None:
+    """A table must hold one row per (entity, event_ts): Feast would otherwise pick one by created_ts."""
+    dup = snap.duplicated([key, "event_ts"], keep=False)
+    if dup.any():
+        pairs = snap.loc[dup, [key, "event_ts"]].drop_duplicates().head(5)
+        shown = ", ".join(f"({k}, {t.isoformat()})" for k, t in pairs.itertuples(index=False))
+        raise ValueError(f"feature view {view}: {int(dup.sum())} rows share ({key}, event_ts), e.g. {shown}; "
+                         f"refusing to write {out}. compute_snapshots must emit one snapshot per entity and "
+                         "day: fix the computation rather than rely on Feast's created_ts tie-break.")
+
+
+def _event_ts_range(path: Path) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    """(min, max) of a feature file's event_ts from its parquet statistics; None when they don't say."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    md = pq.read_metadata(path)
+    if "event_ts" not in md.schema.names:
+        return None
+    col = md.schema.names.index("event_ts")
+    stats = [md.row_group(i).column(col).statistics for i in range(md.num_row_groups)]
+    if not stats or any(st is None or not st.has_min_max for st in stats):
+        return None
+    try:
+        lo, hi = (pd.Timestamp(x) for x in (min(st.min for st in stats), max(st.max for st in stats)))
+    except (TypeError, ValueError):
+        return None
+    return (lo, hi) if lo.tzinfo is not None and hi.tzinfo is not None else None
+
+
+def _check_no_overlap(snap: pd.DataFrame, view: str, key: str, out: Path) -> None:
+    """No other file of the view may hold the same (entity, event_ts): one snapshot, one file."""
+    import pandas as pd
+
+    lo, hi = snap["event_ts"].min(), snap["event_ts"].max()
+    for other in sorted(out.parent.glob("*.parquet")):
+        if other == out:
+            continue
+        rng = _event_ts_range(other)
+        if rng is not None and (rng[1] < lo or rng[0] > hi):
+            continue
+        theirs = pd.read_parquet(other, columns=[key, "event_ts"])
+        shared = snap[[key, "event_ts"]].merge(theirs, on=[key, "event_ts"])
+        if not shared.empty:
+            first = shared.iloc[0]
+            raise ValueError(
+                f"feature view {view}: {len(shared)} snapshots for {out.name} are already in {other} "
+                f"(e.g. {key}={first[key]} at {first['event_ts'].isoformat()}); the same (entity, event_ts) in two "
+                f"files would be resolved by created_ts, not by you. Rebuild that interval under its own key "
+                f"({other.stem}), or delete {other} if it is stale.")
+
+
 def build_feature_tables(validated_dir: Path, features_root: Path, views: list[str],
                          start: datetime, end: datetime, key: str) -> FeatureTables:
-    """Write one snapshot file per view for [start, end). Idempotent: same inputs, same files."""
+    """Write one snapshot file per view for [start, end). Idempotent: same inputs, same files.
+
+    Refuses (ValueError naming the view and the keys) to write a table that would put two rows with
+    the same (entity, event_ts) into the view's folder, within the file or across files.
+    """
     history = read_validated(validated_dir, start - timedelta(days=LOOKBACK_DAYS), end)
     paths, rows = {}, {}
     for view in views:
@@ -165,6 +233,8 @@ def build_feature_tables(validated_dir: Path, features_root: Path, views: list[s
             out.unlink(missing_ok=True)
             rows[view] = 0
             continue
+        _check_unique(snap, view, VIEW_ENTITY[view], out)
+        _check_no_overlap(snap, view, VIEW_ENTITY[view], out)
         tmp = out.with_suffix(f".{os.getpid()}.tmp")
         snap.to_parquet(tmp, index=False)
         tmp.replace(out)
@@ -173,10 +243,44 @@ def build_feature_tables(validated_dir: Path, features_root: Path, views: list[s
     return FeatureTables(key, paths, rows)
 
 
+# ------------------------------------------------------------------------------------------------
+# Feast: configuration, apply, materialize
+
+
+def repo_config(repo_path: Path) -> RepoConfig:
+    """feature_store.yaml with ${VAR}s expanded, and the online store chosen by the environment.
+
+    FLYWHEEL_FEAST_ONLINE_STORE=sqlite (default) keeps the yaml's SQLite store at FLYWHEEL_FEAST_ONLINE;
+    FLYWHEEL_FEAST_ONLINE_STORE=redis replaces it with Redis at FLYWHEEL_FEAST_REDIS (host:port[,db=N,...]).
+    """
+    import yaml
+    from feast.repo_config import RepoConfig
+
+    yaml_path = repo_path / "feature_store.yaml"
+    raw = yaml.safe_load(os.path.expandvars(yaml_path.read_text()))
+    kind = (os.environ.get(ONLINE_STORE_ENV) or "sqlite").strip().lower()
+    if kind == "redis":
+        conn = (os.environ.get(REDIS_ENV) or "").strip()
+        if not conn:
+            raise ValueError(f"{ONLINE_STORE_ENV}=redis needs {REDIS_ENV}=host:port (e.g. 127.0.0.1:6379); "
+                             "see .env.example.")
+        raw["online_store"] = {"type": "redis", "connection_string": conn}
+    elif kind != "sqlite":
+        raise ValueError(f"{ONLINE_STORE_ENV}={kind!r} is not supported: use sqlite (default) or redis.")
+    paths = [part.get("path") if isinstance(part, dict) else part
+             for part in (raw.get("registry"), raw.get("online_store"))]
+    unset = sorted({m for v in paths if isinstance(v, str) for m in re.findall(r"\$\{(\w+)\}", v)})
+    if unset:
+        raise ValueError(f"{yaml_path}: set {', '.join(unset)} in the environment (see .env.example).")
+    config = RepoConfig(**raw)
+    config.repo_path = repo_path
+    return config
+
+
 def feature_store(repo_path: Path) -> FeatureStore:
     from feast import FeatureStore
 
-    return FeatureStore(repo_path=str(repo_path))
+    return FeatureStore(repo_path=str(repo_path), config=repo_config(repo_path))
 
 
 def _definitions(repo_path: Path) -> list[Any]:
@@ -197,21 +301,199 @@ def apply_feature_repo(repo_path: Path) -> list[str]:
     return sorted(getattr(o, "name", "?") for o in objects)
 
 
-def materialize(repo_path: Path, views: list[str], start: datetime, end: datetime) -> None:
-    """Load the interval's latest feature values into the online store."""
-    store = feature_store(repo_path)
-    store.materialize(start_date=start, end_date=end, feature_views=views)
+def _utc(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
-def historical_features(repo_path: Path, service: str, entity_df: pd.DataFrame) -> pd.DataFrame:
-    """Point-in-time join through Feast: each row gets the latest snapshot at or before its time."""
+def materialize(repo_path: Path, views: list[str], start: datetime, end: datetime) -> dict[str, str]:
+    """Load the latest feature values of [start, end] into the online store; returns view -> end used.
+
+    A backfill (an interval older than one already materialized) is widened to end at the newest
+    materialized end: the online store then keeps each entity's newest value instead of the
+    backfill's older one (the SQLite store overwrites unconditionally; Redis compares timestamps).
+    """
     store = feature_store(repo_path)
+    used = {}
+    for view in views:
+        done = [_utc(e) for _, e in store.get_feature_view(view).materialization_intervals]
+        until = max([_utc(end), *done])
+        if until > _utc(end):
+            log.info("%s: backfill of %s..%s widened to end at %s (already materialized up to there)",
+                     view, start, end, until)
+        store.materialize(start_date=start, end_date=until, feature_views=[view])
+        used[view] = until.isoformat()
+    return used
+
+
+# ------------------------------------------------------------------------------------------------
+# point-in-time training sets
+
+
+@dataclass(frozen=True)
+class ViewRetrieval:
+    """What a point-in-time join needs from one feature view, as registered in Feast."""
+    view: str
+    path: str                           # parquet file or glob of the view's FileSource
+    timestamp_field: str
+    created_timestamp_column: str | None
+    ttl: timedelta | None               # None or 0: no TTL, as in Feast
+    join_keys: tuple[str, ...]
+    features: tuple[str, ...]
+
+
+def retrieval_plan(store: FeatureStore, service: str) -> tuple[list[ViewRetrieval], str | None]:
+    """The service's views read from the Feast registry; (plan, None), or ([], why the ASOF path can't)."""
+    from feast.errors import FeatureViewNotFoundException
+    from feast.infra.offline_stores.file_source import FileSource
+
     fs = store.get_feature_service(service)
-    job = store.get_historical_features(entity_df=entity_df, features=fs)
+    plan = []
+    for proj in fs.feature_view_projections:
+        if proj.name_alias or proj.join_key_map:
+            return [], f"{service}: projection {proj.name} renames (alias or join key map)"
+        try:
+            fv = store.get_feature_view(proj.name)
+        except FeatureViewNotFoundException:  # an on-demand or stream view: Feast's own path handles those
+            return [], f"{service}: {proj.name} is not a batch feature view"
+        src = fv.batch_source
+        if not isinstance(src, FileSource) or src.field_mapping:
+            return [], f"{service}: {proj.name} is not a plain FileSource"
+        path = src.path
+        if "://" in path and not path.startswith("file://"):
+            return [], f"{service}: {proj.name} reads {path} (remote)"
+        path = path.removeprefix("file://")
+        if not Path(path).is_absolute():
+            path = str(Path(store.repo_path) / path)
+        plan.append(ViewRetrieval(fv.name, path, src.timestamp_field, src.created_timestamp_column or None,
+                                  fv.ttl, tuple(fv.join_keys), tuple(f.name for f in proj.features)))
+    return plan, None
+
+
+def _event_timestamp_column(entity_df: pd.DataFrame) -> str:
+    """Feast's rule: `event_timestamp` if present, else the only datetime column."""
+    import pandas as pd
+
+    if "event_timestamp" in entity_df.columns:
+        return "event_timestamp"
+    cols = [c for c in entity_df.columns if pd.api.types.is_datetime64_any_dtype(entity_df[c])]
+    if len(cols) != 1:
+        raise ValueError(f"entity rows need one timestamp column (or one named event_timestamp); found {cols}")
+    return str(cols[0])
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def asof_sql(plan: list[ViewRetrieval], ts: str) -> str:
+    """One ASOF LEFT JOIN per view onto `entity_rows` (with `_row`), with Feast's semantics:
+    the latest row with event_ts <= the row's timestamp, of the same entity, and not older than the
+    TTL; equal event_ts are decided by the latest created timestamp (Feast's documented tie-break)."""
+    select, ctes, joins = ["e._row"], [], []
+    t = _ident(ts)
+    for i, v in enumerate(plan):
+        a = f"v{i}"
+        vt = _ident(v.timestamp_field)
+        keys = [_ident(k) for k in v.join_keys]
+        cols = ", ".join([*keys, vt, *(_ident(f) for f in v.features)])
+        latest = f" ORDER BY {_ident(v.created_timestamp_column)} DESC NULLS LAST" if v.created_timestamp_column else ""
+        src = "read_parquet('" + v.path.replace("'", "''") + "')"
+        not_null = " AND ".join(f"{c} IS NOT NULL" for c in [*keys, vt])
+        ctes.append(f"{a} AS (SELECT {cols} FROM {src} WHERE {not_null} "
+                    f"QUALIFY row_number() OVER (PARTITION BY {', '.join(keys)}, {vt}{latest}) = 1)")
+        ttl_us = int(v.ttl / timedelta(microseconds=1)) if v.ttl else 0
+        live = f"{a}.{vt} >= e.{t} - to_microseconds({ttl_us})" if ttl_us else f"{a}.{vt} IS NOT NULL"
+        for f in v.features:
+            select.append(f"CASE WHEN {live} THEN {a}.{_ident(f)} END AS {_ident(f)}")
+        on = " AND ".join([*(f"e.{k} = {a}.{k}" for k in keys), f"e.{t} >= {a}.{vt}"])
+        joins.append(f"ASOF LEFT JOIN {a} ON {on}")
+    return (f"WITH {', '.join(ctes)} SELECT {', '.join(select)} FROM entity_rows e {' '.join(joins)} "
+            "ORDER BY e._row")
+
+
+def historical_features_asof(plan: list[ViewRetrieval], entity_df: pd.DataFrame) -> pd.DataFrame:
+    """`entity_df` with the plan's features as of each row's timestamp, in the rows' order."""
+    import duckdb
+    import numpy as np
+    import pandas as pd
+
+    ts = _event_timestamp_column(entity_df)
+    keys = sorted({k for v in plan for k in v.join_keys})
+    missing = [k for k in keys if k not in entity_df.columns]
+    if missing:
+        raise ValueError(f"entity rows lack the join key(s) {missing} of views {[v.view for v in plan]}")
+    names = [f for v in plan for f in v.features]
+    clash = sorted(set(names) & set(entity_df.columns))
+    if clash:
+        raise ValueError(f"entity rows already have the feature column(s) {clash}")
+    stamp = entity_df[ts]
+    if not isinstance(stamp.dtype, pd.DatetimeTZDtype):
+        stamp = pd.to_datetime(stamp, utc=True)   # naive timestamps are UTC, as everywhere in Flywheel
+    stamp = stamp.dt.tz_convert("UTC").reset_index(drop=True)
+    probe = pd.DataFrame({"_row": np.arange(len(entity_df), dtype="int64"), ts: stamp,
+                          **{k: entity_df[k].reset_index(drop=True) for k in keys}})
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("entity_rows", probe)
+        got = con.sql(asof_sql(plan, ts)).to_arrow_table().drop_columns(["_row"]).to_pandas()
+    finally:
+        con.close()
+    out = entity_df.reset_index(drop=True).copy()
+    out[ts] = stamp
+    for name in names:
+        out[name] = got[name].to_numpy()
+    return out
+
+
+def _historical_features_feast(store: FeatureStore, service: str, entity_df: pd.DataFrame) -> pd.DataFrame:
+    fs = store.get_feature_service(service)
+    job = store.get_historical_features(entity_df=entity_df.copy(), features=fs)
     return job.to_df()
 
 
-def online_features(repo_path: Path, service: str, entity_rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+def historical_features(repo_path: Path, service: str, entity_df: pd.DataFrame,
+                        engine: str | None = None) -> pd.DataFrame:
+    """Point-in-time join of the FeatureService's features: each row gets, per view, the latest
+    snapshot at or before its time and within the view's TTL (NaN where there is none).
+
+    engine `asof` (default; env FLYWHEEL_FEAST_RETRIEVAL) reads the service's views from the Feast
+    registry and runs one DuckDB ASOF JOIN per view; `feast` calls FeatureStore.get_historical_features.
+    Both give the same frame up to row order (tests/integration/test_feature_store.py holds them to it);
+    `asof` keeps the rows' order and falls back to `feast` for sources it does not read.
+    """
+    engine = (engine or os.environ.get(RETRIEVAL_ENV) or "asof").strip().lower()
+    if engine not in ("asof", "feast"):
+        raise ValueError(f"{RETRIEVAL_ENV}={engine!r} is not supported: use asof (default) or feast.")
     store = feature_store(repo_path)
-    return store.get_online_features(features=store.get_feature_service(service),
-                                     entity_rows=entity_rows).to_dict()
+    if engine == "asof":
+        plan, why_not = retrieval_plan(store, service)
+        if why_not is None:
+            return historical_features_asof(plan, entity_df)
+        log.info("point-in-time join through Feast: %s", why_not)
+    return _historical_features_feast(store, service, entity_df)
+
+
+def online_features(repo_path: Path, service: str, entity_rows: list[dict[str, Any]],
+                    as_of: datetime | None = None) -> dict[str, list[Any]]:
+    """The service's materialized values for `entity_rows` (serving), from the online store.
+
+    With `as_of` (the serving time), a value older than its view's TTL at `as_of` is None, as the
+    training join would have it: the online store keeps an entity's last value forever (an entity
+    that stopped having snapshots keeps a stale one), Feast does not check the TTL on reads.
+    """
+    store = feature_store(repo_path)
+    fs = store.get_feature_service(service)
+    response = store.get_online_features(features=fs, entity_rows=entity_rows)
+    if as_of is None:
+        return response.to_dict()
+    got = response.to_dict(include_event_timestamps=True)
+    at = _utc(as_of).timestamp()
+    for proj in fs.feature_view_projections:
+        ttl = store.get_feature_view(proj.name).ttl
+        for f in proj.features:
+            stamps = got.pop(f"{f.name}__ts")
+            if ttl:
+                oldest = at - ttl.total_seconds()
+                got[f.name] = [v if s >= oldest else None for v, s in zip(got[f.name], stamps, strict=True)]
+    return got

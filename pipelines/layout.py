@@ -48,6 +48,10 @@ class Layout:
     def validation_reports(self, model: str) -> Path:
         return self.home / "data" / "validation_reports" / model
 
+    # the GX Data Docs site of a model's gate (index: data_docs/<model>/site/index.html)
+    def data_docs(self, model: str) -> Path:
+        return self.home / "data" / "data_docs" / model
+
     # feature tables, per feature view (shared by every model that uses the view)
     def feature_table(self, view: str) -> Path:
         return self.home / "features" / view

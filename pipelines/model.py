@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -81,6 +82,51 @@ def predict(booster: xgb.Booster, frame: pd.DataFrame) -> np.ndarray:
     return booster.predict(xgb.DMatrix(frame, enable_categorical=True))
 
 
+def single_row_latency_ms(booster: xgb.Booster, frame: pd.DataFrame, samples: int = 300,
+                          warmup: int = 10, rounds: int = 3) -> dict[str, float]:
+    """Latency of predicting one row at a time as an online scorer would (one thread, the booster's
+    in-place prediction on a one-row frame: same values as `predict`), over `samples` rows of `frame`
+    (cycled) after `warmup` untimed calls, in milliseconds.
+
+    The samples are timed in `rounds` blocks and `p95_ms` is the lowest block's p95: the model's own
+    cost, robust to a neighbour briefly taking the CPU (as `timeit` reports its best repeat);
+    `p95_all_ms` is the p95 over every sample."""
+    import time
+
+    import numpy as np
+
+    nan = float("nan")
+    if len(frame) == 0 or samples <= 0:
+        return {"p50_ms": nan, "p95_ms": nan, "p95_all_ms": nan, "p99_ms": nan, "samples": 0.0}
+    scorer = booster.copy()          # the caller's booster keeps its own thread setting
+    scorer.set_param({"nthread": 1})
+    rows = [frame.iloc[[i % len(frame)]] for i in range(samples + warmup)]
+    times = []
+    for i, row in enumerate(rows):
+        t = time.perf_counter()
+        scorer.inplace_predict(row)
+        if i >= warmup:
+            times.append((time.perf_counter() - t) * 1000.0)
+    blocks = [b for b in np.array_split(np.array(times), max(1, min(rounds, len(times)))) if len(b)]
+    p50, p95_all, p99 = np.percentile(times, [50, 95, 99])
+    return {"p50_ms": float(p50), "p95_ms": float(min(np.percentile(b, 95) for b in blocks)),
+            "p95_all_ms": float(p95_all), "p99_ms": float(p99), "samples": float(len(times))}
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of what trains and serves the model (recorded on every run for reproducibility)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for dist in ("xgboost", "mlflow", "pandas", "numpy", "scikit-learn", "pyarrow", "feast"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = "absent"
+    return out
+
+
 def fit(spec: ModelSpec, train: pd.DataFrame, features: list[str], params: dict[str, Any]) -> xgb.Booster:
     """XGBoost with early stopping on the newest 15% of the training rows (time order)."""
     import xgboost as xgb
@@ -154,20 +200,25 @@ def train_and_register(spec: ModelSpec, training_set: dict[str, Any], features: 
     ref_path = reference_dir / "reference.parquet"
     ref.to_parquet(ref_path, index=False)
 
+    sha = code_version()
     mlflow.set_experiment(f"flywheel/{spec.name}")
     with mlflow.start_run(run_name=f"{spec.name}-{run_key}") as run:
         mlflow.set_tags({"flywheel.model": spec.name, "flywheel.run_key": run_key, "flywheel.reason": reason,
-                         "flywheel.code_version": code_version(),
+                         "flywheel.code_version": sha,
                          "flywheel.feature_service": spec.feature_service,
                          "flywheel.train_sha256": training_set["train_sha256"],
                          "flywheel.holdout_sha256": training_set["holdout_sha256"],
+                         "flywheel.spec_sha256": hashlib.sha256(spec.path.read_bytes()).hexdigest(),
+                         "flywheel.seed": str(spec.seed),
+                         **{f"flywheel.lib.{k}": v for k, v in library_versions().items()},
                          **{f"flywheel.window.{k}": v for k, v in training_set["window"].items()}})
-        mlflow.log_params({**{k: v for k, v in params.items()}, "features": ",".join(features),
+        mlflow.log_params({"seed": spec.seed, **params, "features": ",".join(features),
                            "train_rows": training_set["train_rows"],
                            "holdout_rows": training_set["holdout_rows"]})
         mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
         mlflow.log_dict({"features": features, "categorical": categorical_columns(spec)}, "features.json")
         mlflow.log_artifact(str(ref_path), artifact_path="reference")
+        mlflow.log_artifact(str(spec.path), artifact_path="spec")   # the thresholds the gate used
         info = mlflow.xgboost.log_model(booster, name="model", pip_requirements=PIP_REQUIREMENTS,
                                         registered_model_name=spec.registered_model_name)
         run_id = run.info.run_id
@@ -176,7 +227,10 @@ def train_and_register(spec: ModelSpec, training_set: dict[str, Any], features: 
                  "flywheel.trained_until": training_set["window"]["labelled_until"],
                  # when the retrain happened in data time: the retrain cooldown counts from here
                  "flywheel.trained_as_of": str(training_set.get("as_of") or training_set["window"]["labelled_until"]),
-                 "flywheel.train_rows": str(training_set["train_rows"])}.items():
+                 "flywheel.train_rows": str(training_set["train_rows"]),
+                 "flywheel.code_version": sha,
+                 **{f"flywheel.lib.{k}": v for k, v in library_versions().items() if k in ("xgboost", "mlflow",
+                                                                                             "pandas")}}.items():
         client.set_model_version_tag(spec.registered_model_name, version, k, v)
     log.info("registered %s v%s (run %s): %s", spec.registered_model_name, version, run_id,
              json.dumps({k: round(v, 4) for k, v in metrics.items()}))

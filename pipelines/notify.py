@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.monitor import Email
@@ -10,28 +11,59 @@ from pipelines.monitor import Email
 if TYPE_CHECKING:
     from pipelines.spec import ModelSpec
 
+_ORDER = {"batch": 0, "row": 1, "warn": 2}
+
 
 def blocked_batch_email(spec: ModelSpec, result: dict[str, Any], run_url: str) -> Email:
-    """To the owners: which batch was blocked, which rules failed, and where to look."""
-    failures = result.get("failures") or []
+    """To the owners: which batch was blocked, which rules failed, and where to look.
+
+    `result` is `ValidationResult.to_dict()` (plus the DAG's `summary`). The blocking rules come
+    first; the GX Data Docs page of the run is linked when it was built (`data_docs_path`), and the
+    JSON report is attached.
+    """
+    e = html.escape
+    failures = sorted(result.get("failures") or [], key=lambda f: _ORDER.get(str(f.get("severity")), 3))
+    blocking = [f for f in failures if f.get("severity") == "batch"]
     rows = "".join(
-        f"<tr><td>{html.escape(str(f.get('column') or '(batch)'))}</td><td><code>{html.escape(str(f['rule']))}</code>"
-        f"</td><td>{html.escape(str(f['severity']))}</td><td>{f.get('count', 0)}</td>"
-        f"<td>{html.escape(str(f['message']))}</td></tr>"
-        for f in failures)
-    body = (
-        f"<h2>Flywheel blocked a batch for <code>{html.escape(spec.name)}</code></h2>"
-        f"<p><b>File:</b> <code>{html.escape(str(result['batch_file']))}</code><br>"
-        f"<b>Interval:</b> {html.escape(result['interval_start'])} → {html.escape(result['interval_end'])}<br>"
-        f"<b>Rows landed:</b> {result['rows_landed']}</p>"
-        f"<p>{html.escape(str(result.get('summary', '')))}</p>"
-        "<table border='1' cellpadding='4' cellspacing='0'><tr><th>column</th><th>rule</th><th>severity</th>"
-        f"<th>rows</th><th>detail</th></tr>{rows}</table>"
-        "<p><b>What happens now:</b> nothing downstream ran for this interval; the landed file is untouched. "
-        "Fix the batch upstream and land it again, then re-run the validation from the Airflow UI "
-        "(Clear the <code>validate_batch</code> task of this run).</p>"
-        f"<p><a href='{html.escape(run_url)}'>Airflow run</a> · "
-        f"report: <code>{html.escape(result['report_path'])}</code></p>"
+        f"<tr><td>{e(str(f.get('column') or '(batch)'))}</td><td><code>{e(str(f['rule']))}</code></td>"
+        f"<td>{e(str(f.get('check') or ''))}</td><td>{e(_severity(str(f['severity'])))}</td>"
+        f"<td>{f.get('count', 0)}</td><td>{e(', '.join(map(str, f.get('sample') or [])))}</td>"
+        f"<td>{e(str(f['message']))}</td></tr>"
+        for f in failures
     )
-    subject = f"[Flywheel] {spec.name}: batch {result['interval_start'][:10]} BLOCKED ({len(failures)} rule(s) failed)"
+    docs = result.get("data_docs_path")
+    docs_html = (
+        f"<p><b>Great Expectations Data Docs</b> for this run (every expectation, observed values, samples): "
+        f"<a href='{e(Path(docs).as_uri())}'>{e(docs)}</a> (open it on the Flywheel host; the site's index lists "
+        "every validated batch).</p>"
+        if docs
+        else ""
+    )
+    body = (
+        f"<h2>Flywheel blocked a batch for <code>{e(spec.name)}</code></h2>"
+        f"<p><b>File:</b> <code>{e(str(result['batch_file']))}</code><br>"
+        f"<b>Interval:</b> {e(result['interval_start'])} → {e(result['interval_end'])}<br>"
+        f"<b>Rows landed:</b> {result['rows_landed']} (quarantined by row rules: {result.get('rows_quarantined', 0)}; "
+        "published: 0)<br>"
+        f"<b>Blocking rule(s):</b> {e(', '.join(sorted({str(f['rule']) for f in blocking})) or '(none)')}</p>"
+        + "".join(f"<p>⛔ {e(str(f['message']))}</p>" for f in blocking)
+        + docs_html
+        + "<h3>Every finding</h3>"
+        "<table border='1' cellpadding='4' cellspacing='0'><tr><th>column</th><th>rule</th><th>check</th>"
+        f"<th>severity</th><th>rows</th><th>sample</th><th>detail</th></tr>{rows}</table>"
+        "<p><b>What happens now:</b> nothing downstream ran for this interval; the landed file is untouched and a "
+        "byte-identical copy is kept under <code>data/blocked/</code>. Fix the batch upstream and land it again "
+        "(same file name), then re-run the validation from the Airflow UI (Clear the <code>validate_batch</code> "
+        "task of this run), or check it first with "
+        f"<code>flywheel validate --model {e(spec.name)} &lt;file&gt;</code>.</p>"
+        f"<p><a href='{e(run_url)}'>Airflow run</a> · report: <code>{e(str(result['report_path']))}</code></p>"
+    )
+    subject = (
+        f"[Flywheel] {spec.name}: batch {result['interval_start'][:10]} BLOCKED "
+        f"({', '.join(sorted({str(f['rule']) for f in blocking})) or 'no rule'})"
+    )
     return Email(to=tuple(spec.owners), subject=subject, html=body, attachments=(result["report_path"],))
+
+
+def _severity(s: str) -> str:
+    return {"batch": "blocks the batch", "row": "rows quarantined", "warn": "warning"}.get(s, s)

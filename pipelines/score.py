@@ -75,3 +75,63 @@ def read_scores(scores_dir: Path, start: datetime, end: datetime) -> Any:
         if start <= key < end:
             frames.append(pd.read_parquet(p))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+LABEL_JOIN_UNSUPPORTED = {
+    "future_sum": ("label kind future_sum: the label is a sum over the next horizon_days per entity, known "
+                   "horizon_days + delay_days after each snapshot, i.e. always after the monitored window ends; "
+                   "it is rebuilt for training by pipelines.training.label_rows, not joined row by row. "
+                   "Performance drift is not checked for this model."),
+}
+
+
+def label_join_unsupported(spec: ModelSpec) -> str | None:
+    """Why delayed labels cannot be joined onto this model's scored rows, or None when they can."""
+    return LABEL_JOIN_UNSUPPORTED.get(spec.label.kind)
+
+
+def join_delayed_labels(spec: ModelSpec, scores: Any, validated_dir: Path, as_of: datetime) -> Any:
+    """The scored rows whose label is known at `as_of`, with the label joined in a float `label` column.
+
+    A label is known once its row's event time + `label.delay_days` <= as_of (`as_of` is data time,
+    e.g. the end of the monitored interval, never the wall clock). Labels come from the validated
+    batches (`pipelines.features.read_validated`), matched on the dataset's row id; rows whose label is
+    not due yet are left out, and so are due rows with no validated row (logged). Only `label.kind:
+    column` is supported (see `label_join_unsupported`). Idempotent: the same inputs give the same rows.
+    """
+    import pandas as pd
+
+    from pipelines.features import read_validated
+    from pipelines.training import LABEL
+
+    reason = label_join_unsupported(spec)
+    if reason:
+        raise ValueError(f"{spec.name}: {reason}")
+    rid, ts_col = spec.dataset.row_id, spec.event_timestamp
+    for col in (rid, ts_col):
+        if col not in scores.columns:
+            raise ValueError(f"{spec.name}: the scoring log lacks {col!r} (it has {list(scores.columns)}); "
+                             "it is needed to join delayed labels. Re-score the interval with this version.")
+    ts = pd.to_datetime(scores[ts_col], utc=True)
+    due = (ts + pd.Timedelta(days=spec.label.delay_days)) <= pd.Timestamp(as_of)
+    rows = scores.loc[due].drop(columns=[LABEL], errors="ignore")
+    if rows.empty:
+        return rows.assign(**{LABEL: pd.Series(dtype="float64")}).reset_index(drop=True)
+    lo = ts[due].min().to_pydatetime()
+    hi = (ts[due].max() + pd.Timedelta(microseconds=1)).to_pydatetime()
+    validated = read_validated(validated_dir, lo, hi)
+    if validated.empty or spec.label.column not in validated.columns:
+        log.warning("%s: no validated rows with %r for %s → %s under %s; no labels joined", spec.name,
+                    spec.label.column, lo, hi, validated_dir)
+        return rows.iloc[0:0].assign(**{LABEL: pd.Series(dtype="float64")}).reset_index(drop=True)
+    labels = (validated[[rid, spec.label.column]].drop_duplicates(rid, keep="last")
+              .rename(columns={spec.label.column: LABEL}))
+    out = rows.merge(labels, on=rid, how="inner", validate="many_to_one")
+    out[LABEL] = pd.to_numeric(out[LABEL], errors="coerce").astype("float64")
+    missing = len(rows) - len(out)
+    if missing:
+        log.warning("%s: %d scored row(s) due a label have no validated row (quarantined or late); left out",
+                    spec.name, missing)
+    log.info("%s: labels joined for %d of %d scored rows (known by %s; %d not due yet)", spec.name, len(out),
+             len(scores), as_of.isoformat(), int((~due).sum()))
+    return out.reset_index(drop=True)

@@ -5,6 +5,7 @@ Parsing touches nothing but the YAML files, so DAG files can call it at parse ti
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,23 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HIGHER_IS_BETTER = {"average_precision": True, "roc_auc": True, "mae": False, "rmse": False}
+# Numeric keys of a spec's `gate:` section (see pipelines/gate.py for what each one means).
+GATE_KEYS = {
+    "min_primary": "value threshold: floor of a higher-is-better primary metric",
+    "max_primary": "value threshold: ceiling of a lower-is-better primary metric",
+    "min_delta": "change threshold: the bootstrap lower bound of the improvement must be > this",
+    "min_relative_delta": "change threshold: that lower bound / |champion| must be > this",
+    "min_holdout_rows": "fewer holdout rows: not promoted",
+    "min_holdout_positives": "classifiers: fewer positive holdout rows: not promoted",
+    "bootstrap_resamples": "paired bootstrap resamples (default 1000)",
+    "confidence": "two-sided confidence of the bootstrap interval (default 0.95)",
+    "max_brier": "classifiers: calibration bound on the Brier score",
+    "max_latency_p95_ms": "p95 single-row prediction latency budget (ms)",
+    "latency_samples": "single-row predictions timed (default 300)",
+    "slice_tolerance": "a slice may be worse than the champion by this much (beyond noise) before it blocks",
+    "slice_min_rows": "slices with fewer rows are ignored (default 100)",
+    "slice_min_positives": "classifiers: slices with fewer positives are ignored (default 5)",
+}
 
 
 class SpecError(ValueError):
@@ -58,13 +76,109 @@ class LabelSpec:
     horizon_days: int = 0
 
 
+# Evidently 0.7 stat tests: id -> (kind, column types it accepts, Evidently's default threshold).
+# "distance": drift when score >= threshold; "p_value": drift when p < threshold.
+DRIFT_METHODS: dict[str, tuple[str, tuple[str, ...], float]] = {
+    "wasserstein": ("distance", ("numeric",), 0.1),  # normed by the reference std
+    "ed": ("distance", ("numeric",), 0.1),
+    "jensenshannon": ("distance", ("numeric", "categorical"), 0.1),
+    "hellinger": ("distance", ("numeric", "categorical"), 0.1),
+    "kl_div": ("distance", ("numeric", "categorical"), 0.1),
+    "psi": ("distance", ("numeric", "categorical"), 0.1),
+    "ks": ("p_value", ("numeric",), 0.05),
+    "anderson": ("p_value", ("numeric",), 0.1),
+    "cramer_von_mises": ("p_value", ("numeric",), 0.1),
+    "empirical_mmd": ("p_value", ("numeric",), 0.1),
+    "es": ("p_value", ("numeric",), 0.05),
+    "mannw": ("p_value", ("numeric",), 0.05),
+    "t_test": ("p_value", ("numeric",), 0.05),
+    "chisquare": ("p_value", ("categorical",), 0.05),
+    "fisher_exact": ("p_value", ("categorical",), 0.1),
+    "g_test": ("p_value", ("categorical",), 0.1),
+    "TVD": ("p_value", ("categorical",), 0.1),
+    "z": ("p_value", ("categorical",), 0.05),
+}
+# Evidently's own choice above 1,000 reference rows, pinned for every size (below it Evidently
+# switches to p-value tests, where the same threshold would mean the opposite).
+DEFAULT_DRIFT_METHODS = {"numeric": "wasserstein", "categorical": "jensenshannon"}
+DRIFT_KEYS = ("window_days", "drift_share", "threshold", "cooldown_days", "reference_rows", "max_rows", "methods",
+              "columns", "hysteresis", "performance")
+
+
+@dataclass(frozen=True)
+class ColumnDriftRule:
+    """A per-column override of the drift method and/or threshold (`drift.columns.<name>`)."""
+    method: str | None = None
+    threshold: float | None = None
+
+
 @dataclass(frozen=True)
 class DriftSpec:
+    """The `drift:` section: what the monitor compares, how it scores each column, when it asks for a retrain.
+
+    Per column, an Evidently stat test (`methods` by column type, `columns` per-column overrides). A
+    distance method (DRIFT_METHODS kind "distance") drifts when its score >= the threshold (default
+    `threshold`); a p-value method drifts when p < its threshold (default: Evidently's for that test).
+    A window *alarms* when >= `drift_share` of the columns drift, or (with `performance_retrain`) when
+    the primary metric on the labelled rows fell more than `performance_max_drop` (relative) below the
+    champion's gate-time holdout value. A retrain is requested when >= `alarm_windows` of the last
+    `of_windows` windows alarmed, no retrain is queued or running, and the champion is older than
+    `cooldown_days`. Each side is sampled (seeded) to `max_rows` rows before Evidently (0: no sampling).
+    """
+
     window_days: int = 7
     drift_share: float = 0.3
     threshold: float = 0.1
     cooldown_days: int = 14
-    reference_rows: int = 20000
+    reference_rows: int = 20000  # rows of the training set kept as the drift reference (at training)
+    max_rows: int = 50000  # rows per side given to Evidently (seeded sample); 0 = all
+    methods: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_DRIFT_METHODS))
+    columns: dict[str, ColumnDriftRule] = field(default_factory=dict)
+    alarm_windows: int = 1  # N of ...
+    of_windows: int = 1  # ... M consecutive windows must alarm (hysteresis)
+    performance_max_drop: float = 0.25  # relative drop of the primary metric vs the gate-time holdout value
+    performance_min_rows: int = 500  # fewer labelled rows in the window: performance not judged
+    performance_min_positives: int = 20  # classifiers: fewer positive labels: not judged
+    performance_retrain: bool = False  # does a performance drop alone make the window alarm?
+
+    def method_for(self, column: str, kind: Literal["numeric", "categorical"]) -> str:
+        rule = self.columns.get(column)
+        return rule.method if rule is not None and rule.method else self.methods[kind]
+
+    def threshold_for(self, column: str, method: str) -> float:
+        rule = self.columns.get(column)
+        if rule is not None and rule.threshold is not None:
+            return float(rule.threshold)
+        kind, _, default = DRIFT_METHODS[method]
+        return float(self.threshold) if kind == "distance" else default
+
+
+@dataclass(frozen=True)
+class SliceSpec:
+    """A column the gate compares slice by slice; numeric columns are bucketed at `bins` (edges)."""
+    column: str
+    bins: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class DistributionSpec:
+    """Distribution sanity of a batch against the profiles of the batches accepted before it.
+
+    For each column: the mean (and for float columns the 5th, 50th and 95th percentiles) of the
+    batch's clean rows must lie within a factor `max_ratio` of the same statistic averaged over the
+    last `reference_batches` accepted batches (a statistic of 0 in the reference allows
+    +-(max_ratio - 1) reference standard deviations). A gross-error check (units, a broken feed, a
+    collapsed label rate), not drift detection: the monitor stage does that with Evidently.
+    """
+
+    severity: Literal["warn", "block", "off"] = "warn"
+    columns: tuple[str, ...] = ()
+    reference_batches: int = 4
+    max_ratio: float = 3.0
+
+
+VALIDATION_KEYS = ("max_quarantine_share", "min_rows", "max_rows", "distribution")
+DISTRIBUTION_KEYS = ("severity", "columns", "reference_batches", "max_ratio")
 
 
 @dataclass(frozen=True)
@@ -92,6 +206,9 @@ class ModelSpec:
     min_rows: int
     path: Path
     tags: tuple[str, ...] = field(default=())
+    slices: tuple[SliceSpec, ...] = field(default=())
+    max_rows: int | None = None  # validation.max_rows: more rows block the batch (None: no ceiling)
+    distribution: DistributionSpec = field(default_factory=DistributionSpec)  # validation.distribution
 
     @property
     def higher_is_better(self) -> bool:
@@ -164,14 +281,16 @@ def load_spec(path: Path) -> ModelSpec:
     metric = _require(_require(raw, "metric", path), "primary", path, "metric.")
     if metric not in HIGHER_IS_BETTER:
         raise SpecError(f"{path}: metric.primary {metric!r} is not one of {sorted(HIGHER_IS_BETTER)}.")
-    gate = {k: float(v) for k, v in (_require(raw, "gate", path) or {}).items()}
+    gate, slices = _gate(_require(raw, "gate", path), metric, path)
+    dataset = load_dataset(_require(raw, "dataset", path), datasets_dir())
     validation = raw.get("validation") or {}
+    min_rows, max_rows, distribution = _validation_settings(validation, dataset, label, task, path)
     return ModelSpec(
         name=name,
         description=str(raw.get("description", "")),
         owners=owners,
         task=task,
-        dataset=load_dataset(_require(raw, "dataset", path), datasets_dir()),
+        dataset=dataset,
         entity_key=_require(raw, "entity_key", path),
         event_timestamp=_require(raw, "event_timestamp", path),
         label=LabelSpec(
@@ -189,13 +308,181 @@ def load_spec(path: Path) -> ModelSpec:
         params=dict(training.get("params", {})),
         primary_metric=metric,
         gate=gate,
-        drift=DriftSpec(**(raw.get("drift") or {})),
+        drift=_drift_settings(raw.get("drift") or {}, path),
         schedule=str(raw.get("schedule", "@weekly")),
         max_quarantine_share=float(validation.get("max_quarantine_share", 0.05)),
-        min_rows=int(validation.get("min_rows", 1)),
+        min_rows=min_rows,
         path=Path(path),
         tags=tuple(raw.get("tags", ())),
+        slices=slices,
+        max_rows=max_rows,
+        distribution=distribution,
     )
+
+
+def _validation_settings(
+    validation: Any, dataset: DatasetContract, label: Any, task: str, path: Path
+) -> tuple[int, int | None, DistributionSpec]:
+    """The `validation:` section: row-count bounds and the distribution check, checked against the contract."""
+    if not isinstance(validation, dict):
+        raise SpecError(f"{path}: `validation` must be a mapping (keys: {', '.join(VALIDATION_KEYS)}).")
+    unknown = set(validation) - set(VALIDATION_KEYS)
+    if unknown:
+        raise SpecError(f"{path}: unknown key(s) {sorted(unknown)} in `validation`; "
+                        f"known: {', '.join(VALIDATION_KEYS)}.")
+    min_rows = int(validation.get("min_rows", 1))
+    max_rows = validation.get("max_rows")
+    if max_rows is not None and int(max_rows) < min_rows:
+        raise SpecError(f"{path}: validation.max_rows={max_rows} is below validation.min_rows={min_rows}.")
+    raw = validation.get("distribution") or {}
+    if not isinstance(raw, dict) or set(raw) - set(DISTRIBUTION_KEYS):
+        raise SpecError(f"{path}: validation.distribution takes the keys {', '.join(DISTRIBUTION_KEYS)}.")
+    severity = raw.get("severity", "warn")
+    if severity not in ("warn", "block", "off"):
+        raise SpecError(f"{path}: validation.distribution.severity {severity!r} must be warn, block or off.")
+    types = {c.name: c.type for c in dataset.columns}
+    if "columns" in raw:
+        columns = tuple(raw["columns"] or ())
+    else:  # default: the measures (float columns) and a binary label
+        columns = tuple(c.name for c in dataset.columns if c.type == "float")
+        if task == "binary" and label.get("kind", "column") == "column" and label.get("column") in types:
+            columns += (label["column"],)
+    for name in columns:
+        if types.get(name) not in ("int", "float"):
+            raise SpecError(f"{path}: validation.distribution.columns: `{name}` is not an int or float column "
+                            f"of {dataset.path.name}; list numeric contract columns only.")
+    max_ratio = float(raw.get("max_ratio", 3.0))
+    reference_batches = int(raw.get("reference_batches", 4))
+    if max_ratio <= 1.0 or reference_batches < 1:
+        raise SpecError(f"{path}: validation.distribution needs max_ratio > 1 and reference_batches >= 1.")
+    spec = DistributionSpec(severity=severity, columns=columns, reference_batches=reference_batches,
+                            max_ratio=max_ratio)
+    return min_rows, int(max_rows) if max_rows is not None else None, spec
+
+
+def _drift_settings(raw: Any, path: Path) -> DriftSpec:
+    """The `drift:` section, checked key by key (see DriftSpec and models/fraud.yaml)."""
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: `drift` must be a mapping (keys: {', '.join(DRIFT_KEYS)}).")
+    unknown = sorted(set(raw) - set(DRIFT_KEYS))
+    if unknown:
+        raise SpecError(f"{path}: unknown key(s) {['drift.' + k for k in unknown]}; known: {', '.join(DRIFT_KEYS)}.")
+
+    def number(section: dict[str, Any], key: str, default: float, where: str, *, whole: bool = False,
+               low: float = 0.0, high: float = math.inf, low_open: bool = False) -> Any:
+        value = section.get(key, default)
+        try:
+            num = int(value) if whole else float(value)
+            if isinstance(value, bool) or (whole and num != float(value)):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise SpecError(f"{path}: `{where}{key}` must be a {'whole ' if whole else ''}number, "
+                            f"got {value!r}.") from None
+        if num < low or num > high or (low_open and num == low):
+            bound = f"{'>' if low_open else '>='} {low:g}" + (f" and <= {high:g}" if high < math.inf else "")
+            raise SpecError(f"{path}: `{where}{key}` must be {bound}, got {value!r}.")
+        return num
+
+    def method(value: Any, kind: str | None, where: str) -> str:
+        if value not in DRIFT_METHODS:
+            raise SpecError(f"{path}: `{where}` {value!r} is not an Evidently stat test; "
+                            f"use one of {', '.join(DRIFT_METHODS)}.")
+        if kind is not None and kind not in DRIFT_METHODS[value][1]:
+            fits = [m for m, v in DRIFT_METHODS.items() if kind in v[1]]
+            raise SpecError(f"{path}: `{where}` {value!r} does not apply to {kind} columns; use one of "
+                            f"{', '.join(fits)}.")
+        return str(value)
+
+    methods_raw = raw.get("methods") or {}
+    if not isinstance(methods_raw, dict) or set(methods_raw) - set(DEFAULT_DRIFT_METHODS):
+        raise SpecError(f"{path}: `drift.methods` takes the keys numeric and categorical, "
+                        "e.g. {numeric: wasserstein, categorical: jensenshannon}.")
+    methods = {kind: method(methods_raw.get(kind, default), kind, f"drift.methods.{kind}")
+               for kind, default in DEFAULT_DRIFT_METHODS.items()}
+    columns_raw = raw.get("columns") or {}
+    if not isinstance(columns_raw, dict):
+        raise SpecError(f"{path}: `drift.columns` maps column names to {{method, threshold}}.")
+    columns = {}
+    for name, rule in columns_raw.items():
+        if not isinstance(rule, dict) or not rule or set(rule) - {"method", "threshold"}:
+            raise SpecError(f"{path}: `drift.columns.{name}` must be a mapping with method and/or threshold.")
+        columns[str(name)] = ColumnDriftRule(
+            method=method(rule["method"], None, f"drift.columns.{name}.method") if "method" in rule else None,
+            threshold=number(rule, "threshold", 0.0, f"drift.columns.{name}.", low_open=True)
+            if "threshold" in rule else None)
+    hyst = raw.get("hysteresis") or {}
+    perf = raw.get("performance") or {}
+    for section, keys in (("hysteresis", {"alarms", "windows"}),
+                          ("performance", {"max_drop", "min_rows", "min_positives", "retrain"})):
+        value = hyst if section == "hysteresis" else perf
+        if not isinstance(value, dict) or set(value) - keys:
+            raise SpecError(f"{path}: `drift.{section}` takes the keys {', '.join(sorted(keys))}.")
+    alarms = number(hyst, "alarms", 1, "drift.hysteresis.", whole=True, low=1)
+    windows = number(hyst, "windows", alarms, "drift.hysteresis.", whole=True, low=1)
+    if alarms > windows:
+        raise SpecError(f"{path}: `drift.hysteresis.alarms` ({alarms}) cannot exceed `windows` ({windows}).")
+    retrain = perf.get("retrain", False)
+    if not isinstance(retrain, bool):
+        raise SpecError(f"{path}: `drift.performance.retrain` must be true or false, got {retrain!r}.")
+    max_rows = number(raw, "max_rows", 50000, "drift.", whole=True)
+    if 0 < max_rows < 1000:
+        raise SpecError(f"{path}: `drift.max_rows` must be 0 (no sampling) or >= 1000: distances on smaller "
+                        f"samples are noise. Got {max_rows}.")
+    return DriftSpec(
+        window_days=number(raw, "window_days", 7, "drift.", whole=True, low=1),
+        drift_share=number(raw, "drift_share", 0.3, "drift.", low=0.0, high=1.0, low_open=True),
+        threshold=number(raw, "threshold", 0.1, "drift.", low_open=True),
+        cooldown_days=number(raw, "cooldown_days", 14, "drift.", whole=True),
+        reference_rows=number(raw, "reference_rows", 20000, "drift.", whole=True, low=1),
+        max_rows=max_rows,
+        methods=methods,
+        columns=columns,
+        alarm_windows=alarms,
+        of_windows=windows,
+        performance_max_drop=number(perf, "max_drop", 0.25, "drift.performance.", low_open=True),
+        performance_min_rows=number(perf, "min_rows", 500, "drift.performance.", whole=True, low=1),
+        performance_min_positives=number(perf, "min_positives", 20, "drift.performance.", whole=True),
+        performance_retrain=retrain,
+    )
+
+
+def _gate(raw: Any, metric: str, path: Path) -> tuple[dict[str, float], tuple[SliceSpec, ...]]:
+    """The `gate:` section: numeric thresholds (GATE_KEYS) plus `slices`, checked key by key."""
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: `gate` must be a mapping of thresholds (see models/fraud.yaml).")
+    raw = dict(raw)
+    slices_raw = raw.pop("slices", None) or []
+    unknown = sorted(set(raw) - set(GATE_KEYS))
+    if unknown:
+        raise SpecError(f"{path}: unknown key(s) {['gate.' + k for k in unknown]}; known: {sorted(GATE_KEYS)} "
+                        "and `slices`.")
+    gate: dict[str, float] = {}
+    for k, v in raw.items():
+        try:
+            gate[k] = float(v)
+        except (TypeError, ValueError):
+            raise SpecError(f"{path}: `gate.{k}` must be a number, got {v!r}.") from None
+    wrong = "max_primary" if HIGHER_IS_BETTER[metric] else "min_primary"
+    if wrong in gate:
+        right = "min_primary" if HIGHER_IS_BETTER[metric] else "max_primary"
+        raise SpecError(f"{path}: `gate.{wrong}` does not fit {metric} "
+                        f"({'higher' if HIGHER_IS_BETTER[metric] else 'lower'} is better); use `gate.{right}`.")
+    if not 0 < gate.get("confidence", 0.95) < 1:
+        raise SpecError(f"{path}: `gate.confidence` must be between 0 and 1, e.g. 0.95.")
+    if not isinstance(slices_raw, list):
+        raise SpecError(f"{path}: `gate.slices` must be a list of column names or {{column, bins}} mappings.")
+    slices = []
+    for item in slices_raw:
+        if isinstance(item, str):
+            slices.append(SliceSpec(item))
+        elif isinstance(item, dict) and isinstance(item.get("column"), str) and set(item) <= {"column", "bins"}:
+            bins = tuple(float(b) for b in item.get("bins") or ())
+            if list(bins) != sorted(set(bins)):
+                raise SpecError(f"{path}: `gate.slices` bins of {item['column']!r} must increase strictly.")
+            slices.append(SliceSpec(item["column"], bins))
+        else:
+            raise SpecError(f"{path}: `gate.slices` entry {item!r} must be a column name or {{column, bins}}.")
+    return gate, tuple(slices)
 
 
 def load_specs(directory: Path | None = None) -> dict[str, ModelSpec]:

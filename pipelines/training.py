@@ -4,7 +4,9 @@ Two label kinds cover the shipped specs:
 - `column`: the label is a column of each landed row (fraud: `is_fraud`), known `delay_days` later;
 - `future_sum`: the label is the entity's sum of a column over the next `horizon_days`
   (spend: next-week spend), computed from later batches.
-Features always come from Feast (`get_historical_features` on the spec's FeatureService).
+Features always come from the spec's Feast FeatureService: by default through a DuckDB ASOF JOIN built
+from the Feast registry's definitions (tested equal to Feast's own `get_historical_features`, which
+`FLYWHEEL_FEAST_RETRIEVAL=feast` selects).
 """
 
 from __future__ import annotations

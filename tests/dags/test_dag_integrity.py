@@ -66,8 +66,9 @@ def test_task_chains(dagbag):
 
     assert edges("ingest_validate__fraud") == {("validate_batch", "gate_batch"), ("gate_batch", "publish_validated")}
     assert edges("features__fraud") == {("build_feature_tables", "materialize_features")}
-    assert edges("train__fraud") == {("build_training_set", "train_challenger"),
-                                     ("train_challenger", "evaluate_gate"), ("evaluate_gate", "promote_champion")}
+    assert edges("train__fraud") == {("build_training_set", "train_challenger"), ("train_challenger", "evaluate_gate"),
+                                     ("evaluate_gate", "promote_champion"), ("evaluate_gate", "write_model_card"),
+                                     ("promote_champion", "write_model_card")}
     assert edges("monitor__fraud") == {("detect_drift", "email_report"), ("detect_drift", "request_retrain")}
 
 

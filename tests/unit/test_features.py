@@ -233,3 +233,40 @@ def test_empty_interval_writes_no_table_and_removes_a_stale_one(tmp_path):
 def test_unknown_view_is_rejected():
     with pytest.raises(ValueError, match="unknown feature view"):
         compute_snapshots(HISTORY, "device_stats", T0 + timedelta(days=35), T0 + timedelta(days=42))
+
+
+def test_build_feature_tables_refuses_two_rows_for_one_entity_and_timestamp(tmp_path, monkeypatch):
+    """Feast would silently settle such a pair by created_ts: the writer must never produce one."""
+    from pipelines import features
+
+    validated, root = tmp_path / "validated", tmp_path / "features"
+    write_validated(validated, HISTORY)
+    start, end = T0 + timedelta(days=35), T0 + timedelta(days=42)
+    real = features.compute_snapshots
+
+    def with_a_duplicate(history, view, s, e):
+        snap = real(history, view, s, e)
+        return pd.concat([snap, snap.iloc[[3]]], ignore_index=True)
+
+    monkeypatch.setattr(features, "compute_snapshots", with_a_duplicate)
+    row = real(read_validated(validated, start - timedelta(days=30), end), "customer_stats", start, end).iloc[3]
+    with pytest.raises(ValueError, match=rf"customer_stats: 2 rows share \(customer_id, event_ts\), "
+                                         rf"e\.g\. \({row.customer_id}, {re.escape(row.event_ts.isoformat())}\)"):
+        build_feature_tables(validated, root, ["customer_stats"], start, end, "2026-02-09")
+    assert not list((root / "customer_stats").glob("*.parquet"))
+
+
+@pytest.mark.parametrize("other", [("2026-02-09-rerun", 35, 42), ("2026-02-11", 37, 38)])
+def test_build_feature_tables_refuses_snapshots_already_in_another_interval_file(tmp_path, other):
+    """The same interval (or a day inside it) under another key would put each snapshot in two files."""
+    validated, root = tmp_path / "validated", tmp_path / "features"
+    write_validated(validated, HISTORY)
+    build_feature_tables(validated, root, ["customer_stats"], T0 + timedelta(days=35), T0 + timedelta(days=42),
+                         "2026-02-09")
+    key, a, b = other
+    with pytest.raises(ValueError, match=r"customer_stats: \d+ snapshots for .* are already in .*2026-02-09\.parquet"):
+        build_feature_tables(validated, root, ["customer_stats"], T0 + timedelta(days=a), T0 + timedelta(days=b), key)
+    assert sorted(p.name for p in (root / "customer_stats").iterdir()) == ["2026-02-09.parquet"]
+    # the neighbouring interval shares no snapshot: accepted
+    build_feature_tables(validated, root, ["customer_stats"], T0 + timedelta(days=42), T0 + timedelta(days=49),
+                         "2026-02-16")

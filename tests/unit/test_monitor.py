@@ -13,8 +13,20 @@ import pandas as pd
 import pytest
 
 from pipelines import monitor
-from pipelines.monitor import DriftResult, compose_drift_email, compute_drift, decide_retrain
-from pipelines.spec import REPO_ROOT, load_spec
+from pipelines.monitor import (
+    DriftResult,
+    EmailDeliveryError,
+    RetrainDecision,
+    compose_drift_email,
+    compute_drift,
+    decide_retrain,
+    drift_scores,
+    list_reports,
+    performance_drift,
+    record_verdict,
+    send_drift_report,
+)
+from pipelines.spec import REPO_ROOT, ColumnDriftRule, DriftSpec, SpecError, load_spec
 
 pytestmark = pytest.mark.unit
 
@@ -235,3 +247,457 @@ def test_email_attaches_verdict_when_report_too_large(spec, drifted: DriftResult
     assert email.attachments == (drifted.verdict_json,)
     assert "too large to attach" in email.html
     assert "No retrain requested" in email.html and "suppressed" in email.html
+
+
+# ---------------------------------------------------------------------------- A/A and injected shift
+#
+# Raw transactions of the demo's generator (four normal weeks, ~60,000 rows) plus a synthetic fraud
+# score. Each repeat draws a seeded, disjoint reference/current split of REPEAT_ROWS rows each (above
+# Evidently's 1,000-row switch, well below drift.max_rows: more noise than production sees) and scores
+# it with the default DriftSpec, through Evidently.
+
+RAW = ["amount", "channel", "category", "country"]
+REPEATS = 40
+REPEAT_ROWS = 3000
+
+
+def fraud_score(df: pd.DataFrame, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    logit = (
+        -7
+        + 0.8 * np.log(df["amount"].to_numpy())
+        + 1.3 * (df["channel"].to_numpy() == "online")
+        + 1.0 * np.isin(df["category"].to_numpy(), ["electronics", "gaming"])
+        + rng.normal(0, 0.3, len(df))
+    )
+    return 1 / (1 + np.exp(-logit))
+
+
+@pytest.fixture(scope="module")
+def stable_period() -> pd.DataFrame:
+    from pipelines.datagen import Scenario, generate_week
+
+    sc = Scenario()
+    return pd.concat([generate_week(sc, w, "normal")[RAW] for w in range(4)], ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def default_spec(spec):
+    return dataclasses.replace(spec, drift=DriftSpec())
+
+
+def split(pool: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    idx = np.random.default_rng(seed).permutation(len(pool))
+    ref = pool.iloc[idx[:REPEAT_ROWS]].reset_index(drop=True)
+    cur = pool.iloc[idx[REPEAT_ROWS : 2 * REPEAT_ROWS]].reset_index(drop=True)
+    return ref.assign(prediction=fraud_score(ref, seed)), cur.assign(prediction=fraud_score(cur, seed + 1))
+
+
+def shifted(pool: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """The injected shift: amounts x1.5 and the post-shift category mix (gaming/crypto heavy)."""
+    from pipelines.datagen import _SHIFT_CATEGORY_MIX, CATEGORIES
+
+    target = dict(zip(CATEGORIES, _SHIFT_CATEGORY_MIX, strict=True))
+    base = pool["category"].value_counts(normalize=True)
+    weights = pool["category"].map(lambda c: target[c] / base[c]).to_numpy()
+    gumbel_keys = np.log(weights) + np.random.default_rng(seed).gumbel(size=len(pool))  # weighted, no replacement
+    idx = np.argpartition(-gumbel_keys, REPEAT_ROWS)[:REPEAT_ROWS]
+    cur = pool.iloc[idx].reset_index(drop=True)
+    cur["amount"] = cur["amount"] * 1.5
+    return cur.assign(prediction=fraud_score(cur, seed + 1))
+
+
+def test_default_settings_are_the_shipped_fraud_settings(spec) -> None:
+    shipped, default = spec.drift, DriftSpec()
+    assert (shipped.methods, shipped.threshold, shipped.drift_share, shipped.max_rows) == (
+        default.methods,
+        default.threshold,
+        default.drift_share,
+        default.max_rows,
+    )
+
+
+def test_aa_false_alarm_rate_is_at_most_5_percent(stable_period, default_spec) -> None:
+    alarms, column_alarms = 0, dict.fromkeys([*RAW, "prediction"], 0)
+    for seed in range(REPEATS):
+        ref, cur = split(stable_period, seed)
+        scores = drift_scores(ref, cur, RAW, ["channel", "category", "country"], default_spec)
+        assert scores.rows_reference == scores.rows_current == REPEAT_ROWS
+        alarms += scores.drift_detected
+        for c, v in scores.columns.items():
+            column_alarms[c] += v["drifted"]
+    assert alarms / REPEATS <= 0.05, (alarms, column_alarms)
+
+
+def test_injected_shift_is_detected_in_at_least_95_percent(stable_period, default_spec) -> None:
+    detected, flagged = 0, dict.fromkeys([*RAW, "prediction"], 0)
+    for seed in range(REPEATS):
+        ref, _ = split(stable_period, 1000 + seed)
+        scores = drift_scores(
+            ref, shifted(stable_period, 2000 + seed), RAW, ["channel", "category", "country"], default_spec
+        )
+        detected += scores.drift_detected
+        for c, v in scores.columns.items():
+            flagged[c] += v["drifted"]
+    assert detected / REPEATS >= 0.95, (detected, flagged)
+    assert flagged["amount"] == flagged["category"] == REPEATS, flagged
+    assert flagged["channel"] <= 2 and flagged["country"] <= 2, flagged  # untouched columns stay quiet
+
+
+# ---------------------------------------------------------------------------- methods, thresholds, sampling
+
+
+def test_methods_and_thresholds_come_from_the_spec(spec, reference, drifted, tmp_path: Path) -> None:
+    custom = dataclasses.replace(
+        spec,
+        drift=dataclasses.replace(
+            spec.drift,
+            methods={"numeric": "ks", "categorical": "jensenshannon"},
+            columns={
+                "channel": ColumnDriftRule(method="psi", threshold=0.2),
+                "country": ColumnDriftRule(threshold=0.5),
+            },
+        ),
+    )
+    current = transactions(N, seed=3, amount_factor=1.8, channel_p=(0.3, 0.5, 0.2))
+    cols = drift_scores(reference, current, FEATURES, CATEGORICAL, custom).columns
+    assert cols["amount"]["method_id"] == "ks" and cols["amount"]["kind"] == "p_value"
+    assert cols["amount"]["threshold"] == 0.05  # Evidently's default for ks: p < 0.05 is drift
+    assert cols["amount"]["drifted"] and cols["amount"]["score"] < 0.05
+    assert cols["channel"]["method_id"] == "psi" and cols["channel"]["threshold"] == 0.2
+    assert cols["country"]["method_id"] == "jensenshannon" and cols["country"]["threshold"] == 0.5
+    assert cols["category"]["threshold"] == spec.drift.threshold
+    # low-cardinality numerics are scored like categories, unless a column says otherwise
+    low = transactions(N, seed=4).assign(hour=lambda d: d["hour"] % 3)
+    assert drift_scores(low, low, ["hour"], [], spec).columns["hour"]["method_id"] == "jensenshannon"
+
+
+def test_ranking_puts_the_smallest_p_value_first() -> None:
+    cols = {
+        "a": {"score": 0.01, "drifted": True, "kind": "p_value", "threshold": 0.05},
+        "b": {"score": 0.2, "drifted": True, "kind": "distance", "threshold": 0.1},
+        "c": {"score": 1e-9, "drifted": True, "kind": "p_value", "threshold": 0.05},
+    }
+    assert monitor._ranked(cols) == ["c", "a", "b"]
+
+
+def test_large_windows_are_sampled_to_max_rows_seeded(spec, reference, tmp_path: Path) -> None:
+    capped = dataclasses.replace(spec, drift=dataclasses.replace(spec.drift, max_rows=1500))
+    current = transactions(5000, seed=8)
+    first = compute_drift(reference, current, FEATURES, CATEGORICAL, capped, tmp_path, "k", None, START, END)
+    assert (first.rows_reference, first.rows_current, first.rows_current_total) == (1500, 1500, 5000)
+    again = compute_drift(reference, current, FEATURES, CATEGORICAL, capped, tmp_path, "k", None, START, END)
+    assert again.columns == first.columns
+    unsampled = compute_drift(
+        reference, transactions(800, seed=8), FEATURES, CATEGORICAL, capped, tmp_path, "s", None, START, END
+    )
+    assert unsampled.rows_current == 800 and unsampled.rows_current_total is None
+
+
+def write_fraud(tmp_path: Path, drift: dict) -> Path:
+    import yaml
+
+    raw = yaml.safe_load((REPO_ROOT / "models" / "fraud.yaml").read_text())
+    raw["drift"] = drift
+    path = tmp_path / "fraud.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_drift_section_loads_methods_overrides_hysteresis_and_performance(tmp_path: Path) -> None:
+    d = load_spec(
+        write_fraud(
+            tmp_path,
+            {
+                "methods": {"numeric": "psi"},
+                "columns": {"amount": {"method": "ks", "threshold": 0.01}},
+                "hysteresis": {"alarms": 2, "windows": 3},
+                "performance": {"max_drop": 0.1, "retrain": True},
+                "max_rows": 0,
+            },
+        )
+    ).drift
+    assert d.methods == {"numeric": "psi", "categorical": "jensenshannon"}
+    assert d.columns == {"amount": ColumnDriftRule("ks", 0.01)}
+    assert (d.alarm_windows, d.of_windows, d.performance_max_drop, d.performance_retrain, d.max_rows) == (
+        2,
+        3,
+        0.1,
+        True,
+        0,
+    )
+    assert d.method_for("amount", "numeric") == "ks" and d.method_for("hour", "numeric") == "psi"
+    assert d.threshold_for("amount", "ks") == 0.01 and d.threshold_for("hour", "psi") == d.threshold
+
+
+@pytest.mark.parametrize(
+    ("drift", "message"),
+    [
+        ({"methods": {"numeric": "wasserstain"}}, r"drift.methods.numeric` 'wasserstain' is not an Evidently stat"),
+        ({"methods": {"numeric": "chisquare"}}, r"'chisquare' does not apply to numeric columns"),
+        ({"columns": {"amount": {"threshold": -1}}}, r"drift.columns.amount.threshold` must be > 0"),
+        ({"hysteresis": {"alarms": 3, "windows": 2}}, r"alarms` \(3\) cannot exceed `windows` \(2\)"),
+        ({"max_rows": 200}, r"drift.max_rows` must be 0 \(no sampling\) or >= 1000"),
+        ({"cooldown": 3}, r"unknown key\(s\) \['drift.cooldown'\]"),
+        ({"performance": {"retrain": "yes"}}, r"drift.performance.retrain` must be true or false"),
+    ],
+)
+def test_bad_drift_settings_name_the_file_and_key(tmp_path: Path, drift: dict, message: str) -> None:
+    with pytest.raises(SpecError, match=message) as err:
+        load_spec(write_fraud(tmp_path, drift))
+    assert str(tmp_path / "fraud.yaml") in str(err.value)
+
+
+# ---------------------------------------------------------------------------- retrain policy
+
+
+def with_policy(spec, **changes):
+    return dataclasses.replace(spec, drift=dataclasses.replace(spec.drift, **changes))
+
+
+def entry(end: datetime, alarm: bool) -> dict:
+    return {"key": (end - timedelta(days=7)).date().isoformat(), "interval_end": end.isoformat(), "alarm": alarm}
+
+
+def test_hysteresis_holds_a_first_alarm_and_lets_the_second_through(spec) -> None:
+    two_of_three = with_policy(spec, alarm_windows=2, of_windows=3)
+    drifting = verdict(spec, ["amount", "channel", "prediction"])
+    first = decide_retrain(
+        drifting,
+        two_of_three,
+        None,
+        END,
+        history=[entry(END - timedelta(days=7), False), entry(END - timedelta(days=14), False)],
+    )
+    assert not first.request and first.rule == "hysteresis" and first.alarm
+    assert first.reason.startswith(
+        "suppressed (hysteresis): alarm in 1 of the last 3 window(s), a retrain needs 2 of 3"
+    )
+    second = decide_retrain(
+        drifting,
+        two_of_three,
+        None,
+        END,
+        history=[entry(END - timedelta(days=7), True), entry(END - timedelta(days=14), False)],
+    )
+    assert second.request and second.rule == "requested"
+    # an alarm three windows back is outside the last 3 windows: held again
+    history = [entry(END - timedelta(days=d), d == 21) for d in (21, 14, 7)]
+    old = decide_retrain(drifting, two_of_three, None, END, history=history)
+    assert not old.request and old.rule == "hysteresis"
+
+
+def test_hysteresis_ignores_this_and_later_windows_so_reruns_decide_the_same(spec) -> None:
+    two_of_three = with_policy(spec, alarm_windows=2, of_windows=3)
+    drifting = verdict(spec, ["amount", "channel", "prediction"])
+    later = [entry(END, True), entry(END + timedelta(days=7), True)]  # this key's own earlier run, a later window
+    assert decide_retrain(drifting, two_of_three, None, END, history=later).rule == "hysteresis"
+
+
+def test_dedupe_holds_a_request_while_a_retrain_is_queued_or_running(spec) -> None:
+    drifting = verdict(spec, ["amount", "channel", "prediction"])
+    old_champion = END - timedelta(days=30)
+    held = decide_retrain(drifting, spec, old_champion, END, retrain_in_flight=1)
+    assert not held.request and held.rule == "dedupe"
+    assert held.reason.startswith("suppressed (dedupe): a retrain is already queued or running (1 run of train__fraud)")
+    assert decide_retrain(drifting, spec, old_champion, END, retrain_in_flight=0).request
+
+
+def test_cooldown_holds_then_lets_through(spec) -> None:
+    drifting = verdict(spec, ["amount", "channel", "prediction"])
+    held = decide_retrain(drifting, spec, END - timedelta(days=13), END)
+    assert not held.request and held.rule == "cooldown" and "(until 2026-03-10)" in held.reason
+    assert decide_retrain(drifting, spec, END - timedelta(days=14), END).rule == "requested"
+
+
+def test_no_alarm_wins_over_every_other_rule(spec) -> None:
+    quiet = decide_retrain(verdict(spec, ["amount"]), spec, None, END, retrain_in_flight=2)
+    assert (quiet.request, quiet.rule, quiet.alarm) == (False, "no_alarm", False)
+
+
+def test_performance_drop_alarms_only_when_the_spec_says_so(spec) -> None:
+    quiet_data = dataclasses.replace(verdict(spec, ["amount"]), performance={"status": "degraded", "detail": "AP -40%"})
+    assert decide_retrain(quiet_data, spec, None, END).rule == "no_alarm"  # fraud.yaml: retrain: false
+    decision = decide_retrain(quiet_data, with_policy(spec, performance_retrain=True), None, END)
+    assert decision.request and "performance: AP -40%" in decision.reason
+
+
+def test_a_performance_drop_is_emailed_even_when_it_requests_nothing(spec, recorded: DriftResult) -> None:
+    quiet = dataclasses.replace(verdict(spec, ["amount"]), performance={"status": "ok"})
+    assert not monitor.needs_email(quiet, decide_retrain(quiet, spec, None, END))
+    dropped = dataclasses.replace(
+        recorded, drift_detected=False, performance={**recorded.performance, "status": "degraded"}
+    )
+    decision = decide_retrain(dropped, spec, None, END)
+    assert decision.rule == "no_alarm" and monitor.needs_email(dropped, decision)
+    mail = compose_drift_email(spec, dropped, decision, LINKS)
+    assert "performance drop" in mail.subject and "the performance drop is reported, not acted on" in mail.html
+
+
+# ---------------------------------------------------------------------------- performance drift
+
+
+def labelled(n: int, positives: int, seed: int = 0, *, skill: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = np.zeros(n)
+    y[:positives] = 1
+    return y, 1 / (1 + np.exp(-(rng.normal(0, 1, n) + skill * y - 3)))
+
+
+def test_performance_compares_the_primary_metric_with_the_gate_value(spec) -> None:
+    y, p = labelled(2000, 100)
+    ok = performance_drift(spec, y, p, reference_value=0.6)
+    assert ok["status"] == "ok" and ok["metric"] == "average_precision" and ok["labelled_rows"] == 2000
+    assert 0.5 < ok["value"] < 1.0 and ok["positives"] == 100
+    weak_y, weak_p = labelled(2000, 100, skill=0.5)
+    bad = performance_drift(spec, weak_y, weak_p, reference_value=0.6)
+    assert bad["status"] == "degraded" and bad["drop"] > spec.drift.performance_max_drop
+
+
+def test_performance_without_gate_value_or_labels_is_recorded_not_guessed(spec) -> None:
+    y, p = labelled(2000, 100)
+    unknown = performance_drift(spec, y, p, reference_value=None)
+    assert unknown["status"] == "unknown" and unknown["value"] is not None and unknown["reference_value"] is None
+    few = performance_drift(spec, *labelled(2000, 5), reference_value=0.6)
+    assert few["status"] == "insufficient_labels" and "5 positives" in few["detail"]
+    na = performance_drift(spec, None, None, None, unavailable="future_sum labels")
+    assert na["status"] == "not_applicable" and na["detail"] == "future_sum labels"
+
+
+def test_lower_is_better_metric_drop_is_an_increase(spec) -> None:
+    spend = load_spec(REPO_ROOT / "models" / "spend.yaml")
+    rng = np.random.default_rng(1)
+    y = rng.gamma(2, 200, 1000)
+    out = performance_drift(spend, y, y + rng.normal(0, 300, 1000), reference_value=100.0)
+    assert out["metric"] == "mae" and out["status"] == "degraded" and out["drop"] > 1
+
+
+# ---------------------------------------------------------------------------- delayed labels
+
+
+def test_labels_are_joined_only_once_due(spec, tmp_path: Path) -> None:
+    from pipelines.score import join_delayed_labels
+
+    ts = pd.date_range(START, END, freq="6h", inclusive="left", tz="UTC")
+    batch = pd.DataFrame(
+        {
+            "transaction_id": [f"t{i}" for i in range(len(ts))],
+            "customer_id": 1,
+            "event_ts": ts,
+            "is_fraud": np.arange(len(ts)) % 2,
+        }
+    )
+    (tmp_path / "validated").mkdir()
+    batch.to_parquet(tmp_path / "validated" / "2026-03-02.parquet")
+    scores = batch.drop(columns=["is_fraud"]).assign(prediction=0.5).iloc[::-1]
+    out = join_delayed_labels(spec, scores, tmp_path / "validated", END)
+    due = ts + pd.Timedelta(days=spec.label.delay_days) <= pd.Timestamp(END)
+    # five of the seven days, plus the row exactly delay_days before the end (due at the end): 20 + 1
+    assert len(out) == due.sum() == 21
+    expected = batch.set_index("transaction_id")["is_fraud"]
+    assert (out["label"].to_numpy() == expected.loc[out["transaction_id"]].to_numpy()).all()
+    assert out["label"].dtype == "float64"
+    assert join_delayed_labels(spec, scores, tmp_path / "validated", START).empty  # nothing due yet
+
+
+def test_future_sum_labels_are_not_joined_and_say_why() -> None:
+    from pipelines.score import join_delayed_labels, label_join_unsupported
+
+    spend = load_spec(REPO_ROOT / "models" / "spend.yaml")
+    assert "future_sum" in label_join_unsupported(spend)
+    with pytest.raises(ValueError, match="future_sum"):
+        join_delayed_labels(spend, pd.DataFrame(), Path("."), END)
+
+
+# ---------------------------------------------------------------------------- verdicts, index, email delivery
+
+
+@pytest.fixture
+def recorded(spec, drifted: DriftResult, tmp_path: Path) -> DriftResult:
+    """A copy of the drifted report in tmp_path, its full verdict and index line recorded."""
+    import shutil
+
+    shutil.copy(drifted.report_html, tmp_path / "2026-03-02.html")
+    result = dataclasses.replace(
+        drifted,
+        report_html=str(tmp_path / "2026-03-02.html"),
+        verdict_json=str(tmp_path / "2026-03-02.json"),
+        performance={
+            "status": "ok",
+            "metric": "average_precision",
+            "value": 0.41,
+            "reference_value": 0.44,
+            "labelled_rows": 9000,
+            "detail": "AP fine",
+        },
+    )
+    record_verdict(tmp_path, "2026-03-02", result, decide_retrain(result, spec, None, END), spec)
+    return result
+
+
+def test_verdict_holds_drift_methods_thresholds_performance_and_decision(recorded: DriftResult, spec) -> None:
+    raw = json.loads(Path(recorded.verdict_json).read_text())
+    assert raw["drifted_share"] == recorded.drifted_share and raw["drift_detected"] is True
+    assert raw["columns"]["amount"]["method"] == "Wasserstein distance (normed)"
+    assert raw["columns"]["amount"]["threshold"] == 0.1 and raw["policy"]["drift_share"] == 0.3
+    assert raw["performance"]["status"] == "ok" and raw["decision"]["rule"] == "requested"
+    assert raw["email"] is None and raw["email_failed"] is False
+    assert DriftResult.from_dict(raw) == recorded
+
+
+def test_index_lists_reports_once_per_key_oldest_first(recorded: DriftResult, spec, tmp_path: Path) -> None:
+    earlier = dataclasses.replace(
+        recorded,
+        interval_start="2026-02-23T00:00:00+00:00",
+        interval_end=START.isoformat(),
+        verdict_json=str(tmp_path / "2026-02-23.json"),
+    )
+    record_verdict(tmp_path, "2026-02-23", earlier, RetrainDecision(False, "no drift", "no_alarm"), spec)
+    record_verdict(tmp_path, "2026-03-02", recorded, decide_retrain(recorded, spec, None, END), spec)  # a re-run
+    reports = list_reports(tmp_path)
+    assert [r["key"] for r in reports] == ["2026-02-23", "2026-03-02"]
+    assert reports[1]["request"] is True and reports[1]["alarm"] is True and reports[1]["performance"] == "ok"
+    assert reports[1]["verdict_json"] == recorded.verdict_json and reports[0]["rule"] == "no_alarm"
+    assert list_reports(tmp_path / "nowhere") == []
+
+
+def test_email_send_is_retried_then_recorded(recorded: DriftResult, spec) -> None:
+    calls, waits = [], []
+
+    def flaky(to, subject, html, files):
+        calls.append((to, subject, files))
+        if len(calls) < 3:
+            raise ConnectionRefusedError(111, "Connection refused")
+
+    status = send_drift_report(
+        spec, recorded.verdict_json, LINKS, flaky, attempts=3, retry_delay_s=2, sleep=waits.append
+    )
+    assert status["status"] == "sent" and status["attempts"] == 3 and waits == [2, 4]
+    assert calls[-1][0] == list(spec.owners) and calls[-1][2] == [recorded.report_html + ".gz"]
+    raw = json.loads(Path(recorded.verdict_json).read_text())
+    assert raw["email"]["status"] == "sent" and raw["email_failed"] is False
+    assert list_reports(Path(recorded.verdict_json).parent)[0]["email"] == "sent"
+
+
+def test_email_failure_raises_until_the_final_try_then_is_recorded(recorded: DriftResult, spec) -> None:
+    def down(*_):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    with pytest.raises(EmailDeliveryError, match="not delivered after 2 attempt"):
+        send_drift_report(spec, recorded.verdict_json, LINKS, down, final_try=False, attempts=2, sleep=lambda _: None)
+    assert json.loads(Path(recorded.verdict_json).read_text())["email_failed"] is True
+    status = send_drift_report(
+        spec, recorded.verdict_json, LINKS, down, final_try=True, attempts=2, sleep=lambda _: None
+    )
+    assert status["status"] == "failed" and "Connection refused" in status["error"]
+    assert Path(recorded.report_html).exists() and Path(recorded.report_html + ".gz").exists()
+    assert list_reports(Path(recorded.verdict_json).parent)[0]["email"] == "failed"
+
+
+def test_email_says_what_happens_next_and_shows_performance(recorded: DriftResult, spec) -> None:
+    held = RetrainDecision(False, "suppressed (hysteresis): alarm in 1 of the last 2 window(s)", "hysteresis", True)
+    body = compose_drift_email(with_policy(spec, alarm_windows=2, of_windows=3), recorded, held, LINKS).html
+    assert "No retrain requested yet</b> (hysteresis): a retrain needs an alarm in 2 of 3" in body
+    assert "<h3>Performance</h3>" in body and "0.410" in body and "0.440" in body
+    dedupe = RetrainDecision(False, "suppressed (dedupe): ...", "dedupe", True)
+    assert "already queued or running" in compose_drift_email(spec, recorded, dedupe, LINKS).html

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import html
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -62,9 +64,10 @@ def run(tmp_path: Path, batch: Path, spec=SPEC) -> ValidationResult:
     )
 
 
-def failure(result: ValidationResult, rule: str, column: str | None = None):
-    found = [f for f in result.failures if f.rule == rule and (column is None or f.column == column)]
-    assert found, f"no {rule} failure on {column}: {[(f.rule, f.column) for f in result.failures]}"
+def failure(result: ValidationResult, rule: str, column: str | None = None, check: str | None = None):
+    found = [f for f in result.failures
+             if f.rule == rule and (column is None or f.column == column) and (check is None or f.check == check)]
+    assert found, f"no {rule} failure on {column}: {[(f.rule, f.column, f.check) for f in result.failures]}"
     return found[0]
 
 
@@ -275,10 +278,14 @@ def test_timestamps_outside_the_interval_are_quarantined(tmp_path):
     assert result.verdict == "accepted"
     q = quarantined(result)
     assert q[ROW_ID].tolist() == df[ROW_ID].iloc[[1, 2]].tolist()
-    assert set(q["_quarantine_reasons"]) == {f"expect_column_values_to_be_between({ts})"}
-    f = failure(result, "expect_column_values_to_be_between", ts)
-    assert "2026-01-04T23:59:59+00:00" in f.sample and "2026-01-12T00:00:00+00:00" in f.sample
-    assert "data interval" in f.message
+    assert q["_quarantine_reasons"].tolist() == [
+        f"expect_column_values_to_be_between({ts}, in_interval)",  # before the start: a late row
+        f"expect_column_values_to_be_between({ts}, not_in_future)",  # at the end: the batch's future
+    ]
+    late = failure(result, "expect_column_values_to_be_between", ts, check="in_interval")
+    assert late.sample == ["2026-01-04T23:59:59+00:00"] and "data interval" in late.message
+    future = failure(result, "expect_column_values_to_be_between", ts, check="not_in_future")
+    assert future.sample == ["2026-01-12T00:00:00+00:00"] and "future" in future.message
     assert_accounting(result)
 
 
@@ -394,3 +401,252 @@ def test_report_is_json_and_messages_say_what_to_do(tmp_path):
         "re-land",
     ):
         assert part in f["message"]
+
+
+# -- row count, duplicate batches, re-landing ---------------------------------------------------
+
+
+def run_at(tmp_path: Path, batch: Path, start: datetime, spec=SPEC, docs: bool = False) -> ValidationResult:
+    return validate_batch(batch, spec, start, start + timedelta(days=7), tmp_path / "validated",
+                          tmp_path / "quarantine", tmp_path / "reports",
+                          docs_dir=tmp_path / "docs" if docs else None)
+
+
+def shifted(df: pd.DataFrame, weeks: int) -> pd.DataFrame:
+    """The same rows one or more weeks later, with their own ids."""
+    out = df.copy()
+    out[SPEC.event_timestamp] = out[SPEC.event_timestamp] + pd.Timedelta(weeks=weeks)
+    out[ROW_ID] = f"w{weeks}-" + out[ROW_ID]
+    return out
+
+
+def test_too_many_rows_blocks(tmp_path):
+    capped = dataclasses.replace(SPEC, max_rows=150)
+    result = run(tmp_path, land(tmp_path, good_rows()), capped)
+
+    assert result.verdict == "blocked"
+    f = failure(result, "expect_table_row_count_to_be_between", check="row_count")
+    assert f"{N} rows, above validation.max_rows=150" in f.message and "models/fraud.yaml" in f.message
+
+
+def test_the_same_bytes_for_another_interval_block_as_a_duplicate(tmp_path):
+    first = run(tmp_path, land(tmp_path, good_rows()))
+    assert first.verdict == "accepted"
+    registry = json.loads((tmp_path / "reports" / "accepted_batches.json").read_text())
+    assert registry[KEY]["sha256"] == first.batch_sha256 == sha256(Path(first.batch_file))
+
+    later = END
+    copy = land(tmp_path, good_rows(), f"transactions_{later:%Y-%m-%d}.parquet")  # last week's file, re-sent
+    result = run_at(tmp_path, copy, later)
+
+    assert result.verdict == "blocked" and result.rows_clean == 0
+    f = result.failures[0]  # said first: it explains the rest (every timestamp is out of the interval)
+    assert (f.rule, f.check, f.sample) == ("duplicate_batch", "duplicate_batch", [KEY])
+    assert f"already accepted for the interval starting {KEY}" in f.message and copy.name in f.message
+    assert f"transactions_{KEY}.parquet" in f.message
+    assert not (tmp_path / "validated" / f"{later:%Y-%m-%d}.parquet").exists()
+
+
+def test_revalidating_the_same_bytes_for_the_same_interval_is_a_rerun(tmp_path):
+    batch = land(tmp_path, good_rows())
+    first, second = run(tmp_path, batch), run(tmp_path, batch)
+
+    assert first.verdict == second.verdict == "accepted"
+    assert second == first
+    assert not [f for f in second.failures if f.rule == "duplicate_batch"]
+
+
+def test_a_fixed_batch_relanded_after_a_block_is_accepted_and_registered(tmp_path):
+    broken = run(tmp_path, land(tmp_path, good_rows().rename(columns={"amount": "amt"})))
+    assert broken.verdict == "blocked"
+    assert not (tmp_path / "reports" / "accepted_batches.json").exists()
+
+    fixed = run(tmp_path, land(tmp_path, good_rows()))  # same file name, fixed content
+
+    assert fixed.verdict == "accepted" and fixed.rows_clean == N
+    assert fixed.batch_sha256 != broken.batch_sha256
+    registry = json.loads((tmp_path / "reports" / "accepted_batches.json").read_text())
+    assert registry[KEY]["sha256"] == fixed.batch_sha256
+    # and when an accepted interval is re-landed broken, it is no longer accepted anywhere
+    again = run(tmp_path, land(tmp_path, good_rows().drop(columns=["country"])))
+    assert again.verdict == "blocked"
+    assert KEY not in json.loads((tmp_path / "reports" / "accepted_batches.json").read_text())
+    assert not (tmp_path / "reports" / "profiles" / f"{KEY}.json").exists()
+
+
+# -- all-null columns, labels --------------------------------------------------------------------
+
+
+def test_an_all_null_column_blocks(tmp_path):
+    df = good_rows()
+    df["merchant_id"] = None  # parquet writes a column of type null
+    result = run(tmp_path, land(tmp_path, df))
+
+    assert result.verdict == "blocked"
+    f = failure(result, "expect_column_values_to_not_be_null", "merchant_id", check="all_null")
+    assert f.severity == "batch" and f"null in all {N} rows" in f.message
+
+
+def test_a_label_outside_0_1_is_quarantined_by_the_label_rule(tmp_path):
+    df = good_rows()
+    df.loc[3, "is_fraud"] = 2
+    result = run(tmp_path, land(tmp_path, df))
+
+    assert result.verdict == "accepted"
+    f = failure(result, "expect_column_values_to_be_in_set", "is_fraud", check="label")
+    assert f.sample == [2] and "label of the binary model fraud" in f.message
+    assert quarantined(result)[ROW_ID].tolist() == [df.loc[3, ROW_ID]]
+
+
+def test_a_copy_of_the_label_under_another_name_is_a_leak(tmp_path):
+    df = good_rows().assign(chargeback=lambda d: d["is_fraud"])  # innocent name, the label's values
+    result = run(tmp_path, land(tmp_path, df))
+
+    assert result.verdict == "blocked"
+    f = failure(result, "leaked_label", "chargeback")
+    assert "values equal the label `is_fraud` in 100% of rows" in f.message
+    assert not [x for x in result.failures if x.rule == "expect_table_columns_to_match_set"]
+
+
+def test_a_label_named_column_is_a_leak_for_a_computed_label(tmp_path):
+    spend = load_spec(REPO_ROOT / "models" / "spend.yaml")
+    df = good_rows().assign(spend_next_7d=1.0)
+    result = run(tmp_path, land(tmp_path, df), spend)
+
+    assert result.verdict == "blocked"
+    f = failure(result, "leaked_label", "spend_next_7d")
+    assert "looks like the label of model spend" in f.message and "next" in f.message
+    assert "sum of `amount` over the next 7 day(s)" in f.message
+
+
+def test_an_unrelated_extra_column_is_not_called_a_leak(tmp_path):
+    result = run(tmp_path, land(tmp_path, good_rows().assign(loyalty_tier="gold")))
+
+    assert [f.rule for f in result.failures] == ["expect_table_columns_to_match_set"]
+
+
+def test_dictionary_encoded_strings_are_strings(tmp_path):
+    df = good_rows()
+    df["channel"] = df["channel"].astype("category")  # parquet: dictionary<string>
+    result = run(tmp_path, land(tmp_path, df))
+
+    assert result.verdict == "accepted", result.summary
+
+
+# -- distribution against the accepted batches ---------------------------------------------------
+
+
+def test_distribution_warns_against_the_accepted_batches_before_it(tmp_path):
+    first = run(tmp_path, land(tmp_path, good_rows()))
+    assert first.reference_batches == ()  # nothing accepted before: no reference, no check
+    profile = json.loads((tmp_path / "reports" / "profiles" / f"{KEY}.json").read_text())
+    assert set(profile["columns"]) == {"amount", "is_fraud"} and profile["rows"] == N
+
+    cents = shifted(good_rows(), 1)
+    cents["amount"] = cents["amount"] * 30  # units changed upstream; still inside the contract's range
+    later = END
+    result = run_at(tmp_path, land(tmp_path, cents, f"transactions_{later:%Y-%m-%d}.parquet"), later)
+
+    assert result.verdict == "accepted" and result.rows_clean == N
+    assert result.reference_batches == (KEY,)
+    warnings = [f for f in result.failures if f.severity == "warn"]
+    assert {(f.rule, f.column) for f in warnings} == {
+        ("expect_column_mean_to_be_between", "amount"),
+        ("expect_column_quantile_values_to_be_between", "amount"),
+    }
+    mean = failure(result, "expect_column_mean_to_be_between", "amount")
+    assert "max_ratio=3" in mean.message and KEY in mean.message and "proceeds" in mean.message
+    assert "Warnings:" in result.summary
+
+
+def test_distribution_blocks_when_the_spec_says_so(tmp_path):
+    strict = dataclasses.replace(SPEC, distribution=dataclasses.replace(SPEC.distribution, severity="block"))
+    run(tmp_path, land(tmp_path, good_rows()), strict)
+    same = shifted(good_rows(), 1)
+    assert run_at(tmp_path, land(tmp_path, same, "next.parquet"), END, strict).verdict == "accepted"
+    cents = shifted(good_rows(), 2)
+    cents["amount"] = cents["amount"] * 30
+    later = END + timedelta(days=7)
+    result = run_at(tmp_path, land(tmp_path, cents, "third.parquet"), later, strict)
+
+    assert result.verdict == "blocked"
+    assert result.reference_batches == (KEY, f"{END:%Y-%m-%d}")
+    f = failure(result, "expect_column_mean_to_be_between", "amount")
+    assert f.severity == "batch" and "validation.distribution.severity: block" in f.message
+
+
+# -- Data Docs and the email ---------------------------------------------------------------------
+
+
+def test_data_docs_page_per_run_and_in_the_report(tmp_path):
+    df = good_rows()
+    df.loc[1, "amount"] = -1.0
+    batch = land(tmp_path, df)
+    result = run_at(tmp_path, batch, START, docs=True)
+
+    page = Path(result.data_docs_path)
+    assert page.is_file() and page.suffix == ".html"
+    assert page.is_relative_to(tmp_path / "docs" / "site" / "validations")
+    text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page.read_text())).split())  # the page as read
+    assert "fraud.transactions" in text
+    # rendered for people: the range rule in words, with the offending value and its count
+    assert "greater than or equal to 0.01 and less than or equal to 20000.0" in text
+    assert "1 unexpected values found" in text and "-1.0" in text
+    assert (tmp_path / "docs" / "site" / "index.html").is_file()
+    assert json.loads(Path(result.report_path).read_text())["data_docs_path"] == str(page)
+    assert str(page) in result.summary
+    # a rerun of the same bytes keeps its page; another content for the interval gets its own
+    assert run_at(tmp_path, batch, START, docs=True).data_docs_path == str(page)
+    other = run_at(tmp_path, land(tmp_path, good_rows().rename(columns={"amount": "amt"})), START, docs=True)
+    assert other.data_docs_path != str(page) and Path(other.data_docs_path).is_file()
+    index = (tmp_path / "docs" / "site" / "index.html").read_text()
+    assert page.name in index and Path(other.data_docs_path).name in index
+
+
+def test_blocked_email_names_the_rule_and_links_the_data_docs(tmp_path):
+    from pipelines.notify import blocked_batch_email
+
+    result = run_at(tmp_path, land(tmp_path, good_rows().rename(columns={"amount": "amt"})), START, docs=True)
+    payload = {**result.to_dict(), "summary": result.summary}
+    mail = blocked_batch_email(SPEC, payload, "http://airflow/run")
+
+    assert mail.to == SPEC.owners
+    assert "BLOCKED" in mail.subject and "fraud" in mail.subject and "expect_table_columns_to_match_set" in mail.subject
+    assert "found `amt`" in mail.html and f"transactions_{KEY}.parquet" in mail.html
+    assert Path(result.data_docs_path).as_uri() in mail.html
+    assert "flywheel validate --model fraud" in mail.html
+    assert mail.attachments == (result.report_path,)
+
+
+# -- the spec's validation section ----------------------------------------------------------------
+
+
+def test_validation_settings_come_from_the_spec(tmp_path):
+    import yaml
+
+    from pipelines.spec import SpecError
+
+    assert SPEC.max_rows == 150000 and SPEC.min_rows == 100
+    assert SPEC.distribution.columns == ("amount", "is_fraud") and SPEC.distribution.severity == "warn"
+    raw = yaml.safe_load((REPO_ROOT / "models" / "fraud.yaml").read_text())
+    for bad, words in (
+        ({"min_rows": 10, "max_rows": 5}, "below validation.min_rows"),
+        ({"distribution": {"columns": ["channel"]}}, "not an int or float column"),
+        ({"distribution": {"severity": "loud"}}, "must be warn, block or off"),
+        ({"max_row": 5}, "unknown key(s) ['max_row']"),
+    ):
+        path = tmp_path / "models" / "fraud.yaml"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(yaml.safe_dump({**raw, "validation": bad}))
+        with pytest.raises(SpecError, match=words.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+            load_spec(path)
+
+
+def test_a_lost_row_fails_the_run_and_publishes_nothing(tmp_path, monkeypatch):
+    import pipelines.validate as v
+
+    real = v._clean_table
+    monkeypatch.setattr(v, "_clean_table", lambda clean, spec: real(clean, spec).slice(1))  # a writer bug
+    with pytest.raises(RuntimeError, match=f"{N} rows landed but the clean and quarantine files hold {N - 1}"):
+        run(tmp_path, land(tmp_path, good_rows()))
+    assert not (tmp_path / "validated" / f"{KEY}.parquet").exists()

@@ -1,0 +1,192 @@
+"""The drift email through Airflow's SMTP provider to a real SMTP server on loopback, and SMTP down.
+
+Starts `python -m flywheel.smtpd` (aiosmtpd, Maildir) on a free port, points the `flywheel_smtp`
+connection at it through AIRFLOW_CONN_FLYWHEEL_SMTP (the JSON form flywheel/runtime.py writes), and
+sends a composed drift email with flywheel.dagkit.send_email (a real SmtpHook). With no server on
+the port, the same path retries, fails in a controlled way and leaves every report file on disk.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import gzip
+import json
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.spec import REPO_ROOT, load_spec
+
+pytestmark = pytest.mark.integration
+
+START = datetime(2026, 3, 2, tzinfo=UTC)
+END = datetime(2026, 3, 9, tzinfo=UTC)
+LINKS = {
+    "Airflow run": "http://127.0.0.1:8080/dags/monitor__fraud/runs/r1",
+    "MLflow model": "http://127.0.0.1:5000/#/models/flywheel-fraud/versions/3",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def smtp_conn(port: int) -> str:
+    return json.dumps(
+        {
+            "conn_type": "smtp",
+            "host": "127.0.0.1",
+            "port": port,
+            "extra": {
+                "disable_ssl": True,
+                "disable_tls": True,
+                "from_email": "flywheel@localhost",
+                "timeout": 5,
+                "retry_limit": 1,
+            },
+        }
+    )
+
+
+def frame(n: int, seed: int, factor: float = 1.0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    amount = rng.lognormal(3.5, 0.8, n) * factor
+    channel = rng.choice(["pos", "online", "wallet"], n, p=[0.6, 0.3, 0.1] if factor == 1 else [0.3, 0.3, 0.4])
+    return pd.DataFrame(
+        {
+            "amount": amount,
+            "channel": channel,
+            "country": rng.choice(["US", "GB", "DE"], n),
+            "prediction": 1 / (1 + np.exp(-(-4 + 0.01 * amount))),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return load_spec(REPO_ROOT / "models" / "fraud.yaml")
+
+
+@pytest.fixture
+def report(spec, tmp_path: Path):
+    """A real drift report (Evidently) with its verdict and index line, under tmp_path/reports."""
+    from pipelines.monitor import compute_drift, decide_retrain, record_verdict
+
+    reports = tmp_path / "reports"
+    result = compute_drift(
+        frame(2000, 1),
+        frame(2000, 2, factor=1.8),
+        ["amount", "channel", "country"],
+        ["channel", "country"],
+        spec,
+        reports,
+        "2026-03-02",
+        "3",
+        START,
+        END,
+    )
+    decision = decide_retrain(result, spec, None, END)
+    record_verdict(reports, "2026-03-02", result, decision, spec)
+    return result
+
+
+@pytest.fixture
+def smtp_server(tmp_path: Path):
+    port, mail = free_port(), tmp_path / "mail"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flywheel.smtpd", "--port", str(port), "--dir", str(mail)],
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"flywheel.smtpd exited: {proc.stderr.read().decode()[-2000:]}") from None
+                if time.monotonic() > deadline:
+                    raise RuntimeError("flywheel.smtpd did not answer in 30 s") from None
+                time.sleep(0.1)
+        yield port, mail
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_drift_email_arrives_with_the_gzipped_report(spec, report, smtp_server, monkeypatch) -> None:
+    from flywheel.dagkit import send_email
+    from pipelines.monitor import list_reports, send_drift_report
+
+    port, mail = smtp_server
+    monkeypatch.setenv("AIRFLOW_CONN_FLYWHEEL_SMTP", smtp_conn(port))
+    status = send_drift_report(spec, report.verdict_json, LINKS, send_email, attempts=2, retry_delay_s=0.5)
+    assert status["status"] == "sent" and status["attempts"] == 1
+
+    files: list[Path] = []
+    deadline = time.monotonic() + 10
+    while not files and time.monotonic() < deadline:
+        files = sorted((mail / "new").glob("*"))
+        time.sleep(0.05)
+    assert len(files) == 1, files
+    msg = email.message_from_bytes(files[0].read_bytes(), policy=email.policy.default)
+    assert {a.strip() for a in msg["To"].split(",")} == set(spec.owners)
+    assert msg["Subject"].startswith("[Flywheel] fraud: drift detected in ")
+    body = msg.get_body(preferencelist=("html",)).get_content()
+    assert "Retrain requested" in body and "amount" in body
+    assert 'href="http://127.0.0.1:5000/#/models/flywheel-fraud/versions/3"' in body
+    (attachment,) = list(msg.iter_attachments())
+    assert attachment.get_filename() == "2026-03-02.html.gz"
+    assert gzip.decompress(attachment.get_payload(decode=True)) == Path(report.report_html).read_bytes()
+
+    verdict = json.loads(Path(report.verdict_json).read_text())
+    assert verdict["email"]["status"] == "sent" and verdict["email_failed"] is False
+    assert list_reports(Path(report.verdict_json).parent)[0]["email"] == "sent"
+
+
+def test_smtp_down_retries_fails_in_a_controlled_way_and_keeps_the_report(spec, report, monkeypatch) -> None:
+    from flywheel.dagkit import send_email
+    from pipelines.monitor import EmailDeliveryError, list_reports, send_drift_report
+
+    monkeypatch.setenv("AIRFLOW_CONN_FLYWHEEL_SMTP", smtp_conn(free_port()))  # nobody listens there
+    calls: list[str] = []
+
+    def counted(*args):
+        calls.append(args[1])
+        send_email(*args)
+
+    # a non-final task try: retried in-process, then raised so that Airflow retries the task
+    t0 = time.monotonic()
+    with pytest.raises(EmailDeliveryError, match="not delivered after 2 attempt"):
+        send_drift_report(spec, report.verdict_json, LINKS, counted, final_try=False, attempts=2, retry_delay_s=0.2)
+    assert len(calls) == 2 and time.monotonic() - t0 >= 0.2
+    # the final try: recorded, logged, returned; the monitor run stays green
+    status = send_drift_report(spec, report.verdict_json, LINKS, counted, final_try=True, attempts=2, retry_delay_s=0.2)
+    assert len(calls) == 4
+    assert status["status"] == "failed" and status["final"] is True
+    assert "Connection refused" in status["error"] or "Errno 111" in status["error"]
+
+    reports = Path(report.verdict_json).parent
+    for name in ("2026-03-02.html", "2026-03-02.html.gz", "2026-03-02.json"):
+        assert (reports / name).stat().st_size > 0, name  # no lost report
+    verdict = json.loads(Path(report.verdict_json).read_text())
+    assert verdict["email_failed"] is True and verdict["email"]["report_html"] == report.report_html
+    assert verdict["drift_detected"] is True and verdict["decision"]["request"] is True
+    assert list_reports(reports)[0]["email"] == "failed"

@@ -1,0 +1,109 @@
+"""`flywheel validate` as engineers and CI run it: a subprocess, a temporary FLYWHEEL_HOME, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipelines.spec import REPO_ROOT, load_spec
+
+pytestmark = pytest.mark.unit
+
+SPEC = load_spec(REPO_ROOT / "models" / "fraud.yaml")
+START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday: the schedule "0 0 * * 1" ticks here
+N = 150
+
+
+def good_rows(n: int = N) -> pd.DataFrame:
+    cols: dict[str, list] = {}
+    for c in SPEC.dataset.columns:
+        if c.allowed:
+            cols[c.name] = [c.allowed[i % len(c.allowed)] for i in range(n)]
+        elif c.type == "string":
+            cols[c.name] = [f"tx{i:05d}" for i in range(n)]
+        elif c.type == "int":
+            cols[c.name] = [i + 1 for i in range(n)]
+        elif c.type == "float":
+            cols[c.name] = [round(1.0 + 1.25 * i, 2) for i in range(n)]
+        else:
+            cols[c.name] = [START + timedelta(days=1, minutes=30 * i) for i in range(n)]
+    df = pd.DataFrame(cols)
+    df[SPEC.event_timestamp] = pd.to_datetime(df[SPEC.event_timestamp], utc=True)
+    return df
+
+
+def flywheel(*args: str, home: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "GX_ANALYTICS_ENABLED": "false"}
+    if home is not None:
+        env["FLYWHEEL_HOME"] = str(home)
+    return subprocess.run([sys.executable, "-m", "flywheel.cli", "validate", *args], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=180)
+
+
+def test_accepted_csv_with_quarantined_rows_exits_0_and_writes_the_outputs(tmp_path):
+    df = good_rows()
+    df.loc[[3, 4], "amount"] = -2.0
+    batch = tmp_path / "transactions_2026-01-05.csv"  # the interval comes from the name (file_pattern)
+    df.to_csv(batch, index=False)
+    home = tmp_path / "home"
+
+    out = flywheel("--model", "fraud", str(batch), home=home)
+
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ACCEPTED  model fraud")
+    assert f"{N} landed, {N - 2} clean, 2 quarantined" in out.stdout
+    assert "[2026-01-05T00:00:00+00:00, 2026-01-12T00:00:00+00:00)" in out.stdout
+    assert "expect_column_values_to_be_between(amount)" in out.stdout and "-2.0" in out.stdout
+    data = home / "data"
+    assert len(pd.read_parquet(data / "validated" / "fraud" / "2026-01-05.parquet")) == N - 2
+    assert len(pd.read_parquet(data / "quarantine" / "fraud" / "2026-01-05.parquet")) == 2
+    report = json.loads((data / "validation_reports" / "fraud" / "2026-01-05.json").read_text())
+    assert report["verdict"] == "accepted" and report["rows_quarantined"] == 2
+    assert Path(report["data_docs_path"]).is_file() and report["data_docs_path"] in out.stdout
+    assert (data / "data_docs" / "fraud" / "site" / "index.html").is_file()
+
+
+def test_blocked_batch_exits_2_with_json_and_keeps_the_evidence(tmp_path):
+    batch = tmp_path / "upstream_export.parquet"  # no interval in the name: the week of the data
+    good_rows().rename(columns={"amount": "amt"}).to_parquet(batch, index=False)
+    home = tmp_path / "elsewhere"
+
+    out = flywheel("--model", "fraud", str(batch), "--json", "--home", str(home))
+
+    assert out.returncode == 2, out.stderr
+    result = json.loads(out.stdout)
+    assert result["verdict"] == "blocked" and result["exit_code"] == 2
+    assert result["interval_start"] == START.isoformat()
+    assert result["interval_end"] == (START + timedelta(days=7)).isoformat()
+    (f,) = [f for f in result["failures"] if f["severity"] == "batch"]
+    assert f["rule"] == "expect_table_columns_to_match_set" and "found `amt`" in f["message"]
+    assert result["rows_clean"] == 0 and result["clean_path"] is None
+    kept = Path(result["blocked_copy"])
+    assert kept.read_bytes() == batch.read_bytes() and kept.is_relative_to(home / "data" / "blocked" / "fraud")
+    assert Path(result["data_docs_path"]).is_file() and Path(result["report_path"]).is_file()
+    assert not (REPO_ROOT / ".flywheel" / "data" / "blocked" / "fraud" / "2026-01-05" / kept.name).exists()
+
+
+def test_errors_exit_1_with_a_clear_message(tmp_path):
+    batch = tmp_path / "transactions_2026-01-05.parquet"
+    good_rows().to_parquet(batch, index=False)
+
+    unknown = flywheel("--model", "nope", str(batch), home=tmp_path)
+    assert unknown.returncode == 1
+    assert "unknown model 'nope'; known: fraud, spend" in unknown.stderr
+
+    missing = flywheel("--model", "fraud", str(tmp_path / "missing.parquet"), "--json", home=tmp_path)
+    assert missing.returncode == 1
+    assert json.loads(missing.stdout)["verdict"] == "error"
+    assert "missing.parquet: no such file" in missing.stderr
+
+    bad_start = flywheel("--model", "fraud", str(batch), "--start", "last monday", home=tmp_path)
+    assert bad_start.returncode == 1 and "--start 'last monday' is not an ISO 8601" in bad_start.stderr
+    assert not (tmp_path / "data").exists()  # nothing written on a usage error
