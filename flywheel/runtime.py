@@ -289,6 +289,21 @@ def up(lay: Layout, ports: Ports, env: dict[str, str] | None = None) -> dict[str
     return running(lay)
 
 
+def processes_of(home: Path) -> list[str]:
+    """Every live process whose environment points at this FLYWHEEL_HOME (children included)."""
+    marker = f"FLYWHEEL_HOME={home}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if marker in (proc / "environ").read_bytes().split(b"\0"):
+                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:120])
+        except OSError:
+            continue
+    return found
+
+
 def _alive(pid: int) -> bool:
     """True while `pid` runs (a zombie child of ours is reaped and counts as gone)."""
     try:

@@ -15,9 +15,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+
+from flywheel.runtime import processes_of
 
 pytestmark = pytest.mark.integration
 
@@ -44,23 +47,10 @@ def demo(tmp_path_factory):
         yield {"home": home, "ports": ports, "summary": summary, "log": proc.stdout, "env": env}
     finally:
         subprocess.run([sys.executable, "-m", "flywheel.cli", "down"], env=env, cwd=REPO, timeout=120)
-        left = _processes_of(home)
+        deadline = time.monotonic() + 30   # children that were SIGKILLed may take a moment to vanish
+        while (left := processes_of(home)) and time.monotonic() < deadline:
+            time.sleep(1)
         assert not left, f"processes left running after `flywheel down`: {left}"
-
-
-def _processes_of(home: Path) -> list[str]:
-    """Every live process whose environment points at this FLYWHEEL_HOME (children included)."""
-    marker = f"FLYWHEEL_HOME={home}".encode()
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            if marker in (proc / "environ").read_bytes().split(b"\0"):
-                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:120])
-        except OSError:
-            continue
-    return found
 
 
 def _mlflow(demo):

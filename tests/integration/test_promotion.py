@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from flywheel.runtime import processes_of
+
 pytestmark = pytest.mark.integration
 
 FEATURES = ["amount", "channel", "category", "country", "cust_txn_count_7d"]
@@ -81,23 +83,9 @@ def stack(tmp_path_factory):
             os.environ.clear()
             os.environ.update(saved)
         deadline = time.monotonic() + 30   # MLflow's job consumers take a few seconds to follow their parent
-        while (left := _processes_of(home)) and time.monotonic() < deadline:
+        while (left := processes_of(home)) and time.monotonic() < deadline:
             time.sleep(1)
         assert not left, f"processes left running: {left}"
-
-
-def _processes_of(home: Path) -> list[str]:
-    marker = f"FLYWHEEL_HOME={home}".encode()
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            if marker in (proc / "environ").read_bytes().split(b"\0"):
-                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:120])
-        except OSError:
-            continue
-    return found
 
 
 @pytest.fixture(scope="module")
