@@ -162,11 +162,10 @@ def plain_rules(df: Any, spec: Any, start: datetime, end: datetime, references: 
 
 
 def band(ref: float, std: float, ratio: float) -> tuple[float, float]:
-    if ref > 0:
-        return ref / ratio, ref * ratio
-    if ref < 0:
-        return ref * ratio, ref / ratio
-    return -(ratio - 1) * std, (ratio - 1) * std
+    """The same tolerance band as the gate (one definition, so both sides check the same rule)."""
+    from pipelines.validate import _band
+
+    return _band(ref, std, ratio)
 
 
 def plain_gate(
