@@ -8,7 +8,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test test-unit test-dags test-integration lint down status clean compile bench
+.PHONY: install demo test test-unit test-dags test-integration test-services lint up up-services demo-services down status clean compile bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,11 +39,20 @@ test-dags: install
 test-integration: install
 	$(BIN)/python -m pytest tests -q -m integration
 
+test-services: install  ## the scale-out layer alone (needs PostgreSQL and Redis on 127.0.0.1)
+	$(BIN)/python -m pytest tests -q -m services
+
 lint: install
 	$(BIN)/ruff check . && $(BIN)/mypy
 
 up: install  ## start the embedded services without playing the scenario
 	$(BIN)/python -m flywheel.cli up
+
+up-services: install  ## the docker-compose topology natively: Celery + PostgreSQL + Redis + S3 + MLflow server
+	FLYWHEEL_TOPOLOGY=services $(BIN)/python -m flywheel.cli up
+
+demo-services: install  ## the whole loop on the native scale-out topology
+	FLYWHEEL_TOPOLOGY=services $(BIN)/python -m flywheel.cli demo
 
 down:  ## stop everything `make demo` / `make up` started
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m flywheel.cli down; else echo "nothing to stop"; fi

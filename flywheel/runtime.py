@@ -1,9 +1,18 @@
-"""The embedded runtime: Airflow (SQLite + LocalExecutor), MLflow, Feast and an SMTP server on one host.
+"""Flywheel's runtime on one host, in one of two topologies chosen by FLYWHEEL_TOPOLOGY.
 
-`init` prepares FLYWHEEL_HOME (secrets generated once per install, Airflow DB, Feast registry);
-`up` starts every service in the background and waits until each answers; `down` stops them.
-Every setting is an environment variable (see .env.example): values already set win over the
-defaults computed here, which is how the same code runs in the scale-out deployment.
+- `embedded` (default): Airflow on SQLite with the LocalExecutor, MLflow on SQLite with local
+  artifacts, Feast with a SQLite registry and online store, data under FLYWHEEL_HOME, an SMTP server.
+- `services`: the scale-out topology of docker-compose.yaml, natively, against a PostgreSQL and a
+  Redis that already run: Airflow metadata on PostgreSQL with the CeleryExecutor over Redis and a
+  real `airflow celery worker`, MLflow on PostgreSQL with artifacts in S3, Feast with a PostgreSQL
+  registry and the Redis online store, landing/quarantine/scores/reports in S3, served by an S3-API
+  server on loopback (moto's standalone server stands in for MinIO), and the SMTP server.
+
+`init` prepares FLYWHEEL_HOME (secrets generated once per install, databases, Airflow DB, Feast
+registry); `up` starts every service in the background and waits until each answers; `down` stops
+them. Every setting is an environment variable (see .env.example): values already set win over the
+defaults computed here, so the topologies differ only in environment variables, and the compose
+deployment sets the same variables explicitly.
 """
 
 from __future__ import annotations
@@ -31,7 +40,25 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 VENV_BIN = Path(sys.executable).parent
-SERVICES = ("smtp", "mlflow", "api-server", "scheduler", "dag-processor", "triggerer")
+SERVICES = ("smtp", "s3", "mlflow", "api-server", "scheduler", "dag-processor", "triggerer", "worker")
+TOPOLOGIES = ("embedded", "services")
+# docker-compose.yaml's services and what stands for each in the native `services` topology
+# (tests/dags/test_compose.py holds the two lists together).
+COMPOSE_NATIVE = {
+    "postgres": "PostgreSQL already running (FLYWHEEL_POSTGRES)",
+    "redis": "Redis already running (FLYWHEEL_REDIS)",
+    "minio": "s3",
+    "minio-init": "init (buckets)",
+    "mailpit": "smtp",
+    "mlflow": "mlflow",
+    "airflow-apiserver": "api-server",
+    "airflow-scheduler": "scheduler",
+    "airflow-dag-processor": "dag-processor",
+    "airflow-worker": "worker",
+    "airflow-triggerer": "triggerer",
+    "airflow-init": "init",
+    "airflow-cli": "flywheel.cli / airflow CLI",
+}
 
 # Modules the scheduler imports at start: LocalExecutor tasks are forked from it and inherit them,
 # which removes the per-task import tax (see ../shared/RUNTIME-FACTS.md).
@@ -39,12 +66,14 @@ PRELOAD = ("numpy", "pandas", "pyarrow.parquet", "sklearn.metrics", "xgboost", "
            "mlflow.tracking", "great_expectations", "evidently", "evidently.presets", "feast")
 
 LOCAL_SETTINGS = '''\
-# Written by flywheel.runtime: preload heavy libraries in the scheduler only; every task forked
-# from it starts with them imported. Other Airflow processes stay lean.
+# Written by flywheel.runtime: preload heavy libraries in the process tasks are forked from (the
+# scheduler with the LocalExecutor, the Celery worker with the CeleryExecutor); every task starts
+# with them imported. Other Airflow processes stay lean.
 import os
 import sys
 
-if len(sys.argv) > 1 and sys.argv[1] == "scheduler" and os.environ.get("FLYWHEEL_PRELOAD", "1") == "1":
+_worker = sys.argv[1:2] == ["scheduler"] or sys.argv[1:3] == ["celery", "worker"]
+if _worker and os.environ.get("FLYWHEEL_PRELOAD", "1") == "1":
     import importlib
     import logging
     import time
@@ -66,24 +95,43 @@ class Ports:
     smtp: int = 8025
     worker_logs: int = 8793
     trigger_logs: int = 8794
+    s3: int = 9000   # the S3-API server of the `services` topology
 
     @classmethod
     def from_env(cls) -> Ports:
         e = os.environ
         return cls(int(e.get("FLYWHEEL_AIRFLOW_PORT", 8080)), int(e.get("FLYWHEEL_MLFLOW_PORT", 5000)),
                    int(e.get("FLYWHEEL_SMTP_PORT", 8025)), int(e.get("FLYWHEEL_WORKER_LOG_PORT", 8793)),
-                   int(e.get("FLYWHEEL_TRIGGER_LOG_PORT", 8794)))
+                   int(e.get("FLYWHEEL_TRIGGER_LOG_PORT", 8794)), int(e.get("FLYWHEEL_S3_PORT", 9000)))
 
     @classmethod
     def free(cls) -> Ports:
-        """Five free ports (tests run their own Airflow next to a running demo)."""
-        socks = [socket.socket() for _ in range(5)]
+        """Six free ports (tests run their own Airflow next to a running demo)."""
+        socks = [socket.socket() for _ in range(6)]
         for s in socks:
             s.bind(("127.0.0.1", 0))
         ports = [s.getsockname()[1] for s in socks]
         for s in socks:
             s.close()
         return cls(*ports)
+
+    def env(self) -> dict[str, str]:
+        """The variables that carry these ports to every process (and to `flywheel` commands)."""
+        return {"FLYWHEEL_AIRFLOW_PORT": str(self.airflow), "FLYWHEEL_MLFLOW_PORT": str(self.mlflow),
+                "FLYWHEEL_SMTP_PORT": str(self.smtp), "FLYWHEEL_WORKER_LOG_PORT": str(self.worker_logs),
+                "FLYWHEEL_TRIGGER_LOG_PORT": str(self.trigger_logs), "FLYWHEEL_S3_PORT": str(self.s3)}
+
+
+def topology() -> str:
+    value = (os.environ.get("FLYWHEEL_TOPOLOGY") or "embedded").strip().lower()
+    if value not in TOPOLOGIES:
+        raise ValueError(f"FLYWHEEL_TOPOLOGY={value!r} is not a topology: use one of {', '.join(TOPOLOGIES)} "
+                         "(see .env.example).")
+    return value
+
+
+def _bucket(prefix: str, what: str) -> str:
+    return f"{prefix}-{what}".replace("_", "-").lower()
 
 
 def _secret(lay: Layout, name: str, make: object, env_var: str | None = None) -> str:
@@ -151,9 +199,6 @@ def environment(lay: Layout, ports: Ports) -> dict[str, str]:
         "FLYWHEEL_MLFLOW_ARTIFACT_ROOT": (lay.mlflow_dir() / "artifacts").as_uri(),
         "FLYWHEEL_FEAST_REGISTRY": f"sqlite:///{lay.feast_dir() / 'registry.db'}",
         "FLYWHEEL_FEAST_ONLINE": str(lay.feast_dir() / "online.db"),
-        "FLYWHEEL_AIRFLOW_PORT": str(ports.airflow),
-        "FLYWHEEL_MLFLOW_PORT": str(ports.mlflow),
-        "FLYWHEEL_SMTP_PORT": str(ports.smtp),
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "DO_NOT_TRACK": "1",
@@ -161,12 +206,116 @@ def environment(lay: Layout, ports: Ports) -> dict[str, str]:
         "FEAST_USAGE": "False",
         "PYTHONUNBUFFERED": "1",
         "NO_COLOR": "1",
+        "FLYWHEEL_TOPOLOGY": topology(),
+        **ports.env(),
     }
+    if topology() == "services":
+        defaults.update(_services_defaults(lay, ports))
     env = dict(os.environ)
     for k, v in defaults.items():
         env.setdefault(k, v)
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     return env
+
+
+def _services_defaults(lay: Layout, ports: Ports) -> dict[str, str]:
+    """What the `services` topology changes: only these variables (docker-compose.yaml sets the same)."""
+    e = os.environ
+    pg = (e.get("FLYWHEEL_POSTGRES") or "postgresql://postgres@127.0.0.1:5432").rstrip("/")
+    prefix = e.get("FLYWHEEL_DB_PREFIX") or "flywheel"
+    redis_host = e.get("FLYWHEEL_REDIS") or "127.0.0.1:6379"
+    redis_db = e.get("FLYWHEEL_REDIS_DB") or "0"
+    driverless = pg.split("://", 1)[1]
+    s3 = f"http://127.0.0.1:{ports.s3}"
+    return {
+        "FLYWHEEL_POSTGRES": pg,
+        "FLYWHEEL_DB_PREFIX": prefix,
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "8",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{driverless}/{prefix}_airflow",
+        "AIRFLOW__CELERY__BROKER_URL": f"redis://{redis_host}/{redis_db}",
+        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://{driverless}/{prefix}_airflow",
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": "4",
+        "FLYWHEEL_MLFLOW_BACKEND_URI": f"postgresql+psycopg2://{driverless}/{prefix}_mlflow",
+        "FLYWHEEL_MLFLOW_ARTIFACT_ROOT": f"s3://{_bucket(prefix, 'mlflow')}/",
+        "FLYWHEEL_DATA_URI": f"s3://{_bucket(prefix, 'data')}/",
+        "FLYWHEEL_FEAST_REGISTRY": f"postgresql+psycopg://{driverless}/{prefix}_feast",
+        "FLYWHEEL_FEAST_ONLINE_STORE": "redis",
+        "FLYWHEEL_FEAST_REDIS": f"{redis_host},db={redis_db}",
+        "AWS_ENDPOINT_URL": s3,
+        "MLFLOW_S3_ENDPOINT_URL": s3,
+        "AWS_ACCESS_KEY_ID": "flywheel",
+        "AWS_SECRET_ACCESS_KEY": _secret(lay, "s3_secret_key", lambda: secrets.token_urlsafe(24),
+                                         "AWS_SECRET_ACCESS_KEY"),
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+
+
+def databases(env: dict[str, str]) -> list[str]:
+    """The PostgreSQL databases the `services` topology needs."""
+    prefix = env["FLYWHEEL_DB_PREFIX"]
+    return [f"{prefix}_airflow", f"{prefix}_mlflow", f"{prefix}_feast"]
+
+
+def _pg_admin(env: dict[str, str]):  # type: ignore[no-untyped-def]
+    import psycopg
+
+    url = env["FLYWHEEL_POSTGRES"] + "/postgres"
+    try:
+        return psycopg.connect(url, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as e:
+        raise RuntimeError(f"PostgreSQL at {env['FLYWHEEL_POSTGRES']} does not answer ({e}). Start it, or point "
+                           "FLYWHEEL_POSTGRES at one (a role that may create databases).") from e
+
+
+def create_databases(env: dict[str, str]) -> list[str]:
+    """Create the topology's databases that do not exist yet; returns the ones created."""
+    from psycopg import sql
+
+    made = []
+    with _pg_admin(env) as conn:
+        have = {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
+        for name in databases(env):
+            if name not in have:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+                made.append(name)
+    return made
+
+
+def drop_databases(env: dict[str, str]) -> None:
+    """Drop the topology's databases (tests clean up with this; nothing else calls it)."""
+    from psycopg import sql
+
+    with _pg_admin(env) as conn:
+        for name in databases(env):
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def reset_services(env: dict[str, str]) -> None:
+    """Forget the `services` topology's state: its databases and its Redis database (the demo's RESET).
+
+    S3 needs nothing: the S3-API server on loopback keeps its objects in memory until it stops.
+    """
+    import redis
+
+    drop_databases(env)
+    redis.Redis.from_url(env["AIRFLOW__CELERY__BROKER_URL"], socket_connect_timeout=5).flushdb()
+
+
+def create_buckets(env: dict[str, str]) -> list[str]:
+    """Create the S3 buckets for MLflow artifacts and Flywheel data (what minio-init does in compose)."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
+                      aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    have = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+    made = []
+    for uri in (env["FLYWHEEL_MLFLOW_ARTIFACT_ROOT"], env["FLYWHEEL_DATA_URI"]):
+        name = uri.removeprefix("s3://").split("/", 1)[0]
+        if name not in have:
+            s3.create_bucket(Bucket=name)
+            made.append(name)
+    return made
 
 
 def _run(cmd: list[str], env: dict[str, str], lay: Layout, name: str) -> None:
@@ -188,6 +337,9 @@ def init(lay: Layout, ports: Ports) -> dict[str, str]:
     pw_file.write_text(json.dumps({"admin": admin_password(lay)}))
     os.chmod(pw_file, 0o600)
     (lay.airflow_home() / "config" / "airflow_local_settings.py").write_text(LOCAL_SETTINGS.format(modules=PRELOAD))
+    if env["FLYWHEEL_TOPOLOGY"] == "services":
+        made = create_databases(env)
+        log.info("PostgreSQL databases: %s (created: %s)", ", ".join(databases(env)), ", ".join(made) or "none")
     t = time.monotonic()
     _run([str(VENV_BIN / "airflow"), "db", "migrate"], env, lay, "init")
     _run([str(VENV_BIN / "airflow"), "pools", "set", "feast_online_store", "1",
@@ -199,8 +351,10 @@ def init(lay: Layout, ports: Ports) -> dict[str, str]:
 
 def _commands(env: dict[str, str], lay: Layout, ports: Ports) -> dict[str, list[str]]:
     af = str(VENV_BIN / "airflow")
+    services = env["FLYWHEEL_TOPOLOGY"] == "services"
     return {
         "smtp": [str(VENV_BIN / "python"), "-m", "flywheel.smtpd", "--port", str(ports.smtp), "--dir", str(lay.mail())],
+        **({"s3": [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(ports.s3)]} if services else {}),
         "mlflow": [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(ports.mlflow),
                    "--backend-store-uri", env["FLYWHEEL_MLFLOW_BACKEND_URI"],
                    "--default-artifact-root", env["FLYWHEEL_MLFLOW_ARTIFACT_ROOT"], "--no-serve-artifacts",
@@ -209,6 +363,8 @@ def _commands(env: dict[str, str], lay: Layout, ports: Ports) -> dict[str, list[
         "scheduler": [af, "scheduler"],
         "dag-processor": [af, "dag-processor"],
         "triggerer": [af, "triggerer"],
+        **({"worker": [af, "celery", "worker", "--concurrency", env["AIRFLOW__CELERY__WORKER_CONCURRENCY"]]}
+           if services else {}),
     }
 
 
@@ -266,27 +422,62 @@ def wait_port(port: int, timeout: float, what: str) -> None:
 def up(lay: Layout, ports: Ports, env: dict[str, str] | None = None) -> dict[str, int]:
     """Start every service that is not running yet; wait until each answers."""
     env = env or environment(lay, ports)
+    services = env["FLYWHEEL_TOPOLOGY"] == "services"
     already = running(lay)
     wanted = {"smtp": ports.smtp, "mlflow": ports.mlflow, "api-server": ports.airflow,
-              "scheduler": ports.worker_logs, "triggerer": ports.trigger_logs}
+              "worker" if services else "scheduler": ports.worker_logs, "triggerer": ports.trigger_logs}
+    if services:
+        wanted["s3"] = ports.s3
     busy = [f"{port} ({name})" for name, port in wanted.items() if name not in already and _in_use(port)]
     if busy:
         raise RuntimeError(f"port(s) already in use: {', '.join(busy)}. Stop what uses them (`make down` if it is "
                            "an earlier Flywheel) or choose other ports with FLYWHEEL_AIRFLOW_PORT, "
                            "FLYWHEEL_MLFLOW_PORT, FLYWHEEL_SMTP_PORT, FLYWHEEL_WORKER_LOG_PORT, "
-                           "FLYWHEEL_TRIGGER_LOG_PORT.")
+                           "FLYWHEEL_TRIGGER_LOG_PORT, FLYWHEEL_S3_PORT.")
     for name, cmd in _commands(env, lay, ports).items():
-        if name in already:
-            continue
-        out = open(lay.logs() / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
-                                start_new_session=True)
-        _pid_file(lay, name).write_text(str(proc.pid))
-        log.info("started %s (pid %d)", name, proc.pid)
-    wait_port(ports.smtp, 30, "SMTP server")
-    wait_http(f"http://127.0.0.1:{ports.mlflow}/health", 90, "MLflow")
-    wait_http(f"http://127.0.0.1:{ports.airflow}/api/v2/monitor/health", 120, "Airflow API server")
+        if name not in already:
+            start(lay, name, cmd, env)
+    try:
+        wait_port(ports.smtp, 30, "SMTP server")
+        if services:
+            wait_port(ports.s3, 60, "S3-API server")
+            made = create_buckets(env)
+            log.info("S3 buckets created: %s", ", ".join(made) or "none (they exist)")
+        wait_http(f"http://127.0.0.1:{ports.mlflow}/health", 90, "MLflow")
+        wait_http(f"http://127.0.0.1:{ports.airflow}/api/v2/monitor/health", 120, "Airflow API server")
+        if services:
+            wait_port(ports.worker_logs, 120, "Celery worker (log server)")
+    except TimeoutError as e:
+        raise TimeoutError(f"{e}{_died(lay)}") from None
     return running(lay)
+
+
+def _died(lay: Layout) -> str:
+    """Which started services have exited, with the end of their logs (for a timeout's message)."""
+    alive = running(lay)
+    dead = [name for name in SERVICES if name not in alive and (lay.logs() / f"{name}.log").exists()]
+    out = []
+    for name in dead:
+        tail = (lay.logs() / f"{name}.log").read_text(errors="replace")[-1500:]
+        out.append(f"\n--- {name} exited; end of {lay.logs() / name}.log:\n{tail}")
+    return "".join(out)
+
+
+def start(lay: Layout, name: str, cmd: list[str], env: dict[str, str]) -> int:
+    """Start one service in its own process group, logging to logs/<name>.log; returns its pid."""
+    out = open(lay.logs() / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+    proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+                            start_new_session=True)
+    _pid_file(lay, name).write_text(str(proc.pid))
+    log.info("started %s (pid %d)", name, proc.pid)
+    return proc.pid
+
+
+def restart_worker(lay: Layout, ports: Ports, env: dict[str, str]) -> int:
+    """Start the Celery worker again (after it died); returns its pid."""
+    pid = start(lay, "worker", _commands(env, lay, ports)["worker"], env)
+    wait_port(ports.worker_logs, 120, "Celery worker (log server)")
+    return pid
 
 
 def processes_of(home: Path) -> list[str]:

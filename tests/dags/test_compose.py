@@ -609,3 +609,75 @@ def test_missing_required_secret_stops_the_deployment(
     env = {k: v for k, v in env_example.items() if k != "AIRFLOW__API_AUTH__JWT_SECRET"}
     with pytest.raises(InterpolationError, match="AIRFLOW__API_AUTH__JWT_SECRET"):
         load_compose(compose_text, env)
+
+
+# ------------------------------------------------------------------------------------------------
+# The native scale-out topology (`make up-services`) runs what the compose file runs
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def native_services(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    from flywheel import runtime
+    from pipelines.layout import Layout
+
+    for name in [k for k in __import__("os").environ if k.startswith(("AIRFLOW__", "FLYWHEEL_", "AWS_"))]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("FLYWHEEL_TOPOLOGY", "services")
+    monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path))
+    lay, ports = Layout(tmp_path), runtime.Ports()
+    env = runtime.environment(lay, ports)
+    return {"env": env, "processes": set(runtime._commands(env, lay, ports))}
+
+
+def test_every_compose_service_is_covered_by_the_native_topology(
+    compose: dict[str, Any], native_services: dict[str, Any]
+) -> None:
+    from flywheel.runtime import COMPOSE_NATIVE, SERVICES
+
+    assert set(compose["services"]) == set(COMPOSE_NATIVE), (
+        "docker-compose.yaml and flywheel.runtime.COMPOSE_NATIVE must name the same services"
+    )
+    native = {v for v in COMPOSE_NATIVE.values() if v in SERVICES}
+    # every process the native topology starts stands for a compose service, and the reverse
+    assert native_services["processes"] == native, native_services["processes"] ^ native
+    assert {"worker", "s3", "mlflow", "smtp"} <= native
+
+
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0]
+
+
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+        "AIRFLOW__CELERY__BROKER_URL",
+        "AIRFLOW__CELERY__RESULT_BACKEND",
+        "FLYWHEEL_MLFLOW_BACKEND_URI",
+        "FLYWHEEL_MLFLOW_ARTIFACT_ROOT",
+        "FLYWHEEL_DATA_URI",
+        "FLYWHEEL_FEAST_REGISTRY",
+    ],
+)
+def test_native_services_use_the_same_kind_of_store_as_compose(
+    compose: dict[str, Any], native_services: dict[str, Any], variable: str
+) -> None:
+    container = service_environment(compose["services"]["airflow-worker"])
+    assert _scheme(native_services["env"][variable]) == _scheme(container[variable]), variable
+
+
+@pytest.mark.parametrize(
+    "variable", ["AIRFLOW__CORE__EXECUTOR", "FLYWHEEL_FEAST_ONLINE_STORE", "FLYWHEEL_TOPOLOGY"]
+)
+def test_native_services_choose_the_same_engines_as_compose(
+    compose: dict[str, Any], native_services: dict[str, Any], variable: str
+) -> None:
+    container = service_environment(compose["services"]["airflow-worker"])
+    assert native_services["env"][variable] == container[variable]
+
+
+def test_native_services_reach_s3_through_one_endpoint(native_services: dict[str, Any]) -> None:
+    env = native_services["env"]
+    assert env["AWS_ENDPOINT_URL"] == env["MLFLOW_S3_ENDPOINT_URL"] == "http://127.0.0.1:9000"
+    assert env["AWS_SECRET_ACCESS_KEY"] and "change-me" not in env["AWS_SECRET_ACCESS_KEY"]
