@@ -68,10 +68,11 @@ class AirflowAPI:
             body["note"] = note
         return self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)
 
-    def clear(self, dag_id: str, run_id: str, task_ids: list[str], note: str | None = None) -> Any:
+    def clear(self, dag_id: str, run_id: str, task_ids: list[str], note: str | None = None,
+              downstream: bool = True) -> Any:
         """Clear tasks (and what follows them) of a run so the scheduler runs them again: the UI's *Clear*."""
         body: dict[str, Any] = {"dry_run": False, "dag_run_id": run_id, "task_ids": task_ids,
-                                "include_downstream": True, "only_failed": False, "reset_dag_runs": True}
+                                "include_downstream": downstream, "only_failed": False, "reset_dag_runs": True}
         if note:
             body["note"] = note
         return self._request("POST", f"/api/v2/dags/{dag_id}/clearTaskInstances", body)

@@ -168,3 +168,50 @@ def test_the_default_secrets_folder_is_ignored_by_git():
         r = subprocess.run(["git", "check-ignore", "-q", rel], cwd=REPO_ROOT)
         assert r.returncode == 0, f"{rel} is not ignored by git"
     assert subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=REPO_ROOT).returncode == 0
+
+
+# ---- the native scale-out topology: same code, other environment variables
+
+
+@pytest.fixture
+def services_env(monkeypatch, tmp_path):
+    for var in ("AIRFLOW__CORE__EXECUTOR", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "FLYWHEEL_DATA_URI",
+                "FLYWHEEL_FEAST_REGISTRY", "FLYWHEEL_MLFLOW_BACKEND_URI", "AWS_SECRET_ACCESS_KEY",
+                "AWS_ENDPOINT_URL", "FLYWHEEL_REDIS_DB"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("FLYWHEEL_TOPOLOGY", "services")
+    monkeypatch.setenv("FLYWHEEL_DB_PREFIX", "team_a")
+    monkeypatch.setenv("FLYWHEEL_REDIS_DB", "4")
+    return environment(Layout(tmp_path / "home"), PORTS)
+
+
+def test_services_topology_moves_every_store_off_local_files(services_env):
+    env = services_env
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].endswith("@127.0.0.1:5432/team_a_airflow")
+    assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://127.0.0.1:6379/4"
+    assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://")
+    assert env["FLYWHEEL_MLFLOW_BACKEND_URI"].endswith("/team_a_mlflow")
+    assert env["FLYWHEEL_MLFLOW_ARTIFACT_ROOT"] == "s3://team-a-mlflow/"   # bucket names take no underscore
+    assert env["FLYWHEEL_DATA_URI"] == "s3://team-a-data/"
+    assert env["FLYWHEEL_FEAST_REGISTRY"].endswith("/team_a_feast")
+    assert (env["FLYWHEEL_FEAST_ONLINE_STORE"], env["FLYWHEEL_FEAST_REDIS"]) == ("redis", "127.0.0.1:6379,db=4")
+    assert env["AWS_ENDPOINT_URL"] == env["MLFLOW_S3_ENDPOINT_URL"] == f"http://127.0.0.1:{PORTS.s3}"
+
+
+def test_services_topology_generates_the_s3_secret_per_install(services_env, tmp_path):
+    path = tmp_path / "home" / "secrets" / "s3_secret_key"
+    assert services_env["AWS_SECRET_ACCESS_KEY"] == path.read_text().strip()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and len(services_env["AWS_SECRET_ACCESS_KEY"]) >= 24
+
+
+def test_a_value_set_in_the_environment_wins_over_the_topology(monkeypatch, tmp_path):
+    monkeypatch.setenv("FLYWHEEL_TOPOLOGY", "services")
+    monkeypatch.setenv("FLYWHEEL_DATA_URI", "s3://elsewhere/flywheel")
+    assert environment(Layout(tmp_path), PORTS)["FLYWHEEL_DATA_URI"] == "s3://elsewhere/flywheel"
+
+
+def test_an_unknown_topology_is_refused_with_the_choices(monkeypatch, tmp_path):
+    monkeypatch.setenv("FLYWHEEL_TOPOLOGY", "kubernetes")
+    with pytest.raises(ValueError, match="embedded, services"):
+        environment(Layout(tmp_path), PORTS)
