@@ -1,10 +1,17 @@
-"""Test-wide environment: a private Airflow/Flywheel home, no telemetry, never the demo's state."""
+"""Test-wide environment: a private Airflow/Flywheel home, no telemetry, never the demo's state; and a
+loopback S3-API server (moto) for the tests that need object storage."""
 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
+
+import pytest
 
 _TMP = Path(tempfile.mkdtemp(prefix="flywheel-tests-"))
 os.environ.setdefault("AIRFLOW_HOME", str(_TMP / "airflow"))
@@ -15,3 +22,60 @@ os.environ["FLYWHEEL_HOME"] = str(_TMP / "flywheel")
 for k, v in {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "GX_ANALYTICS_ENABLED": "false",
              "FEAST_USAGE": "False", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}.items():
     os.environ[k] = v
+
+
+# ---- a real S3-API server on loopback (moto's standalone server), shared by the S3 tests
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """One moto_server for the session: its http://127.0.0.1:<port> endpoint (stopped at the end)."""
+    port = _free_port()
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert proc.poll() is None, f"moto_server exited with {proc.returncode}"
+            assert time.monotonic() < deadline, "moto_server did not start"
+            time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_server(moto_endpoint, monkeypatch):
+    """The loopback S3 endpoint, with the standard AWS_* variables (and MLflow's) pointing at it."""
+    from pipelines import storage
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", moto_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "flywheel")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-secret-test-only")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    storage.clear_cache()
+    yield moto_endpoint
+    storage.clear_cache()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, request):
+    """A fresh bucket on the loopback server (name from the test), and a boto3 client to look inside."""
+    import re
+
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_server)
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-") + f"-{os.getpid()}"
+    client.create_bucket(Bucket=name)
+    return name, client

@@ -3,42 +3,10 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def s3_server(monkeypatch):
-    port = _free_port()
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-            assert time.monotonic() < deadline, "moto_server did not start"
-            time.sleep(0.2)
-        url = f"http://127.0.0.1:{port}"
-        monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", url)
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "flywheel")
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-secret-test-only")
-        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_model_artifacts_round_trip_through_s3(s3_server, tmp_path, monkeypatch):
