@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from airflow.sdk import DAG, task
@@ -32,13 +31,15 @@ def build(spec: ModelSpec) -> DAG:
 
         @task
         def validate_batch(data_interval_start=None, data_interval_end=None) -> dict:
+            from pipelines import storage
             from pipelines.datagen import batch_file_name
             from pipelines.layout import Layout, interval_key
             from pipelines.validate import validate_batch as run_validation
 
             lay = Layout.from_env()
-            path = lay.landing(spec.dataset.name) / batch_file_name(spec.dataset.file_pattern, data_interval_start)
-            if not path.exists():
+            path = storage.join(lay.landing(spec.dataset.name),
+                                batch_file_name(spec.dataset.file_pattern, data_interval_start))
+            if not storage.exists(path):
                 raise AirflowSkipException(f"no batch landed for {data_interval_start:%Y-%m-%d} → "
                                            f"{data_interval_end:%Y-%m-%d} (expected {path})")
             key = interval_key(data_interval_start)
@@ -56,7 +57,7 @@ def build(spec: ModelSpec) -> DAG:
             from pipelines.notify import blocked_batch_email
             from pipelines.validate import preserve_blocked
 
-            kept = preserve_blocked(Path(result["batch_file"]), Layout.from_env().blocked(spec.name), result["key"])
+            kept = preserve_blocked(result["batch_file"], Layout.from_env().blocked(spec.name), result["key"])
             log.info("blocked batch kept at %s", kept)
             mail = blocked_batch_email(spec, result, fc.run_link(context))
             try:

@@ -42,6 +42,7 @@ def build(spec: ModelSpec) -> DAG:
 
         @task
         def build_training_set(params=None, dag_run=None, **context) -> dict:
+            from pipelines.features import validated_keys
             from pipelines.layout import Layout
             from pipelines.spec import REPO_ROOT
             from pipelines.training import build_training_set as build_set
@@ -55,7 +56,7 @@ def build(spec: ModelSpec) -> DAG:
                 as_of = as_of or extra.get("interval_end")
                 reason = extra.get("reason", reason)
             if not as_of:
-                keys = sorted(p.stem for p in lay.validated(spec.name).glob("*.parquet"))
+                keys = validated_keys(lay.validated(spec.name))
                 if not keys:
                     raise AirflowSkipException("no validated batch yet: nothing to train on")
                 from datetime import timedelta

@@ -90,11 +90,20 @@ def run_link(context: dict[str, Any]) -> str:
 
 
 def send_email(to: list[str], subject: str, html: str, files: list[str] | None = None) -> None:
-    """Deliver through Airflow's SMTP provider and the `flywheel_smtp` connection."""
+    """Deliver through Airflow's SMTP provider and the `flywheel_smtp` connection.
+
+    `files` are locations (local paths or s3:// URIs); remote ones are fetched to a temporary folder for
+    the SMTP hook, which attaches local files only.
+    """
+    from contextlib import ExitStack
+
     from airflow.providers.smtp.hooks.smtp import SmtpHook
 
-    with SmtpHook(smtp_conn_id=SMTP_CONN_ID) as hook:
-        hook.send_email_smtp(to=to, subject=subject, html_content=html, files=files or [])
+    from pipelines import storage
+
+    with ExitStack() as stack, SmtpHook(smtp_conn_id=SMTP_CONN_ID) as hook:
+        local = [str(stack.enter_context(storage.local_copy(f))) for f in files or []]
+        hook.send_email_smtp(to=to, subject=subject, html_content=html, files=local)
     log.info("email sent to %s: %s", ", ".join(to), subject)
 
 

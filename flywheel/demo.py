@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from flywheel import runtime
 from flywheel.airflow_api import AirflowAPI, AirflowAPIError
+from pipelines import storage
 from pipelines.datagen import BatchPlan, Scenario, land_batch
 from pipelines.spec import ModelSpec, load_specs
 
@@ -269,7 +270,7 @@ def run_demo(lay: Layout, ports: runtime.Ports, short: bool = False, resume: boo
         tl.say(f"batch {plan.week + 1:02d}  {start:%Y-%m-%d} → {end:%Y-%m-%d}  [{plan.kind}] {plan.note}")
         for spec in {s.dataset.name: s for s in chosen}.values():
             landing = lay.landing(spec.dataset.name)
-            if not (resume and (landing / spec.dataset.file_pattern.format(start=start)).exists()):
+            if not (resume and storage.exists(storage.join(landing, spec.dataset.file_pattern.format(start=start)))):
                 land_batch(sc, plan, landing, spec.dataset.file_pattern)
         ingest_runs = _ingest(api, chosen, start, end, plan.note)
         api.wait_settled(dag_ids)
@@ -319,7 +320,7 @@ def _summary(lay: Layout, ports: runtime.Ports, chosen: list[ModelSpec], batches
     models = {}
     for spec in chosen:
         reg = _registry(spec)
-        q = sum(len(__import__("pandas").read_parquet(p)) for p in lay.quarantine(spec.name).glob("*.parquet"))
+        q = sum(storage.parquet_rows(p) for p in storage.list_files(lay.quarantine(spec.name), ".parquet"))
         mine = [r for r in runs if r["dag_id"].endswith(f"__{spec.name}")]
         models[spec.name] = {
             "batches_ingested": sum(1 for r in mine if r["dag_id"].startswith("ingest")

@@ -16,12 +16,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
+
+    from pipelines.storage import Location
 
 log = logging.getLogger(__name__)
 
@@ -175,14 +176,13 @@ def batch_file_name(pattern: str, start: datetime) -> str:
     return pattern.format(start=start)
 
 
-def land_batch(sc: Scenario, plan: BatchPlan, landing_dir: Path, file_pattern: str) -> Path:
-    """Write one batch into the landing folder, atomically (a reader never sees half a file)."""
+def land_batch(sc: Scenario, plan: BatchPlan, landing_dir: Location, file_pattern: str) -> str:
+    """Write one batch into the landing folder (a local path or a URI), atomically (a reader never sees half
+    a file); returns its location, in the form of `landing_dir`."""
+    from pipelines import storage
+
     df = generate_week(sc, plan.week, plan.kind)
     start, _ = plan.interval(sc.start)
-    landing_dir.mkdir(parents=True, exist_ok=True)
-    path = landing_dir / batch_file_name(file_pattern, start)
-    tmp = path.with_suffix(".tmp")
-    df.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    path = storage.write_parquet(df, storage.join(landing_dir, batch_file_name(file_pattern, start)))
     log.info("landed %s (%d rows, %s)", path, len(df), plan.kind)
     return path

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from feast import FeatureStore
     from feast.repo_config import RepoConfig
 
+    from pipelines.storage import Location
+
 log = logging.getLogger(__name__)
 
 LOOKBACK_DAYS = 30
@@ -49,19 +51,31 @@ class FeatureTables:
         return {"interval_key": self.interval_key, "paths": self.paths, "rows": self.rows}
 
 
-def read_validated(validated_dir: Path, start: datetime, end: datetime) -> pd.DataFrame:
-    """Clean rows of every validated batch overlapping [start, end), filtered to the window."""
+def validated_keys(validated_dir: Location) -> list[str]:
+    """The interval keys of the validated batches under `validated_dir` (a path or URI), oldest first."""
+    from pipelines import storage
+
+    return [storage.stem(p) for p in storage.list_files(validated_dir, ".parquet")]
+
+
+def read_validated(validated_dir: Location, start: datetime, end: datetime) -> pd.DataFrame:
+    """Clean rows of every validated batch overlapping [start, end), filtered to the window.
+
+    `validated_dir` is a local path or a URI (pipelines/storage.py).
+    """
     import pandas as pd
 
+    from pipelines import storage
+
     frames = []
-    for path in sorted(validated_dir.glob("*.parquet")):
+    for path in storage.list_files(validated_dir, ".parquet"):
         try:
-            key = datetime.fromisoformat(path.stem).replace(tzinfo=start.tzinfo)
+            key = datetime.fromisoformat(storage.stem(path)).replace(tzinfo=start.tzinfo)
         except ValueError:
             continue
         if key >= end or key + timedelta(days=8) <= start:
             continue
-        frames.append(pd.read_parquet(path))
+        frames.append(storage.read_parquet(path))
     if not frames:
         return pd.DataFrame()
     df = pd.concat(frames, ignore_index=True)
@@ -216,7 +230,7 @@ def _check_no_overlap(snap: pd.DataFrame, view: str, key: str, out: Path) -> Non
                 f"({other.stem}), or delete {other} if it is stale.")
 
 
-def build_feature_tables(validated_dir: Path, features_root: Path, views: list[str],
+def build_feature_tables(validated_dir: Location, features_root: Path, views: list[str],
                          start: datetime, end: datetime, key: str) -> FeatureTables:
     """Write one snapshot file per view for [start, end). Idempotent: same inputs, same files.
 

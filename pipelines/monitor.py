@@ -43,11 +43,12 @@ from __future__ import annotations
 
 import gzip
 import html
+import io
 import json
 import logging
 import math
 import os
-import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -55,11 +56,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from pipelines import storage
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
     from pipelines.spec import DriftSpec, ModelSpec
+    from pipelines.storage import Location
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +92,8 @@ class DriftResult:
     columns: dict[str, dict]  # column -> {"score", "drifted", "method", "method_id", "kind", "threshold"}
     drifted_share: float
     drift_detected: bool  # drifted_share >= spec.drift.drift_share
-    report_html: str  # path of the Evidently HTML report
-    verdict_json: str  # path of the JSON verdict
+    report_html: str  # location (path or URI) of the Evidently HTML report
+    verdict_json: str  # location (path or URI) of the JSON verdict
     performance: dict[str, Any] = field(default_factory=dict)  # see performance_drift(); {} = not checked
     rows_current_total: int | None = None  # rows in the window before sampling (None: not sampled)
 
@@ -144,7 +148,7 @@ class Email:
     to: tuple[str, ...]
     subject: str
     html: str
-    attachments: tuple[str, ...]  # file paths
+    attachments: tuple[str, ...]  # file locations (paths or URIs: the sender fetches remote ones)
 
 
 class EmailDeliveryError(RuntimeError):
@@ -162,7 +166,7 @@ def compute_drift(
     columns: list[str],
     categorical: list[str],
     spec: ModelSpec,
-    out_dir: Path,
+    out_dir: Location,
     key: str,
     champion_version: str | None,
     interval_start: datetime,
@@ -176,11 +180,9 @@ def compute_drift(
     (seeded by spec.seed). Re-running with the same key overwrites both files.
     """
     _check_key(key)
-    out_dir = Path(out_dir)
     run = _score(reference, current, columns, categorical, spec, key, champion_version, interval_end)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    html_path = out_dir / f"{key}.html"
-    json_path = out_dir / f"{key}.json"
+    html_path = storage.join(out_dir, f"{key}.html")
+    json_path = storage.join(out_dir, f"{key}.json")
     scores = run["scores"]
     result = DriftResult(
         model=spec.name,
@@ -192,8 +194,8 @@ def compute_drift(
         columns=scores.columns,
         drifted_share=scores.drifted_share,
         drift_detected=scores.drift_detected,
-        report_html=str(html_path),
-        verdict_json=str(json_path),
+        report_html=html_path,
+        verdict_json=json_path,
         rows_current_total=run["rows_current_total"],
     )
     _write_atomic(html_path, run["snapshot"].get_html_str(as_iframe=False).encode("utf-8"))
@@ -742,7 +744,7 @@ def compose_drift_email(
 
 def send_drift_report(
     spec: ModelSpec,
-    verdict_json: str | Path,
+    verdict_json: Location,
     links: dict[str, str],
     send: Callable[[list[str], str, str, list[str]], None],
     *,
@@ -760,8 +762,8 @@ def send_drift_report(
     raised so the caller (an Airflow task with retries) tries again later. The report files are never
     removed: the verdict names them.
     """
-    path = Path(verdict_json)
-    raw = json.loads(path.read_text())
+    path = os.fspath(verdict_json)
+    raw = json.loads(storage.read_text(path))
     result = DriftResult.from_dict(raw)
     decision = RetrainDecision(**raw["decision"]) if raw.get("decision") else RetrainDecision(False, "")
     mail = compose_drift_email(spec, result, decision, links)
@@ -780,7 +782,7 @@ def send_drift_report(
             "to": list(mail.to),
             "subject": mail.subject,
             "attempts": attempt,
-            "attachments": [Path(a).name for a in mail.attachments],
+            "attachments": [storage.name(a) for a in mail.attachments],
         }
         _record_email(path, result, status)
         log.info("%s: drift email sent to %s (attempt %d): %s", spec.name, ", ".join(mail.to), attempt, mail.subject)
@@ -793,7 +795,7 @@ def send_drift_report(
         "error": errors[-1],
         "final": final_try,
         "report_html": result.report_html,
-        "verdict_json": str(path),
+        "verdict_json": path,
     }
     _record_email(path, result, status)
     if not final_try:
@@ -813,35 +815,27 @@ def send_drift_report(
     return status
 
 
-def _record_email(verdict_path: Path, result: DriftResult, status: dict[str, Any]) -> None:
-    raw = json.loads(verdict_path.read_text())
+def _record_email(verdict_path: str, result: DriftResult, status: dict[str, Any]) -> None:
+    raw = json.loads(storage.read_text(verdict_path))
     raw["email"] = status
     raw["email_failed"] = status["status"] == "failed"
     _write_atomic(verdict_path, json.dumps(_json_safe(raw), indent=2).encode())
-    key = verdict_path.stem
-    _update_index(verdict_path.parent, key, {"email": status["status"]})
+    key = storage.stem(verdict_path)
+    _update_index(storage.parent(verdict_path), key, {"email": status["status"]})
 
 
 def _report_attachment(result: DriftResult) -> tuple[str, str]:
-    src = Path(result.report_html)
-    if not src.exists():
+    src = result.report_html
+    src_name = storage.name(src)
+    if not storage.is_file(src):
         log.warning("%s: report %s is missing; attaching the JSON verdict", result.model, src)
-        return result.verdict_json, f"The HTML report {src.name} was not found; the JSON verdict is attached."
-    gz = src.with_name(src.name + ".gz")
-    tmp = gz.with_name(gz.name + ".tmp")
-    with (
-        src.open("rb") as fin,
-        tmp.open("wb") as raw,
-        gzip.GzipFile(
-            filename=src.name,
-            mode="wb",
-            fileobj=raw,
-            mtime=0,  # mtime=0: same input, same bytes
-        ) as fout,
-    ):
-        shutil.copyfileobj(fin, fout)
-    os.replace(tmp, gz)
-    size = gz.stat().st_size
+        return result.verdict_json, f"The HTML report {src_name} was not found; the JSON verdict is attached."
+    gz = src + ".gz"
+    buf = io.BytesIO()
+    with gzip.GzipFile(filename=src_name, mode="wb", fileobj=buf, mtime=0) as fout:  # mtime=0: same input, same bytes
+        fout.write(storage.read_bytes(src))
+    storage.write_bytes(buf.getvalue(), gz)
+    size = len(buf.getvalue())
     if size > MAX_ATTACHMENT_BYTES:
         log.warning(
             "%s: gzipped report is %.1f MB (> %.0f MB); attaching the JSON verdict instead",
@@ -853,7 +847,7 @@ def _report_attachment(result: DriftResult) -> tuple[str, str]:
             f"The full report ({size / 1e6:.1f} MB gzipped) is too large to attach; "
             f"it is at {src}. The JSON verdict is attached."
         )
-    return str(gz), f"The full Evidently report is attached ({gz.name}; open it after gunzip)."
+    return gz, f"The full Evidently report is attached ({storage.name(gz)}; open it after gunzip)."
 
 
 _NEXT_STEP = {
@@ -997,17 +991,17 @@ def _fmt_threshold(col: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def list_reports(reports_dir: Path) -> list[dict[str, Any]]:
+def list_reports(reports_dir: Location) -> list[dict[str, Any]]:
     """Every drift report of a model (reports/<model>/index.jsonl), oldest window first.
 
     Each entry: key, interval_start, interval_end, champion_version, rows_current, drifted_share,
     drift_detected, drifted_columns, performance (status), alarm, request, rule, reason, report_html,
     verdict_json and email (sent | failed | None when no email was due or it has not run yet).
     """
-    path = Path(reports_dir) / INDEX_FILE
-    if not path.exists():
+    path = storage.join(reports_dir, INDEX_FILE)
+    if not storage.is_file(path):
         return []
-    entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    entries = [json.loads(line) for line in storage.read_text(path).splitlines() if line.strip()]
     return sorted(entries, key=lambda h: (str(h.get("interval_end", "")), str(h.get("key", ""))))
 
 
@@ -1033,8 +1027,8 @@ def index_entry(key: str, result: DriftResult, decision: RetrainDecision) -> dic
 
 
 def record_verdict(
-    reports_dir: Path, key: str, result: DriftResult, decision: RetrainDecision, spec: ModelSpec
-) -> Path:
+    reports_dir: Location, key: str, result: DriftResult, decision: RetrainDecision, spec: ModelSpec
+) -> str:
     """Write the full verdict JSON (drift, performance, policy, decision) and upsert the key's index line."""
     _check_key(key)
     d = spec.drift
@@ -1061,21 +1055,20 @@ def record_verdict(
         "email": None,
         "email_failed": False,
     }
-    path = Path(result.verdict_json)
+    path = result.verdict_json
     _write_atomic(path, json.dumps(_json_safe(verdict), indent=2).encode())
-    _upsert_index(Path(reports_dir), index_entry(key, result, decision))
+    _upsert_index(reports_dir, index_entry(key, result, decision))
     return path
 
 
-def _upsert_index(reports_dir: Path, entry: dict[str, Any]) -> None:
-    reports_dir.mkdir(parents=True, exist_ok=True)
+def _upsert_index(reports_dir: Location, entry: dict[str, Any]) -> None:
     kept = [h for h in list_reports(reports_dir) if h.get("key") != entry["key"]]
     entries = sorted([*kept, entry], key=lambda h: (str(h.get("interval_end", "")), str(h.get("key", ""))))
     data = "".join(json.dumps(_json_safe(h), sort_keys=True) + "\n" for h in entries)
-    _write_atomic(reports_dir / INDEX_FILE, data.encode())
+    _write_atomic(storage.join(reports_dir, INDEX_FILE), data.encode())
 
 
-def _update_index(reports_dir: Path, key: str, changes: dict[str, Any]) -> None:
+def _update_index(reports_dir: Location, key: str, changes: dict[str, Any]) -> None:
     for h in list_reports(reports_dir):
         if h.get("key") == key:
             _upsert_index(reports_dir, {**h, **changes})
@@ -1096,10 +1089,8 @@ def _check_key(key: str) -> None:
         )
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def _write_atomic(path: Location, data: bytes) -> None:
+    storage.write_bytes(data, path)
 
 
 def _json_safe(obj: Any) -> Any:
@@ -1120,28 +1111,35 @@ def _json_safe(obj: Any) -> Any:
 
 def check_drift(
     spec: ModelSpec,
-    scores_dir: Path,
-    reports_dir: Path,
+    scores_dir: Location,
+    reports_dir: Location,
     interval_end: datetime,
     key: str,
     *,
-    validated_dir: Path | None = None,
+    validated_dir: Location | None = None,
     retrain_in_flight: int = 0,
+    download_dir: Path | None = None,
 ) -> tuple[DriftResult, RetrainDecision]:
     """Drift and performance of the last `drift.window_days` of scores vs the champion; retrain or not.
 
     `validated_dir` (the model's validated batches) is where delayed labels are read from; None skips
     the performance part. `retrain_in_flight` is the number of `train__<model>` runs queued or running
     (the DAG asks Airflow). Writes <key>.html, <key>.json and the index line; returns the verdict and
-    the decision.
+    the decision. Scores, validated batches and reports are local paths or URIs (pipelines/storage.py).
+    The champion's features.json and training reference are downloaded from MLflow into `download_dir`
+    (local); by default reports_dir/_champion/<key> when reports_dir is local, else a temporary folder.
     """
     import pandas as pd
 
     from pipelines.model import champion_info
     from pipelines.score import join_delayed_labels, label_join_unsupported, read_scores
 
-    champ = champion_info(spec.registered_model_name, reports_dir / "_champion" / key)
-    if champ is None:
+    if download_dir is None and not storage.is_remote(reports_dir):
+        download_dir = storage.local_path(reports_dir) / "_champion" / key
+    with tempfile.TemporaryDirectory(prefix="flywheel-champion-") as tmp:
+        champ = champion_info(spec.registered_model_name, download_dir or Path(tmp))
+        reference = pd.read_parquet(champ.reference_path) if champ is not None else None
+    if champ is None or reference is None:
         raise ValueError(f"{spec.name}: no champion, so no reference to compare with; train a model first.")
     start = interval_end - timedelta(days=spec.drift.window_days)
     current = read_scores(scores_dir, start, interval_end)
@@ -1150,7 +1148,6 @@ def check_drift(
             f"{spec.name}: no scored rows in {start.isoformat()} → {interval_end.isoformat()} under {scores_dir}; "
             "check that score__<model> ran for this interval (or that the batch was not blocked)."
         )
-    reference = pd.read_parquet(champ.reference_path)
     result = compute_drift(
         reference,
         current,

@@ -1,17 +1,23 @@
-"""Batch scoring with the `champion` alias: the production log, one file per data interval."""
+"""Batch scoring with the `champion` alias: the production log, one file per data interval.
+
+The scores folder and the validated batches are local paths or URIs (pipelines/storage.py).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipelines import storage
+
 if TYPE_CHECKING:
     from pipelines.spec import ModelSpec
+    from pipelines.storage import Location
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +33,14 @@ class ScoreResult:
         return dict(self.__dict__)
 
 
-def score_interval(spec: ModelSpec, validated_dir: Path, repo_path: Path, start: datetime, end: datetime,
-                   key: str, scores_dir: Path) -> ScoreResult | None:
-    """Score the interval's rows with the champion; None when there is no champion yet."""
+def score_interval(spec: ModelSpec, validated_dir: Location, repo_path: Path, start: datetime, end: datetime,
+                   key: str, scores_dir: Location, download_dir: Path | None = None) -> ScoreResult | None:
+    """Score the interval's rows with the champion; None when there is no champion yet.
+
+    Writes scores_dir/<key>.parquet (a rerun overwrites it). The champion's features.json is downloaded
+    from MLflow into `download_dir` (local); by default scores_dir/_champion/<version> when scores_dir
+    is local, else a temporary folder removed afterwards.
+    """
     from mlflow import MlflowClient
 
     from pipelines import model as m
@@ -40,10 +51,13 @@ def score_interval(spec: ModelSpec, validated_dir: Path, repo_path: Path, start:
         log.info("%s: no champion yet; nothing to score for %s", spec.name, key)
         return None
     client = MlflowClient()
-    meta_dir = scores_dir / "_champion" / str(champ.version)
-    meta_dir.mkdir(parents=True, exist_ok=True)
-    meta = Path(client.download_artifacts(champ.run_id, "features.json", str(meta_dir)))
-    features = json.loads(meta.read_text())["features"]
+    if download_dir is None and not storage.is_remote(scores_dir):
+        download_dir = storage.local_path(scores_dir) / "_champion" / str(champ.version)
+    with tempfile.TemporaryDirectory(prefix="flywheel-champion-") as tmp:
+        meta_dir = download_dir or Path(tmp)
+        meta_dir.mkdir(parents=True, exist_ok=True)
+        meta = Path(client.download_artifacts(champ.run_id, "features.json", str(meta_dir)))
+        features = json.loads(meta.read_text())["features"]
     if spec.label.kind == "column":
         rows = label_rows(spec, validated_dir, start, end, with_label=False)
     else:
@@ -56,24 +70,20 @@ def score_interval(spec: ModelSpec, validated_dir: Path, repo_path: Path, start:
     frame["prediction"] = m.predict(booster, m.to_matrix_frame(frame, spec, features))
     frame["model_version"] = str(champ.version)
     frame["scored_for"] = key
-    out = scores_dir / f"{key}.parquet"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(f".{os.getpid()}.tmp")
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(out)
+    out = storage.write_parquet(frame, storage.join(scores_dir, f"{key}.parquet"))
     log.info("%s: scored %d rows for %s with v%s", spec.name, len(frame), key, champ.version)
-    return ScoreResult(str(out), len(frame), str(champ.version), key)
+    return ScoreResult(out, len(frame), str(champ.version), key)
 
 
-def read_scores(scores_dir: Path, start: datetime, end: datetime) -> Any:
+def read_scores(scores_dir: Location, start: datetime, end: datetime) -> Any:
     """The production log of the intervals that start in [start, end)."""
     import pandas as pd
 
     frames = []
-    for p in sorted(scores_dir.glob("*.parquet")):
-        key = datetime.fromisoformat(p.stem).replace(tzinfo=start.tzinfo)
+    for p in storage.list_files(scores_dir, ".parquet"):
+        key = datetime.fromisoformat(storage.stem(p)).replace(tzinfo=start.tzinfo)
         if start <= key < end:
-            frames.append(pd.read_parquet(p))
+            frames.append(storage.read_parquet(p))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -90,7 +100,7 @@ def label_join_unsupported(spec: ModelSpec) -> str | None:
     return LABEL_JOIN_UNSUPPORTED.get(spec.label.kind)
 
 
-def join_delayed_labels(spec: ModelSpec, scores: Any, validated_dir: Path, as_of: datetime) -> Any:
+def join_delayed_labels(spec: ModelSpec, scores: Any, validated_dir: Location, as_of: datetime) -> Any:
     """The scored rows whose label is known at `as_of`, with the label joined in a float `label` column.
 
     A label is known once its row's event time + `label.delay_days` <= as_of (`as_of` is data time,

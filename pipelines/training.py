@@ -18,12 +18,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.features import LOOKBACK_DAYS, WARMUP_DAYS, historical_features, read_validated
+from pipelines.features import LOOKBACK_DAYS, WARMUP_DAYS, historical_features, read_validated, validated_keys
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from pipelines.spec import ModelSpec
+    from pipelines.storage import Location
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def categorical_columns(spec: ModelSpec) -> dict[str, list[Any]]:
     return out
 
 
-def label_rows(spec: ModelSpec, validated_dir: Path, start: datetime, end: datetime,
+def label_rows(spec: ModelSpec, validated_dir: Location, start: datetime, end: datetime,
                with_label: bool = True) -> pd.DataFrame:
     """Rows to predict for events in [start, end): entity keys, `event_ts`, row features, label."""
     import pandas as pd
@@ -134,9 +135,9 @@ def with_features(spec: ModelSpec, repo_path: Path, rows: pd.DataFrame) -> pd.Da
     return joined.sort_values([spec.event_timestamp, sort_key], kind="stable").reset_index(drop=True)
 
 
-def first_batch_start(validated_dir: Path, as_of: datetime) -> datetime | None:
+def first_batch_start(validated_dir: Location, as_of: datetime) -> datetime | None:
     """Start of the oldest validated batch: feature history begins there."""
-    keys = sorted(p.stem for p in validated_dir.glob("*.parquet"))
+    keys = validated_keys(validated_dir)
     if not keys:
         return None
     return datetime.fromisoformat(keys[0]).replace(tzinfo=as_of.tzinfo)
@@ -146,7 +147,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def build_training_set(spec: ModelSpec, validated_dir: Path, repo_path: Path, as_of: datetime,
+def build_training_set(spec: ModelSpec, validated_dir: Location, repo_path: Path, as_of: datetime,
                        out_dir: Path) -> TrainingSet:
     """Train and holdout frames for a training run as of `as_of`, written as parquet."""
     window = TrainingWindow.for_spec(spec, as_of)

@@ -17,9 +17,15 @@ One landed batch file goes in; these come out, keyed by the interval start (`<ke
   observed values and samples for the expectations that failed and pass/fail for the row rules
   that passed (they ran BOOLEAN_ONLY, see below).
 
-Every output is written to a temporary file and `os.replace`d, so a rerun overwrites it
-atomically and the same input gives the same files (the Data Docs pages carry GX's own load time).
-The landed file is only ever read.
+Locations. The landed file and the three output folders are locations of pipelines/storage.py: local
+paths or `s3://` URIs (the Data Docs site is always a local folder). Every output is written whole
+(locally: a temporary file renamed over the target; on S3: one PUT), so a rerun overwrites it atomically
+and the same input gives the same files (the Data Docs pages carry GX's own load time). The landed
+file is only ever read. The registry and the profiles are read-modify-written under a lock: an
+exclusive file lock in a local reports folder (two runs of one model may validate different intervals
+at once). An S3 reports folder has no lock across hosts: there a single writer per model is guaranteed
+by the DAG (`ingest_validate__<model>` runs with max_active_runs=1, see flywheel/dagkit.py), and runs on
+the same host (e.g. `flywheel validate` next to a worker) still take a local lock keyed by the URI.
 
 Rules. Each failure is a `RuleFailure` with the GX expectation type as `rule` (or one of
 Flywheel's own rules, `readable_file`, `duplicate_batch`, `leaked_label`, `max_quarantine_share`),
@@ -98,10 +104,13 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipelines import storage
+
 if TYPE_CHECKING:
     import pandas as pd
 
     from pipelines.spec import ColumnRule, ModelSpec
+    from pipelines.storage import Location
 
 logger = logging.getLogger(__name__)
 
@@ -211,31 +220,34 @@ class ValidationResult:
 
 
 def validate_batch(
-    batch_file: Path,
+    batch_file: Location,
     spec: ModelSpec,
     interval_start: datetime,
     interval_end: datetime,
-    validated_dir: Path,
-    quarantine_dir: Path,
-    reports_dir: Path,
+    validated_dir: Location,
+    quarantine_dir: Location,
+    reports_dir: Location,
     docs_dir: Path | None = None,
 ) -> ValidationResult:
-    """Validate one landed batch against `spec.dataset` and the model's validation settings."""
+    """Validate one landed batch against `spec.dataset` and the model's validation settings.
+
+    `batch_file` and the three folders are local paths or URIs (pipelines/storage.py); `docs_dir` is local.
+    """
     import numpy as np
 
     from pipelines.layout import interval_key
 
-    batch_file = Path(batch_file)
-    reports_dir = Path(reports_dir)
+    batch_file = os.fspath(batch_file)
+    reports_dir = os.fspath(reports_dir)
     start, end = _as_utc(interval_start), _as_utc(interval_end)
     key = interval_key(start)
-    clean_file = Path(validated_dir) / f"{key}.parquet"
-    quarantine_file = Path(quarantine_dir) / f"{key}.parquet"
-    report_file = reports_dir / f"{key}.json"
+    clean_file = storage.join(validated_dir, f"{key}.parquet")
+    quarantine_file = storage.join(quarantine_dir, f"{key}.parquet")
+    report_file = storage.join(reports_dir, f"{key}.json")
     where = _show(batch_file)
     contract_file = _show(spec.dataset.path)
 
-    digest = _sha256(batch_file) if batch_file.is_file() else None
+    digest = _sha256(batch_file) if storage.is_file(batch_file) else None
     df, read_problem = _read_batch(batch_file, spec)
     # an old file sent again explains everything else that is wrong with it: said first
     failures: list[RuleFailure] = _duplicate_failures(reports_dir, key, digest, where) if digest else []
@@ -284,12 +296,12 @@ def validate_batch(
         assert rows_clean + rows_quarantined == n, (rows_clean, rows_quarantined, n)
         clean = _without(df, bad_rows)
         _write_parquet(_clean_table(clean, spec), clean_file)
-        clean_path = str(clean_file)
+        clean_path = clean_file
 
     if rows_quarantined:
         assert df is not None
         _write_parquet(_quarantine_table(df, bad_rows, reasons), quarantine_file)
-        quarantine_path: str | None = str(quarantine_file)
+        quarantine_path: str | None = quarantine_file
     else:
         _remove(quarantine_file)
         quarantine_path = None
@@ -305,7 +317,7 @@ def validate_batch(
     with _locked(reports_dir):  # the registry and the profiles say what is accepted now
         if blocked:
             _update_registry(reports_dir, key, None)
-            _remove(reports_dir / PROFILES / f"{key}.json")
+            _remove(storage.join(reports_dir, PROFILES, f"{key}.json"))
         else:
             assert df is not None and digest is not None
             _update_registry(
@@ -313,7 +325,7 @@ def validate_batch(
                 key,
                 {
                     "sha256": digest,
-                    "file": batch_file.name,
+                    "file": storage.name(batch_file),
                     "rows_landed": n,
                     "rows_clean": rows_clean,
                     "rows_quarantined": rows_quarantined,
@@ -321,7 +333,7 @@ def validate_batch(
             )
             _write_text(
                 json.dumps(_profile(clean, spec, key), indent=2, sort_keys=True) + "\n",
-                reports_dir / PROFILES / f"{key}.json",
+                storage.join(reports_dir, PROFILES, f"{key}.json"),
             )
 
     docs_path = None
@@ -335,7 +347,7 @@ def validate_batch(
 
     result = ValidationResult(
         model=spec.name,
-        batch_file=str(batch_file),
+        batch_file=batch_file,
         interval_start=start.isoformat(),
         interval_end=end.isoformat(),
         verdict="blocked" if blocked else "accepted",
@@ -344,7 +356,7 @@ def validate_batch(
         rows_quarantined=rows_quarantined,
         clean_path=clean_path,
         quarantine_path=quarantine_path,
-        report_path=str(report_file),
+        report_path=report_file,
         failures=tuple(failures),
         batch_sha256=digest,
         data_docs_path=docs_path,
@@ -361,23 +373,23 @@ def validate_batch(
 # reading
 
 
-def _read_batch(path: Path, spec: ModelSpec) -> tuple[pd.DataFrame | None, str | None]:
+def _read_batch(path: str, spec: ModelSpec) -> tuple[pd.DataFrame | None, str | None]:
     """The landed frame (arrow strings, numpy numbers, timestamps in UTC), or a message saying why not."""
     import pandas as pd
 
     where = _show(path)
-    if not path.is_file():
+    if not storage.is_file(path):
         return None, (
             f"{where}: file not found (rule readable_file); check that the producer "
             "landed the batch for this interval, then rerun the task."
         )
-    suffix = path.suffix.lower()
+    suffix = storage.suffix(path).lower()
     if suffix not in (".parquet", ".pq", ".csv"):
         return None, (
-            f"{where}: unsupported file type `{path.suffix}` (rule readable_file); "
+            f"{where}: unsupported file type `{storage.suffix(path)}` (rule readable_file); "
             "land the batch as .parquet (or .csv)."
         )
-    if path.stat().st_size == 0:
+    if storage.size(path) == 0:
         return None, (
             f"{where}: the file is empty (0 bytes) (rule readable_file); the producer "
             "probably crashed while writing it: re-land the batch, then rerun the task."
@@ -446,12 +458,11 @@ def _arrow_type(contract_type: str) -> Any:
     ]
 
 
-def _read_parquet(path: Path, spec: ModelSpec) -> pd.DataFrame:
+def _read_parquet(path: str, spec: ModelSpec) -> pd.DataFrame:
     import pandas as pd
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
+    table = storage.read_table(path)
     types = {c.name: c.type for c in spec.dataset.columns}
     for i, field in enumerate(table.schema):
         if pa.types.is_dictionary(field.type):  # a pandas categorical: its values
@@ -463,7 +474,12 @@ def _read_parquet(path: Path, spec: ModelSpec) -> pd.DataFrame:
     return table.to_pandas(types_mapper=mapping.get)
 
 
-def _read_csv(path: Path, spec: ModelSpec) -> pd.DataFrame:
+def _read_csv(path: str, spec: ModelSpec) -> pd.DataFrame:
+    with storage.local_copy(path) as local:  # pandas' own reader on a local file: the same errors everywhere
+        return _read_local_csv(local, spec)
+
+
+def _read_local_csv(path: Path, spec: ModelSpec) -> pd.DataFrame:
     import pandas as pd
 
     with path.open("rb") as fh:
@@ -1021,19 +1037,19 @@ def _share_failure(
 # duplicate batches
 
 
-def _registry(reports_dir: Path) -> dict[str, dict[str, Any]]:
-    path = reports_dir / REGISTRY
-    if not path.exists():
+def _registry(reports_dir: str) -> dict[str, dict[str, Any]]:
+    path = storage.join(reports_dir, REGISTRY)
+    if not storage.is_file(path):
         return {}
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(storage.read_text(path))
     except ValueError:  # a damaged registry must not block every batch: it is rebuilt as batches pass
         logger.warning("ignoring unreadable duplicate-batch registry %s", path)
         return {}
     return data if isinstance(data, dict) else {}
 
 
-def _update_registry(reports_dir: Path, key: str, entry: dict[str, Any] | None) -> None:
+def _update_registry(reports_dir: str, key: str, entry: dict[str, Any] | None) -> None:
     registry = _registry(reports_dir)
     if entry is None:
         if registry.pop(key, None) is None:
@@ -1042,10 +1058,10 @@ def _update_registry(reports_dir: Path, key: str, entry: dict[str, Any] | None) 
         if registry.get(key) == entry:
             return
         registry[key] = entry
-    _write_text(json.dumps(registry, indent=2, sort_keys=True) + "\n", reports_dir / REGISTRY)
+    _write_text(json.dumps(registry, indent=2, sort_keys=True) + "\n", storage.join(reports_dir, REGISTRY))
 
 
-def _duplicate_failures(reports_dir: Path, key: str, digest: str, where: str) -> list[RuleFailure]:
+def _duplicate_failures(reports_dir: str, key: str, digest: str, where: str) -> list[RuleFailure]:
     """The same bytes accepted for another interval: an old file sent again (block).
 
     The same bytes for this same interval are a rerun (a retry, a cleared task, `flywheel validate`
@@ -1096,18 +1112,16 @@ def _qname(q: float) -> str:
     return f"p{round(q * 100):02d}"
 
 
-def _reference_profiles(reports_dir: Path, key: str, spec: ModelSpec) -> list[dict[str, Any]]:
+def _reference_profiles(reports_dir: str, key: str, spec: ModelSpec) -> list[dict[str, Any]]:
     """Profiles of the last `reference_batches` accepted batches before this interval (oldest first)."""
-    folder = reports_dir / PROFILES
-    if not folder.is_dir():
-        return []
-    keys = sorted(p.stem for p in folder.glob("*.json") if p.stem < key)[-spec.distribution.reference_batches :]
+    folder = storage.join(reports_dir, PROFILES)
+    files = [f for f in storage.list_files(folder, ".json") if storage.stem(f) < key]
     profiles = []
-    for k in keys:
+    for f in files[-spec.distribution.reference_batches :]:
         try:
-            profiles.append(json.loads((folder / f"{k}.json").read_text()))
+            profiles.append(json.loads(storage.read_text(f)))
         except ValueError:
-            logger.warning("ignoring unreadable profile %s", folder / f"{k}.json")
+            logger.warning("ignoring unreadable profile %s", f)
     return profiles
 
 
@@ -1231,7 +1245,7 @@ def _build_data_docs(
     key: str,
     start: datetime,
     end: datetime,
-    batch_file: Path,
+    batch_file: str,
     digest: str | None,
     parts: list[Any],
     blocked: bool,
@@ -1276,12 +1290,12 @@ def _build_data_docs(
         evaluated = len(parts)
         successful = sum(1 for r in parts if r.success)
         run_id = RunIdentifier(run_name=key, run_time=start)
-        batch_id = f"{batch_file.stem}-{(digest or 'unread')[:12]}"
+        batch_id = f"{storage.stem(batch_file)}-{(digest or 'unread')[:12]}"
         meta = {
             "great_expectations_version": gx.__version__,
             "run_id": run_id,
             "batch_spec": {
-                "path": str(batch_file),
+                "path": batch_file,
                 "interval": f"[{start.isoformat()}, {end.isoformat()})",
                 "model": spec.name,
                 "verdict": "blocked" if blocked else "accepted",
@@ -1359,47 +1373,46 @@ def _quarantine_table(df: pd.DataFrame, bad_rows: Any, reasons: Any) -> Any:
     return pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
 
 
-def _write_parquet(table: Any, path: Path) -> None:
-    import pyarrow.parquet as pq
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def _write_parquet(table: Any, path: str) -> None:
+    storage.write_parquet(table, path)
 
 
-def _count_rows(path: Path) -> int:
-    import pyarrow.parquet as pq
-
-    return int(pq.read_metadata(path).num_rows)
+def _count_rows(path: str) -> int:
+    return storage.parquet_rows(path)
 
 
-def _write_text(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def _write_text(text: str, path: str) -> None:
+    storage.write_text(text, path)
 
 
-def _remove(path: Path) -> None:
-    if path.exists():
+def _remove(path: str) -> None:
+    if storage.is_file(path):
         logger.info("removing stale %s", path)
-        path.unlink()
+        storage.delete(path)
 
 
 @contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """An exclusive lock on `folder` (two runs of one model may validate different intervals at once)."""
+def _locked(folder: Location) -> Iterator[None]:
+    """An exclusive lock on `folder` (two runs of one model may validate different intervals at once).
+
+    A local folder holds its own `.lock`. A remote one (S3 has no locks) is locked on this host only,
+    through a lock file in the temporary folder named after the URI: across hosts, the DAG's
+    max_active_runs=1 per model is what keeps a single writer (see the module docstring).
+    """
     import fcntl
 
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / ".lock").open("a") as fh:
+    if storage.is_remote(folder):
+        import hashlib
+        import tempfile
+
+        digest = hashlib.sha256(os.fspath(folder).encode()).hexdigest()[:16]
+        lock_dir = Path(tempfile.gettempdir()) / "flywheel-locks"
+        lock_file = lock_dir / f"{digest}.lock"
+    else:
+        lock_dir = storage.local_path(folder)
+        lock_file = lock_dir / ".lock"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with lock_file.open("a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -1411,14 +1424,8 @@ def _locked(folder: Path) -> Iterator[None]:
 # small helpers
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def _sha256(path: Location) -> str:
+    return storage.sha256(path)
 
 
 def _as_utc(ts: datetime) -> datetime:
@@ -1429,14 +1436,16 @@ def _as_utc(ts: datetime) -> datetime:
     return datetime(u.year, u.month, u.day, u.hour, u.minute, u.second, u.microsecond, tzinfo=UTC)
 
 
-def _show(path: Path) -> str:
-    """A path for people: relative to the repository when inside it."""
+def _show(path: Location) -> str:
+    """A location for people: a URI as it is, a local path relative to the repository when inside it."""
     from pipelines.spec import REPO_ROOT
 
+    if storage.is_remote(path):
+        return os.fspath(path)
     try:
-        return str(Path(path).resolve().relative_to(REPO_ROOT))
+        return str(storage.local_path(path).resolve().relative_to(REPO_ROOT))
     except ValueError:
-        return str(path)
+        return os.fspath(path)
 
 
 def _jsonable(v: Any) -> Any:
@@ -1474,18 +1483,15 @@ def _sample(values: list[Any]) -> list[Any]:
     return out
 
 
-def preserve_blocked(batch_file: Path, blocked_dir: Path, key: str) -> Path:
+def preserve_blocked(batch_file: Location, blocked_dir: Location, key: str) -> str:
     """Keep a byte-identical copy of a blocked batch, so re-landing a fixed file loses no evidence.
 
-    Copies go to blocked_dir/<key>/<sha256[:12]>-<file name>; the same bytes blocked twice are kept once.
+    Copies go to blocked_dir/<key>/<sha256[:12]>-<file name> (the location, as a string); the same bytes
+    blocked twice are kept once. The batch and the folder may be on different stores (e.g. a local file
+    checked with `flywheel validate`, kept in an S3 data root).
     """
-    import shutil
-
-    digest = _sha256(Path(batch_file))[:12]
-    out = blocked_dir / key / f"{digest}-{Path(batch_file).name}"
-    if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        shutil.copy2(batch_file, tmp)
-        os.replace(tmp, out)
+    digest = _sha256(batch_file)[:12]
+    out = storage.join(blocked_dir, key, f"{digest}-{storage.name(batch_file)}")
+    if not storage.is_file(out):
+        storage.copy(batch_file, out)
     return out

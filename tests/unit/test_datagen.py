@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -122,7 +123,7 @@ def test_shifted_fraud_comes_from_the_new_wallet_pattern(normal, shifted):
 def test_land_batch_writes_the_pattern_name_and_relanding_is_byte_identical(tmp_path):
     plan = BatchPlan(2, "normal", "stable")
     landing = tmp_path / "landing" / "transactions"
-    path = land_batch(SC, plan, landing, CONTRACT.file_pattern)
+    path = Path(land_batch(SC, plan, landing, CONTRACT.file_pattern))  # a local landing folder: a local path
     assert path == landing / "transactions_2026-01-19.parquet"
     assert path.name == batch_file_name(CONTRACT.file_pattern, plan.interval(SC.start)[0])
     assert sorted(p.name for p in landing.iterdir()) == [path.name]  # no temp file left behind
@@ -137,7 +138,7 @@ def test_land_batch_never_exposes_a_half_written_file(tmp_path, monkeypatch):
     """A writer that dies mid-file must leave the previously landed batch untouched (readers poll the folder)."""
     plan = BatchPlan(2, "normal", "stable")
     landing = tmp_path / "landing"
-    path = land_batch(SC, plan, landing, CONTRACT.file_pattern)
+    path = Path(land_batch(SC, plan, landing, CONTRACT.file_pattern))
     before = path.read_bytes()
 
     def crash(self, target, *args, **kwargs):
