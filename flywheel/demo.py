@@ -10,19 +10,18 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import os
 import shutil
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flywheel import runtime
 from flywheel.airflow_api import AirflowAPI, AirflowAPIError
 from pipelines import storage
 from pipelines.datagen import BatchPlan, Scenario, land_batch
+from pipelines.layout import Layout, default_data_uri
 from pipelines.spec import ModelSpec, load_specs
-
-if TYPE_CHECKING:
-    from pipelines.layout import Layout
 
 STAGES = ("ingest_validate", "features", "score", "monitor", "train", "rollback", "override")
 EXPERIMENT = {"max_depth": 1, "num_boost_round": 3}
@@ -230,17 +229,24 @@ def run_demo(lay: Layout, ports: runtime.Ports, short: bool = False, resume: boo
     else:
         tl.say(f"RESET: fresh runtime state in {lay.home} (per-install secrets kept)")
         _reset(lay)
+        if runtime.topology() == "services":
+            runtime.reset_services(runtime.environment(lay, ports))
+            tl.say("RESET: dropped the PostgreSQL databases and flushed the Redis database of this install")
     t = time.monotonic()
     env = runtime.init(lay, ports)
     tl.say(f"initialised Airflow DB, secrets and the Feast registry ({time.monotonic() - t:.0f}s)")
     t = time.monotonic()
     runtime.up(lay, ports, env)
     t_services = time.monotonic() - t
-    tl.say(f"services up: Airflow API/UI, scheduler, DAG processor, triggerer, MLflow, SMTP ({t_services:.0f}s)")
-    for k in ("MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK"):
-        import os
-
-        os.environ[k] = env[k]
+    if env["FLYWHEEL_TOPOLOGY"] == "services":
+        tl.say("services up (scale-out topology): Airflow API/UI, scheduler, DAG processor, triggerer and a Celery "
+               f"worker on PostgreSQL + Redis, MLflow on PostgreSQL with S3 artifacts, S3-API server, SMTP "
+               f"({t_services:.0f}s)")
+    else:
+        tl.say(f"services up: Airflow API/UI, scheduler, DAG processor, triggerer, MLflow, SMTP ({t_services:.0f}s)")
+    # this process lands batches and reads the registry: same locations and credentials as the tasks
+    os.environ.update({k: v for k, v in env.items() if k.startswith(("FLYWHEEL_", "MLFLOW_", "AWS_", "DO_NOT"))})
+    lay = Layout(lay.home, default_data_uri())   # the data areas where the topology put them (FLYWHEEL_DATA_URI)
     api = AirflowAPI(f"http://127.0.0.1:{ports.airflow}", "admin", runtime.admin_password(lay))
     dag_ids = [f"{stage}__{s.name}" for s in chosen for stage in STAGES]
     deadline = time.monotonic() + 240

@@ -1,0 +1,185 @@
+"""What a user sees after the demo scenario (short form), whatever the topology.
+
+tests/integration/test_loop.py runs the scenario on the embedded default and
+tests/services/test_scaleout.py on the native scale-out topology; both assert these same outcomes
+on MLflow's registry, the quarantine and blocked outputs (read through the data store: a folder or
+S3), the mails received, and the Airflow runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email
+import email.policy
+import gzip
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from unittest import mock
+
+import pytest
+
+from flywheel.runtime import processes_of
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def demo_run(home: Path, extra_env: dict[str, str]) -> Iterator[dict[str, Any]]:
+    """`flywheel demo --short` in its own FLYWHEEL_HOME on free ports; stops everything afterwards."""
+    from flywheel.runtime import Ports, environment
+    from pipelines.layout import Layout
+
+    ports = Ports.free()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLFLOW_TRACKING", "FLYWHEEL_"))}
+    env.update({"FLYWHEEL_HOME": str(home), **ports.env(), **extra_env})
+    cmd = [sys.executable, "-m", "flywheel.cli", "demo", "--short"]
+    saved = dict(os.environ)
+    try:
+        t = time.monotonic()
+        proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=1800)
+        log = proc.stdout + proc.stderr
+        assert proc.returncode == 0, f"demo failed:\n{log[-6000:]}"
+        wall = time.monotonic() - t
+        summary = json.loads((home / "demo-summary.json").read_text())
+        # every process's environment as the runtime completed it (S3 endpoint, data URI, ...)
+        with mock.patch.dict(os.environ, env, clear=True):
+            full = environment(Layout(home), ports)
+        # this process reads the data store and S3 the way the tasks did
+        os.environ.update({k: v for k, v in full.items() if k.startswith(("AWS_", "FLYWHEEL_"))})
+        from pipelines import storage
+
+        storage.clear_cache()
+        yield {"home": home, "ports": ports, "summary": summary, "log": proc.stdout, "env": env, "wall": wall,
+               "runtime_env": full, "layout": Layout.from_env()}
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        subprocess.run([sys.executable, "-m", "flywheel.cli", "down"], env=env, cwd=REPO, timeout=120)
+        deadline = time.monotonic() + 30   # children that were SIGKILLed may take a moment to vanish
+        while (left := processes_of(home)) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert not left, f"processes left running after `flywheel down`: {left}"
+
+
+def mlflow_client(demo: dict[str, Any]) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=f"http://127.0.0.1:{demo['ports'].mlflow}")
+
+
+def airflow_api(demo: dict[str, Any]) -> Any:
+    from flywheel.airflow_api import AirflowAPI
+    from flywheel.runtime import admin_password
+    from pipelines.layout import Layout
+
+    return AirflowAPI(f"http://127.0.0.1:{demo['ports'].airflow}", "admin", admin_password(Layout(demo["home"])))
+
+
+def mails(home: Path) -> list[Any]:
+    return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
+            for p in sorted((home / "mail" / "new").glob("*"))]
+
+
+def timeline_tells_the_story(demo: dict[str, Any]) -> None:
+    log = demo["log"]
+    assert "BLOCKED" in log and "quarantined" in log and "DRIFT" in log
+    assert "PROMOTED" in log and "REJECTED" in log
+
+
+def champion_exists_and_gate_recorded_decisions(demo: dict[str, Any]) -> None:
+    client = mlflow_client(demo)
+    model = client.get_registered_model("flywheel-fraud")
+    assert "champion" in model.aliases
+    versions = {mv.version: mv for mv in client.search_model_versions("name='flywheel-fraud'")}
+    decisions = {v: mv.tags.get("flywheel.gate.decision") for v, mv in versions.items()}
+    assert list(decisions.values()).count("promoted") >= 2, decisions   # bootstrap + drift retrain
+    assert "rejected" in decisions.values(), decisions                  # the cheaper experiment
+    champ = model.aliases["champion"]
+    assert decisions[champ] == "promoted"
+    assert "previous-champion" in model.aliases
+    rejected = [mv for mv in versions.values() if mv.tags.get("flywheel.gate.decision") == "rejected"]
+    assert all("improvement" in mv.tags["flywheel.gate.reason"] for mv in rejected)
+    # the decision is also an artifact on the run, and the run carries data hashes and code version
+    run = client.get_run(rejected[0].run_id)
+    assert len(run.data.tags["flywheel.train_sha256"]) == 64
+    assert run.data.tags["flywheel.code_version"]
+    assert any(a.path == "gate" for a in client.list_artifacts(rejected[0].run_id))
+
+
+def retrain_was_requested_by_drift_without_a_human(demo: dict[str, Any]) -> None:
+    runs = airflow_api(demo).dag_runs("train__fraud")
+    assert any(r["run_type"] == "asset_triggered" and r["state"] == "success" for r in runs), runs
+    assert demo["summary"]["models"]["fraud"]["drift_events"], "no drift event recorded"
+
+
+def blocked_batch_and_quarantined_rows(demo: dict[str, Any]) -> None:
+    from pipelines import storage
+
+    lay, s = demo["layout"], demo["summary"]["models"]["fraud"]
+    assert s["batches_blocked"] == 1
+    assert s["rows_quarantined"] == 12      # the bad-rows batch: 4 negative, 4 unknown channel, 4 null customer
+    import pandas as pd
+
+    files = storage.list_files(lay.quarantine("fraud"), ".parquet")
+    q = pd.concat(storage.read_parquet(p) for p in files)
+    reasons = " ".join(q["_quarantine_reasons"])
+    assert "amount" in reasons and "channel" in reasons and "customer_id" in reasons
+    # the blocked file is kept byte for byte as evidence; the producer's fixed re-landing then passed
+    blocked_key = "2026-02-02"
+    kept = storage.list_files(storage.join(lay.blocked("fraud"), blocked_key), ".parquet")
+    assert len(kept) == 1
+    original = storage.read_parquet(kept[0])
+    assert "amt" in original.columns and "amount" not in original.columns
+    relanded = storage.read_parquet(storage.join(lay.landing("transactions"), f"transactions_{blocked_key}.parquet"))
+    clean = storage.read_parquet(storage.join(lay.validated("fraud"), f"{blocked_key}.parquet"))
+    assert len(clean) == len(relanded)
+
+
+def owners_got_the_drift_report_and_the_block_notice(demo: dict[str, Any]) -> None:
+    from pipelines.spec import load_specs
+
+    owners = set(load_specs()["fraud"].owners)
+    received = mails(demo["home"])
+    drift = [m for m in received if "fraud" in m["Subject"] and "drift" in m["Subject"].lower()]
+    assert drift, [m["Subject"] for m in received]
+    m = drift[0]
+    assert {a.strip() for a in m["To"].split(",")} == owners
+    atts = list(m.iter_attachments())
+    assert atts and atts[0].get_filename().endswith(".html.gz")
+    html = gzip.decompress(atts[0].get_payload(decode=True)).decode()
+    assert "<html" in html.lower() and len(html) > 10_000
+    blocked = [m for m in received if "BLOCKED" in m["Subject"] and "fraud" in m["Subject"]]
+    assert blocked and "amt" in blocked[0].get_body(preferencelist=("html",)).get_content()
+
+
+def second_model_ran_through_the_same_loop(demo: dict[str, Any]) -> None:
+    s = demo["summary"]["models"]["spend"]
+    assert s["batches_blocked"] == 1 and s["batches_ingested"] >= 6
+    assert s["model_versions"], "the regression model was never trained"
+
+
+def ui_answers_and_the_api_needs_a_login(demo: dict[str, Any]) -> None:
+    base = f"http://127.0.0.1:{demo['ports'].airflow}"
+    with urllib.request.urlopen(base + "/", timeout=10) as r:
+        assert r.status == 200 and "airflow" in r.read().decode().lower()
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(base + "/api/v2/dags", timeout=10)
+    assert err.value.code in (401, 403)
+    with urllib.request.urlopen(f"http://127.0.0.1:{demo['ports'].mlflow}/health", timeout=10) as r:
+        assert r.status == 200
+
+
+OUTCOMES = [timeline_tells_the_story, champion_exists_and_gate_recorded_decisions,
+            retrain_was_requested_by_drift_without_a_human, blocked_batch_and_quarantined_rows,
+            owners_got_the_drift_report_and_the_block_notice, second_model_ran_through_the_same_loop,
+            ui_answers_and_the_api_needs_a_login]

@@ -1,0 +1,214 @@
+"""The scale-out layer: the demo scenario (short form) on the native scale-out topology.
+
+`FLYWHEEL_TOPOLOGY=services` runs docker-compose.yaml's topology without Docker: Airflow metadata
+on the local PostgreSQL, tasks executed by a real `airflow celery worker` over the local Redis,
+MLflow on PostgreSQL with artifacts in S3 (moto's S3-API server on loopback, reached through boto3
+and pyarrow), Feast with a PostgreSQL registry and the Redis online store, data areas in S3, and
+the SMTP server. The same outcomes as the embedded test are asserted (tests/loop_outcomes.py),
+then where each store really put its state, then a Celery worker killed in the middle of a task.
+
+Skips only when PostgreSQL or Redis on 127.0.0.1 do not answer; with FLYWHEEL_REQUIRE_SERVICES=1
+(.ci/run sets it, CI has both) that skip is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import time
+from datetime import datetime
+from unittest import mock
+
+import pytest
+from loop_outcomes import OUTCOMES, airflow_api, demo_run, mlflow_client
+
+pytestmark = pytest.mark.services
+
+POSTGRES = os.environ.get("FLYWHEEL_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+REDIS = os.environ.get("FLYWHEEL_TEST_REDIS", "127.0.0.1:6379")
+
+
+def _unreachable() -> str | None:
+    import psycopg
+    import redis
+
+    try:
+        psycopg.connect(POSTGRES + "/postgres", connect_timeout=3).close()
+    except psycopg.OperationalError as e:
+        return f"PostgreSQL at {POSTGRES} does not answer ({str(e).strip()[:200]})"
+    host, port = REDIS.split(":")
+    try:
+        redis.Redis(host=host, port=int(port), socket_connect_timeout=3).ping()
+    except redis.RedisError as e:
+        return f"Redis at {REDIS} does not answer ({e})"
+    return None
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    reason = _unreachable()
+    if reason:
+        if os.environ.get("FLYWHEEL_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"{reason}; FLYWHEEL_REQUIRE_SERVICES=1 says they must run here")
+        pytest.skip(reason)
+    import redis
+
+    from flywheel import runtime
+
+    host, port = REDIS.split(":")
+    # a Redis database of its own (the demo's RESET flushes it): the first empty one from 15 down
+    redis_db = next((str(n) for n in range(15, 7, -1) if redis.Redis(host=host, port=int(port), db=n).dbsize() == 0),
+                    None)
+    assert redis_db, f"Redis at {REDIS} has no empty database among 8-15 for this test"
+    home = tmp_path_factory.mktemp("flywheel-services")
+    prefix = f"flywheel_test_{os.getpid()}"
+    extra = {
+        "FLYWHEEL_TOPOLOGY": "services",
+        "FLYWHEEL_POSTGRES": POSTGRES,
+        "FLYWHEEL_DB_PREFIX": prefix,
+        "FLYWHEEL_REDIS": REDIS,
+        "FLYWHEEL_REDIS_DB": redis_db,
+        "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(16),
+        # a worker that dies is noticed in 30 s instead of Airflow's 300 s default
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+    }
+    try:
+        with demo_run(home, extra) as d:
+            d["prefix"], d["redis_db"] = prefix, int(redis_db)
+            yield d
+    finally:
+        with mock.patch.dict(os.environ, {**extra, "FLYWHEEL_HOME": str(home)}):
+            from pipelines.layout import Layout
+
+            env = runtime.environment(Layout(home), runtime.Ports())
+        runtime.reset_services(env)
+
+
+@pytest.mark.parametrize("outcome", OUTCOMES, ids=lambda f: f.__name__)
+def test_demo_outcome_on_the_scaleout_topology(cluster, outcome):
+    outcome(cluster)
+
+
+def _pg(cluster, db: str):
+    import psycopg
+
+    return psycopg.connect(f"{POSTGRES}/{cluster['prefix']}_{db}", autocommit=True)
+
+
+def _s3_keys(cluster, what: str) -> list[str]:
+    import boto3
+
+    env = cluster["runtime_env"]
+    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
+                      aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    bucket = f"{cluster['prefix']}-{what}".replace("_", "-")
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+def test_airflow_metadata_is_in_postgres_and_tasks_ran_on_the_celery_worker(cluster):
+    assert not (cluster["home"] / "airflow" / "airflow.db").exists()
+    with _pg(cluster, "airflow") as conn:
+        runs = conn.execute("SELECT count(*) FROM dag_run WHERE dag_id = 'train__fraud' AND state = 'success'")
+        assert runs.fetchone()[0] >= 2
+        done = conn.execute("SELECT count(*) FROM task_instance WHERE state = 'success'").fetchone()[0]
+        # the Celery result backend (same database) holds one result per task the worker ran
+        celery = conn.execute("SELECT count(*) FROM celery_taskmeta WHERE status = 'SUCCESS'").fetchone()[0]
+        queues = {r[0] for r in conn.execute("SELECT DISTINCT queue FROM task_instance WHERE state = 'success'")}
+    assert done > 50 and celery >= done, (done, celery)
+    assert queues == {"default"}
+    log = (cluster["home"] / "logs" / "worker.log").read_text(errors="replace")
+    assert "celery@" in log and "ready" in log
+
+
+def test_mlflow_runs_are_in_postgres_and_artifacts_in_s3(cluster):
+    assert not (cluster["home"] / "mlflow" / "mlflow.db").exists()
+    versions = mlflow_client(cluster).search_model_versions("name='flywheel-fraud'")
+    with _pg(cluster, "mlflow") as conn:
+        rows = conn.execute("SELECT count(*) FROM model_versions WHERE name = 'flywheel-fraud'").fetchone()[0]
+    assert rows == len(versions) >= 3
+    keys = _s3_keys(cluster, "mlflow")
+    assert sum(k.endswith("/MLmodel") for k in keys) >= len(versions), keys[:20]
+    assert all(v.source.startswith(("s3://", "models:/")) for v in versions)
+
+
+def test_data_areas_are_in_s3_not_on_local_disk(cluster):
+    keys = _s3_keys(cluster, "data")
+    for area in ("data/landing/transactions/", "data/validated/fraud/", "data/quarantine/fraud/",
+                 "data/blocked/fraud/", "scores/fraud/", "reports/fraud/"):
+        assert any(k.startswith(area) for k in keys), f"nothing under s3://…/{area}"
+    for area in ("data/landing", "data/validated", "data/quarantine", "scores", "reports"):
+        assert not (cluster["home"] / area).exists(), f"{area} was written to local disk"
+
+
+def test_feast_registry_in_postgres_and_online_store_in_redis(cluster):
+    import redis
+
+    with _pg(cluster, "feast") as conn:
+        views = conn.execute("SELECT count(*) FROM feature_views").fetchone()[0]
+    assert views >= 1
+    host, port = REDIS.split(":")
+    r = redis.Redis(host=host, port=int(port), db=cluster["redis_db"])
+    feast_keys = [k for k in r.scan_iter(count=1000) if k.endswith(b"flywheel")]
+    assert len(feast_keys) > 100   # one hash per customer, keyed by entity key + project name
+    assert not (cluster["home"] / "feast" / "online.db").exists()
+
+
+def _wait(predicate, timeout: float, what: str, step: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def test_worker_killed_mid_task_the_retry_completes_with_identical_outputs(cluster):
+    """SIGKILL the Celery worker (and the task it runs) in the middle of validate_batch; start a new
+    worker. Airflow notices the dead task, retries it, and the retry rewrites the same partition:
+    the validated and quarantined outputs are identical to the first run's, with no duplicate rows."""
+    from flywheel import runtime
+    from pipelines import storage
+    from pipelines.layout import interval_key
+
+    api, lay = airflow_api(cluster), cluster["layout"]
+    quarantined = storage.list_files(lay.quarantine("fraud"), ".parquet")
+    assert quarantined
+    key = storage.stem(quarantined[0])
+    run = next(r for r in api.dag_runs("ingest_validate__fraud")
+               if r["state"] == "success" and interval_key(datetime.fromisoformat(r["data_interval_start"])) == key)
+    outputs = [storage.join(lay.validated("fraud"), f"{key}.parquet"), quarantined[0]]
+    before = [storage.read_parquet(u) for u in outputs]
+
+    def ti() -> dict:
+        return next(t for t in api.task_instances(run["dag_id"], run["dag_run_id"]) if t["task_id"] == "validate_batch")
+
+    killed = False
+    for _attempt in range(3):
+        tries = ti()["try_number"]
+        api.clear(run["dag_id"], run["dag_run_id"], ["validate_batch"], downstream=False,
+                  note="test: worker killed mid-task")
+        _wait(lambda t=tries: ti()["try_number"] > t and ti()["state"] in ("running", "success"), 120,
+              "the cleared task to start")
+        if ti()["state"] == "running":
+            pid = runtime.running(lay)["worker"]
+            os.killpg(pid, signal.SIGKILL)
+            killed = True
+            break
+    assert killed, "validate_batch finished before the worker could be killed, three times"
+    _wait(lambda: "worker" not in runtime.running(lay), 30, "the worker to die")
+    killed_try = ti()["try_number"]
+    runtime.restart_worker(lay, cluster["ports"], cluster["runtime_env"])
+    final = _wait(lambda: ti() if ti()["state"] in ("success", "failed") else None, 300,
+                  "the retry after the worker died")
+    assert final["state"] == "success", final
+    assert final["try_number"] > killed_try, "the killed try was not retried"
+    after = [storage.read_parquet(u) for u in outputs]
+    for b, a, uri in zip(before, after, outputs, strict=True):
+        assert a["transaction_id"].is_unique, f"duplicate rows in {uri}"
+        assert len(a) == len(b), uri
+        assert a.sort_values("transaction_id").reset_index(drop=True).equals(
+            b.sort_values("transaction_id").reset_index(drop=True)), f"{uri} changed"
