@@ -72,7 +72,8 @@ LOCAL_SETTINGS = '''\
 import os
 import sys
 
-_worker = sys.argv[1:2] == ["scheduler"] or sys.argv[1:3] == ["celery", "worker"]
+_local = "Celery" not in os.environ.get("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
+_worker = (sys.argv[1:2] == ["scheduler"] and _local) or sys.argv[1:3] == ["celery", "worker"]
 if _worker and os.environ.get("FLYWHEEL_PRELOAD", "1") == "1":
     import importlib
     import logging

@@ -215,3 +215,20 @@ def test_an_unknown_topology_is_refused_with_the_choices(monkeypatch, tmp_path):
     monkeypatch.setenv("FLYWHEEL_TOPOLOGY", "kubernetes")
     with pytest.raises(ValueError, match="embedded, services"):
         environment(Layout(tmp_path), PORTS)
+
+
+@pytest.mark.parametrize(("argv", "executor", "preloads"), [
+    (["airflow", "scheduler"], "LocalExecutor", True),        # embedded: tasks fork from the scheduler
+    (["airflow", "scheduler"], "CeleryExecutor", False),      # scale-out: the scheduler runs no task
+    (["airflow", "celery", "worker"], "CeleryExecutor", True),  # scale-out: tasks fork from the worker
+    (["airflow", "api-server"], "LocalExecutor", False),
+    (["airflow", "dag-processor"], "CeleryExecutor", False),
+])
+def test_heavy_libraries_are_preloaded_where_tasks_are_forked(monkeypatch, capsys, argv, executor, preloads):
+    from flywheel.runtime import LOCAL_SETTINGS
+
+    monkeypatch.setattr("sys.argv", argv)
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", executor)
+    monkeypatch.delenv("FLYWHEEL_PRELOAD", raising=False)
+    exec(LOCAL_SETTINGS.format(modules=("json",)), {})
+    assert ("flywheel: preloaded 1 modules" in capsys.readouterr().err) is preloads
