@@ -31,7 +31,7 @@ def build(spec: ModelSpec) -> DAG:
             lay = Layout.from_env()
             out = []
             for ev in fc.interval_events(context, validated):
-                tables = build_tables(lay.validated(spec.name), lay.home / "features", list(spec.feature_views),
+                tables = build_tables(lay.validated(spec.name), lay.features(), list(spec.feature_views),
                                       fc.parse_ts(ev["interval_start"]), fc.parse_ts(ev["interval_end"]), ev["key"])
                 out.append({**ev, **tables.to_dict()})
             return out
@@ -39,11 +39,14 @@ def build(spec: ModelSpec) -> DAG:
         @task(pool=fc.FEAST_POOL, outlets=[fc.features_asset(spec.name)])
         def materialize_features(intervals: list[dict], **context) -> list[str]:
             from pipelines.features import materialize
+            from pipelines.layout import Layout
             from pipelines.spec import REPO_ROOT
 
+            lay = Layout.from_env()
             for iv in intervals:
                 materialize(REPO_ROOT / "feature_repo", list(spec.feature_views),
-                            fc.parse_ts(iv["interval_start"]), fc.parse_ts(iv["interval_end"]))
+                            fc.parse_ts(iv["interval_start"]), fc.parse_ts(iv["interval_end"]),
+                            tables=(lay.features(), lay.feature_cache()))
             if intervals:
                 last = intervals[-1]
                 context["outlet_events"][fc.features_asset(spec.name)].extra = {

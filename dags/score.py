@@ -35,7 +35,8 @@ def build(spec: ModelSpec) -> DAG:
             for ev in events:
                 res = score_interval(spec, lay.validated(spec.name), REPO_ROOT / "feature_repo",
                                      fc.parse_ts(ev["interval_start"]), fc.parse_ts(ev["interval_end"]),
-                                     ev["key"], lay.scores(spec.name))
+                                     ev["key"], lay.scores(spec.name),
+                                     tables=(lay.features(), lay.feature_cache()))
                 if res is not None:
                     results.append({**ev, **res.to_dict()})
             if not results:

@@ -64,7 +64,7 @@ def build(spec: ModelSpec) -> DAG:
                 as_of = (fc.parse_ts(keys[-1] + "T00:00:00+00:00") + timedelta(weeks=1)).isoformat()
             run_key = fc.run_key(dag_run.run_id)
             ts = build_set(spec, lay.validated(spec.name), REPO_ROOT / "feature_repo", fc.parse_ts(as_of),
-                           lay.home / "training" / spec.name / run_key)
+                           lay.home / "training" / spec.name / run_key, (lay.features(), lay.feature_cache()))
             log.info("training set as of %s (%s): %d train / %d holdout rows", as_of, reason, ts.train_rows,
                      ts.holdout_rows)
             return {**ts.to_dict(), "as_of": as_of, "reason": reason, "run_key": run_key,

@@ -1,7 +1,9 @@
 """Feast definitions: entities, sources, feature views and one feature service per model.
 
 Feature tables are written by pipelines/features.py as one parquet file per data interval under
-$FLYWHEEL_HOME/features/<view>/; the DuckDB offline store reads them with a glob. Each holds one daily
+<FLYWHEEL_DATA_URI>/features/<view>/ (FLYWHEEL_HOME by default); the DuckDB offline store reads them
+with a glob from $FLYWHEEL_HOME/features/<view>/ (the same folder by default, else a local cache that
+every reader syncs from the store first: pipelines.features.sync_feature_tables). Each holds one daily
 snapshot per entity, stamped `event_ts` at the end of the day it summarises, with `created_ts` the
 interval end; no (entity, event_ts) is written twice (should a file from elsewhere repeat one, the
 row with the latest `created_ts` wins, offline and online). A row at time t sees the latest snapshot

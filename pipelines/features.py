@@ -23,6 +23,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipelines import storage
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
@@ -53,8 +55,6 @@ class FeatureTables:
 
 def validated_keys(validated_dir: Location) -> list[str]:
     """The interval keys of the validated batches under `validated_dir` (a path or URI), oldest first."""
-    from pipelines import storage
-
     return [storage.stem(p) for p in storage.list_files(validated_dir, ".parquet")]
 
 
@@ -64,8 +64,6 @@ def read_validated(validated_dir: Location, start: datetime, end: datetime) -> p
     `validated_dir` is a local path or a URI (pipelines/storage.py).
     """
     import pandas as pd
-
-    from pipelines import storage
 
     frames = []
     for path in storage.list_files(validated_dir, ".parquet"):
@@ -178,7 +176,7 @@ def compute_snapshots(history: pd.DataFrame, view: str, start: datetime, end: da
     return df.sort_values(["event_ts", key], kind="stable").reset_index(drop=True)
 
 
-def _check_unique(snap: pd.DataFrame, view: str, key: str, out: Path) -> None:
+def _check_unique(snap: pd.DataFrame, view: str, key: str, out: Location) -> None:
     """A table must hold one row per (entity, event_ts): Feast would otherwise pick one by created_ts."""
     dup = snap.duplicated([key, "event_ts"], keep=False)
     if dup.any():
@@ -189,12 +187,11 @@ def _check_unique(snap: pd.DataFrame, view: str, key: str, out: Path) -> None:
                          "day: fix the computation rather than rely on Feast's created_ts tie-break.")
 
 
-def _event_ts_range(path: Path) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+def _event_ts_range(path: Location) -> tuple[pd.Timestamp, pd.Timestamp] | None:
     """(min, max) of a feature file's event_ts from its parquet statistics; None when they don't say."""
     import pandas as pd
-    import pyarrow.parquet as pq
 
-    md = pq.read_metadata(path)
+    md = storage.parquet_metadata(path)
     if "event_ts" not in md.schema.names:
         return None
     col = md.schema.names.index("event_ts")
@@ -208,53 +205,75 @@ def _event_ts_range(path: Path) -> tuple[pd.Timestamp, pd.Timestamp] | None:
     return (lo, hi) if lo.tzinfo is not None and hi.tzinfo is not None else None
 
 
-def _check_no_overlap(snap: pd.DataFrame, view: str, key: str, out: Path) -> None:
+def _check_no_overlap(snap: pd.DataFrame, view: str, key: str, out: Location) -> None:
     """No other file of the view may hold the same (entity, event_ts): one snapshot, one file."""
-    import pandas as pd
-
     lo, hi = snap["event_ts"].min(), snap["event_ts"].max()
-    for other in sorted(out.parent.glob("*.parquet")):
-        if other == out:
+    for other in storage.list_files(storage.parent(out), ".parquet"):
+        if storage.name(other) == storage.name(out):
             continue
         rng = _event_ts_range(other)
         if rng is not None and (rng[1] < lo or rng[0] > hi):
             continue
-        theirs = pd.read_parquet(other, columns=[key, "event_ts"])
+        theirs = storage.read_parquet(other, columns=[key, "event_ts"])
         shared = snap[[key, "event_ts"]].merge(theirs, on=[key, "event_ts"])
         if not shared.empty:
             first = shared.iloc[0]
             raise ValueError(
-                f"feature view {view}: {len(shared)} snapshots for {out.name} are already in {other} "
+                f"feature view {view}: {len(shared)} snapshots for {storage.name(out)} are already in {other} "
                 f"(e.g. {key}={first[key]} at {first['event_ts'].isoformat()}); the same (entity, event_ts) in two "
                 f"files would be resolved by created_ts, not by you. Rebuild that interval under its own key "
-                f"({other.stem}), or delete {other} if it is stale.")
+                f"({storage.stem(other)}), or delete {other} if it is stale.")
 
 
-def build_feature_tables(validated_dir: Location, features_root: Path, views: list[str],
+def build_feature_tables(validated_dir: Location, features_root: Location, views: list[str],
                          start: datetime, end: datetime, key: str) -> FeatureTables:
     """Write one snapshot file per view for [start, end). Idempotent: same inputs, same files.
 
-    Refuses (ValueError naming the view and the keys) to write a table that would put two rows with
-    the same (entity, event_ts) into the view's folder, within the file or across files.
+    `features_root` is a folder or an s3:// prefix (one sub-folder per view). Refuses (ValueError
+    naming the view and the keys) to write a table that would put two rows with the same
+    (entity, event_ts) into the view's folder, within the file or across files.
     """
     history = read_validated(validated_dir, start - timedelta(days=LOOKBACK_DAYS), end)
     paths, rows = {}, {}
     for view in views:
         snap = compute_snapshots(history, view, start, end)
-        out = features_root / view / f"{key}.parquet"
-        out.parent.mkdir(parents=True, exist_ok=True)
+        out = storage.join(features_root, view, f"{key}.parquet")
         if snap.empty:
-            out.unlink(missing_ok=True)
+            storage.delete(out)
             rows[view] = 0
             continue
         _check_unique(snap, view, VIEW_ENTITY[view], out)
         _check_no_overlap(snap, view, VIEW_ENTITY[view], out)
-        tmp = out.with_suffix(f".{os.getpid()}.tmp")
-        snap.to_parquet(tmp, index=False)
-        tmp.replace(out)
+        storage.write_parquet(snap, out)
         paths[view], rows[view] = str(out), len(snap)
         log.info("feature table %s: %d snapshots for %s..%s", out, len(snap), start, end)
     return FeatureTables(key, paths, rows)
+
+
+def sync_feature_tables(features_root: Location, cache_root: Path, views: list[str]) -> int:
+    """Make the local cache Feast reads (`cache_root/<view>/*.parquet`) equal the store's tables.
+
+    Copies every table file of `views` from `features_root` (a folder or s3:// prefix) and removes
+    cached files the store no longer has; returns the number of files copied. Nothing to do when the
+    store is the cache itself (the embedded default).
+    """
+    if not storage.is_remote(features_root) and storage.local_path(features_root).resolve() == cache_root.resolve():
+        return 0
+    copied = 0
+    for view in views:
+        files = storage.list_files(storage.join(features_root, view), ".parquet")
+        wanted = {storage.name(f) for f in files}
+        folder = cache_root / view
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.parquet"):
+            if stale.name not in wanted:
+                stale.unlink()
+        for f in files:
+            storage.copy(f, folder / storage.name(f))
+            copied += 1
+    log.info("feature tables: %d files of %s synced from %s into %s", copied, ", ".join(views), features_root,
+             cache_root)
+    return copied
 
 
 # ------------------------------------------------------------------------------------------------
@@ -319,13 +338,17 @@ def _utc(ts: datetime) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
-def materialize(repo_path: Path, views: list[str], start: datetime, end: datetime) -> dict[str, str]:
+def materialize(repo_path: Path, views: list[str], start: datetime, end: datetime,
+                tables: tuple[Location, Path] | None = None) -> dict[str, str]:
     """Load the latest feature values of [start, end] into the online store; returns view -> end used.
 
+    `tables` = (store root of the feature tables, local cache Feast reads): synced first.
     A backfill (an interval older than one already materialized) is widened to end at the newest
     materialized end: the online store then keeps each entity's newest value instead of the
     backfill's older one (the SQLite store overwrites unconditionally; Redis compares timestamps).
     """
+    if tables:
+        sync_feature_tables(tables[0], tables[1], views)
     store = feature_store(repo_path)
     used = {}
     for view in views:

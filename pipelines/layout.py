@@ -3,18 +3,16 @@ root, `FLYWHEEL_DATA_URI` (default: FLYWHEEL_HOME itself), that may be `s3://buc
 
 The data that crosses stages and hosts lives under the data root and is addressed by URI strings
 (see pipelines/storage.py): landing, validated, quarantine, blocked, validation reports (the
-duplicate-batch registry and the distribution profiles are read by every later run), scores and
-drift reports. The keys under the root are the same whatever the root:
+duplicate-batch registry and the distribution profiles are read by every later run), feature tables,
+scores and drift reports. The keys under the root are the same whatever the root:
 `data/landing/<dataset>`, `data/validated/<model>`, `data/quarantine/<model>`, `data/blocked/<model>`,
-`data/validation_reports/<model>`, `scores/<model>`, `reports/<model>`. With the default root these
-are the same local folders as always (plain paths, not file:// URIs).
+`data/validation_reports/<model>`, `features/<view>`, `scores/<model>`, `reports/<model>`. With the
+default root these are the same local folders as always (plain paths, not file:// URIs).
 
-What stays local under FLYWHEEL_HOME (`Path`s): the feature tables and the Feast repo state (Feast's
-DuckDB offline store would read s3:// through DuckDB's httpfs extension, which DuckDB downloads on
-first use, and that download is not possible on this machine; the feature tables are rebuilt from the
-validated batches, which are in the store), the GX Data Docs site (a static site GX writes through its
-own filesystem backend), and airflow/, mlflow/ (MLflow has its own artifact root setting), logs/,
-run/, secrets/ and mail/.
+What stays local under FLYWHEEL_HOME (`Path`s): the feature tables' read cache for Feast (see
+`feature_cache`) and the Feast repo state, training sets, the GX Data Docs site (a static site GX
+writes through its own filesystem backend), and airflow/, mlflow/ (MLflow has its own artifact root
+setting), logs/, run/, secrets/ and mail/.
 
 The DAG layer builds a `Layout` from the environment and passes plain paths and URIs to pipelines/
 functions; nothing in pipelines/ reads the environment for locations.
@@ -95,11 +93,20 @@ class Layout:
     def data_docs(self, model: str) -> Path:
         return self.home / "data" / "data_docs" / model
 
-    # feature tables, per feature view (shared by every model that uses the view). Local: Feast's DuckDB
-    # offline store reads them, and reading s3:// from DuckDB needs its httpfs extension, which DuckDB
-    # downloads at first use and which cannot be downloaded on this machine.
-    def feature_table(self, view: str) -> Path:
-        return self.home / "features" / view
+    # feature tables, per feature view (shared by every model that uses the view), in the store
+    def features(self) -> str:
+        return storage.join(self.data_root, "features")
+
+    def feature_table(self, view: str) -> str:
+        return storage.join(self.features(), view)
+
+    # ...and their local read cache, where Feast's FileSources point (feature_repo/definitions.py).
+    # Feast's DuckDB offline store reads s3:// only through DuckDB's httpfs extension (ibis loads it
+    # for every s3:// path), which DuckDB downloads at first use and which cannot be downloaded on
+    # this machine; so each reader syncs the store's tables into this folder first
+    # (pipelines.features.sync_feature_tables). With the default data root the two are the same.
+    def feature_cache(self) -> Path:
+        return self.home / "features"
 
     def feast_dir(self) -> Path:
         return self.home / "feast"

@@ -34,7 +34,8 @@ class ScoreResult:
 
 
 def score_interval(spec: ModelSpec, validated_dir: Location, repo_path: Path, start: datetime, end: datetime,
-                   key: str, scores_dir: Location, download_dir: Path | None = None) -> ScoreResult | None:
+                   key: str, scores_dir: Location, download_dir: Path | None = None,
+                   tables: tuple[Location, Path] | None = None) -> ScoreResult | None:
     """Score the interval's rows with the champion; None when there is no champion yet.
 
     Writes scores_dir/<key>.parquet (a rerun overwrites it). The champion's features.json is downloaded
@@ -65,7 +66,7 @@ def score_interval(spec: ModelSpec, validated_dir: Location, repo_path: Path, st
         rows = label_rows(spec, validated_dir, end, end + timedelta(days=1), with_label=False)
     if rows.empty:
         raise ValueError(f"{spec.name}: no validated rows for {key}; was the batch blocked?")
-    frame = with_features(spec, repo_path, rows)
+    frame = with_features(spec, repo_path, rows, tables)
     booster = m.load_version(spec.registered_model_name, champ.version)
     frame["prediction"] = m.predict(booster, m.to_matrix_frame(frame, spec, features))
     frame["model_version"] = str(champ.version)

@@ -18,7 +18,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.features import LOOKBACK_DAYS, WARMUP_DAYS, historical_features, read_validated, validated_keys
+from pipelines.features import (
+    LOOKBACK_DAYS,
+    WARMUP_DAYS,
+    historical_features,
+    read_validated,
+    sync_feature_tables,
+    validated_keys,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -126,10 +133,16 @@ def label_rows(spec: ModelSpec, validated_dir: Location, start: datetime, end: d
     return out.reset_index(drop=True)
 
 
-def with_features(spec: ModelSpec, repo_path: Path, rows: pd.DataFrame) -> pd.DataFrame:
-    """Join the spec's Feast features onto `rows` as of each row's timestamp."""
+def with_features(spec: ModelSpec, repo_path: Path, rows: pd.DataFrame,
+                  tables: tuple[Location, Path] | None = None) -> pd.DataFrame:
+    """Join the spec's Feast features onto `rows` as of each row's timestamp.
+
+    `tables` = (store root of the feature tables, the local cache Feast reads): synced first.
+    """
     if rows.empty:
         return rows
+    if tables:
+        sync_feature_tables(tables[0], tables[1], list(spec.feature_views))
     joined = historical_features(repo_path, spec.feature_service, rows)
     sort_key = spec.dataset.row_id if spec.dataset.row_id in joined.columns else "row_id"
     return joined.sort_values([spec.event_timestamp, sort_key], kind="stable").reset_index(drop=True)
@@ -148,7 +161,7 @@ def _sha256(path: Path) -> str:
 
 
 def build_training_set(spec: ModelSpec, validated_dir: Location, repo_path: Path, as_of: datetime,
-                       out_dir: Path) -> TrainingSet:
+                       out_dir: Path, tables: tuple[Location, Path] | None = None) -> TrainingSet:
     """Train and holdout frames for a training run as of `as_of`, written as parquet."""
     window = TrainingWindow.for_spec(spec, as_of)
     first = first_batch_start(validated_dir, as_of)
@@ -159,7 +172,7 @@ def build_training_set(spec: ModelSpec, validated_dir: Location, repo_path: Path
     if rows.empty:
         raise ValueError(f"{spec.name}: no validated rows between {window.train_start:%Y-%m-%d} and "
                          f"{window.labelled_until:%Y-%m-%d}; ingest batches for that period first.")
-    full = with_features(spec, repo_path, rows)
+    full = with_features(spec, repo_path, rows, tables)
     ts = full[spec.event_timestamp]
     import pandas as pd
 

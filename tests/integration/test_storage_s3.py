@@ -144,7 +144,7 @@ def test_scoring_and_drift_report_live_in_the_bucket(world, monkeypatch):
     mlflow.set_tracking_uri(tracking)
     mlflow.create_experiment(f"flywheel/{spec.name}", artifact_location=f"s3://{w['bucket']}/mlflow")
     # Feast (local by design) is not under test here: the model uses the row features only
-    monkeypatch.setattr(training, "with_features", lambda spec, repo, rows: rows)
+    monkeypatch.setattr(training, "with_features", lambda spec, repo, rows, tables=None: rows)
     features = list(spec.row_features)
 
     # two accepted weeks: one to train on, one to score
@@ -205,3 +205,37 @@ def test_scoring_and_drift_report_live_in_the_bucket(world, monkeypatch):
     assert gzip.decompress(data) == w["body"](f"reports/fraud/{key}.html")
     assert json.loads(w["body"](f"reports/fraud/{key}.json"))["email"]["status"] == "sent"
     assert list_reports(lay.reports(spec.name))[0]["email"] == "sent"
+
+
+def test_feature_tables_live_in_the_bucket_and_readers_sync_a_local_cache(world):
+    """Feature tables are written to the bucket (no local copy); a reader's sync makes Feast's local
+    cache equal to the bucket, rewrites of an interval replace the cached file, and a table deleted
+    from the bucket disappears from the cache."""
+    from pipelines import features
+
+    lay, spec = world["lay"], world["spec"]
+    views = list(spec.feature_views)
+    keys = []
+    for week in range(3):
+        uri, start, end = _land(world, week, "normal")
+        assert _validate(world, uri, start, end).verdict == "accepted"
+        tables = features.build_feature_tables(lay.validated(spec.name), lay.features(), views, start, end,
+                                               interval_key(start))
+        assert all(p.startswith("s3://") for p in tables.paths.values())
+        keys.append(interval_key(start))
+    in_bucket = world["keys"]("features/")
+    assert in_bucket == sorted(f"features/{v}/{k}.parquet" for v in views for k in keys)
+    cache = lay.feature_cache()
+    assert not cache.exists()                       # nothing was written locally
+    assert features.sync_feature_tables(lay.features(), cache, views) == len(in_bucket)
+    for v in views:
+        assert sorted(p.name for p in (cache / v).glob("*.parquet")) == [f"{k}.parquet" for k in keys]
+        for k in keys:
+            assert (cache / v / f"{k}.parquet").read_bytes() == world["body"](f"features/{v}/{k}.parquet")
+    # the bucket is the truth: a table removed there is removed from the cache on the next sync
+    storage.delete(storage.join(lay.feature_table(views[0]), f"{keys[0]}.parquet"))
+    features.sync_feature_tables(lay.features(), cache, views)
+    assert not (cache / views[0] / f"{keys[0]}.parquet").exists()
+    assert (cache / views[1] / f"{keys[0]}.parquet").exists()
+    # the embedded default (store == cache) copies nothing
+    assert features.sync_feature_tables(cache, cache, views) == 0

@@ -137,7 +137,8 @@ def test_mlflow_runs_are_in_postgres_and_artifacts_in_s3(cluster):
 def test_data_areas_are_in_s3_not_on_local_disk(cluster):
     keys = _s3_keys(cluster, "data")
     for area in ("data/landing/transactions/", "data/validated/fraud/", "data/quarantine/fraud/",
-                 "data/blocked/fraud/", "scores/fraud/", "reports/fraud/"):
+                 "data/blocked/fraud/", "features/customer_stats/", "features/merchant_stats/", "scores/fraud/",
+                 "reports/fraud/"):
         assert any(k.startswith(area) for k in keys), f"nothing under s3://…/{area}"
     for area in ("data/landing", "data/validated", "data/quarantine", "scores", "reports"):
         assert not (cluster["home"] / area).exists(), f"{area} was written to local disk"

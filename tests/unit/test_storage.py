@@ -163,8 +163,9 @@ def test_layout_puts_the_shared_areas_under_the_data_uri(tmp_path, monkeypatch):
     assert lay.validation_reports("fraud") == "s3://flywheel-data/prod/data/validation_reports/fraud"
     assert lay.scores("fraud") == "s3://flywheel-data/prod/scores/fraud"
     assert lay.reports("fraud") == "s3://flywheel-data/prod/reports/fraud"
-    # what stays on this host
-    assert lay.feature_table("tx") == tmp_path / "features" / "tx"
+    assert lay.feature_table("tx") == "s3://flywheel-data/prod/features/tx"
+    # what stays on this host (the feature tables' read cache for Feast)
+    assert lay.feature_cache() == tmp_path / "features"
     assert lay.data_docs("fraud") == tmp_path / "data" / "data_docs" / "fraud"
     assert lay.feast_dir() == tmp_path / "feast"
     monkeypatch.setenv("FLYWHEEL_DATA_URI", "gcs://nope")
