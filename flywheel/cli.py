@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -249,6 +250,13 @@ def _print_urls(lay: Layout, ports: object) -> None:
     print(f"Airflow UI : http://127.0.0.1:{ports.airflow}/   login admin / {admin_password(lay)}")  # type: ignore[attr-defined]
     print(f"MLflow UI  : http://127.0.0.1:{ports.mlflow}/")  # type: ignore[attr-defined]
     print(f"Mail       : {lay.mail()}  (one file per message received by the local SMTP server)")
+    if os.environ.get("FLYWHEEL_TOPOLOGY") == "services":
+        from flywheel.runtime import environment
+
+        env = environment(lay, ports)  # type: ignore[arg-type]
+        print(f"Topology   : services — Airflow on {env['AIRFLOW__DATABASE__SQL_ALCHEMY_CONN'].rsplit('/', 1)[-1]} "
+              f"(PostgreSQL), Celery over {env['AIRFLOW__CELERY__BROKER_URL']}")
+        print(f"Data       : {env['FLYWHEEL_DATA_URI']}  (S3 API at {env['AWS_ENDPOINT_URL']})")
 
 
 if __name__ == "__main__":
