@@ -253,9 +253,10 @@ def build_feature_tables(validated_dir: Location, features_root: Location, views
 def sync_feature_tables(features_root: Location, cache_root: Path, views: list[str]) -> int:
     """Make the local cache Feast reads (`cache_root/<view>/*.parquet`) equal the store's tables.
 
-    Copies every table file of `views` from `features_root` (a folder or s3:// prefix) and removes
-    cached files the store no longer has; returns the number of files copied. Nothing to do when the
-    store is the cache itself (the embedded default).
+    Copies the table files of `views` from `features_root` (a folder or s3:// prefix) that are new or
+    were rewritten since cached (size or modification time differ) and removes cached files the store
+    no longer has; returns the number of files copied. Nothing to do when the store is the cache
+    itself (the embedded default).
     """
     if not storage.is_remote(features_root) and storage.local_path(features_root).resolve() == cache_root.resolve():
         return 0
@@ -269,7 +270,10 @@ def sync_feature_tables(features_root: Location, cache_root: Path, views: list[s
             if stale.name not in wanted:
                 stale.unlink()
         for f in files:
-            storage.copy(f, folder / storage.name(f))
+            cached = folder / storage.name(f)
+            if cached.exists() and storage.version(cached) == storage.version(f):
+                continue
+            storage.copy(f, cached, keep_mtime=True)
             copied += 1
     log.info("feature tables: %d files of %s synced from %s into %s", copied, ", ".join(views), features_root,
              cache_root)

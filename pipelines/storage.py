@@ -13,8 +13,9 @@ S3 settings come from the standard AWS environment variables, read when a bucket
 but the `S3FileSystem` constructor does not, so the endpoint is passed as `endpoint_override`.
 
 Writes are all-or-nothing for readers: locally a temporary file in the same folder is renamed over
-the target; on S3 an object is written with one PUT (`allow_delayed_open`: a small object is sent
-as a single PutObject on close, a big one as a multipart upload that only appears when complete).
+the target; on S3 the content is buffered in memory and sent only once the writer has finished
+(`allow_delayed_open`: a small object as a single PutObject, a big one as a multipart upload that
+only appears when complete), so a writer that fails midway uploads nothing.
 S3 has no rename and no folders: `list_files` lists keys under a prefix, and `delete` of a missing
 object is a no-op. No heavy imports at module import time.
 """
@@ -169,6 +170,20 @@ def is_file(uri: Location) -> bool:
     return bool(_info(uri).type == pafs.FileType.File)
 
 
+def version(uri: Location) -> tuple[int, int]:
+    """(size in bytes, modification time in ns) of a file; FileNotFoundError when there is none.
+
+    A rewrite changes the modification time (S3: the object's LastModified), so a copy stamped with
+    this version (`copy(..., keep_mtime=True)`) tells whether it is still current.
+    """
+    import pyarrow.fs as pafs
+
+    info = _info(uri)
+    if info.type != pafs.FileType.File:
+        raise FileNotFoundError(f"{os.fspath(uri)}: no such file")
+    return int(info.size), int(info.mtime_ns or 0)
+
+
 def size(uri: Location) -> int:
     """Size in bytes of a file; FileNotFoundError when there is none."""
     import pyarrow.fs as pafs
@@ -266,11 +281,18 @@ def _staged(uri: Location) -> Iterator[Path]:
 @contextmanager
 def _output(uri: Location) -> Iterator[Any]:
     """A writable stream whose content appears at `uri` all at once, only if the block succeeds."""
+    import pyarrow as pa
+
     fs, path = resolve(uri)
     # compression=None: bytes are stored as given (pyarrow would otherwise gzip a `.gz` name again)
     if is_remote(uri):
+        # buffered, then one write: an error inside the block must not upload what was written so far
+        # (closing an S3 output stream completes the upload, whatever happened before)
+        buf = pa.BufferOutputStream()
+        yield buf
+        data = buf.getvalue()
         with fs.open_output_stream(path, compression=None) as out:
-            yield out
+            out.write(data)
         return
     with _staged(uri) as tmp, fs.open_output_stream(str(tmp), compression=None) as out:
         yield out
@@ -306,15 +328,19 @@ def write_parquet(data: pa.Table | pd.DataFrame, uri: Location, *, index: bool =
     return write_bytes(buf.getvalue().to_pybytes(), uri)
 
 
-def copy(src: Location, dst: Location) -> str:
+def copy(src: Location, dst: Location, *, keep_mtime: bool = False) -> str:
     """Copy a file byte for byte, across stores too; `dst` appears whole or not at all.
 
     Streams between pyarrow files rather than `pyarrow.fs.copy_files`, which would compress or
-    decompress names ending in .gz/.bz2/... on the way.
+    decompress names ending in .gz/.bz2/... on the way. `keep_mtime` (local `dst` only) stamps the
+    copy with the source's modification time, so `version(dst) == version(src)` while it is current.
     """
+    stamp = version(src)[1] if keep_mtime else None
     with open_input(src) as fin, _output(dst) as out:
         while chunk := fin.read(1 << 20):
             out.write(chunk)
+    if stamp is not None and not is_remote(dst):
+        os.utime(local_path(dst), ns=(stamp, stamp))
     return os.fspath(dst)
 
 

@@ -232,6 +232,12 @@ def test_feature_tables_live_in_the_bucket_and_readers_sync_a_local_cache(world)
         assert sorted(p.name for p in (cache / v).glob("*.parquet")) == [f"{k}.parquet" for k in keys]
         for k in keys:
             assert (cache / v / f"{k}.parquet").read_bytes() == world["body"](f"features/{v}/{k}.parquet")
+    # a second sync copies nothing; a table rewritten in the bucket is copied again, alone
+    assert features.sync_feature_tables(lay.features(), cache, views) == 0
+    rewritten = storage.join(lay.feature_table(views[1]), f"{keys[1]}.parquet")
+    storage.write_parquet(storage.read_parquet(rewritten).head(5), rewritten)
+    assert features.sync_feature_tables(lay.features(), cache, views) == 1
+    assert len(pd.read_parquet(cache / views[1] / f"{keys[1]}.parquet")) == 5
     # the bucket is the truth: a table removed there is removed from the cache on the next sync
     storage.delete(storage.join(lay.feature_table(views[0]), f"{keys[0]}.parquet"))
     features.sync_feature_tables(lay.features(), cache, views)

@@ -88,6 +88,38 @@ def test_copy_is_byte_identical_across_stores(root, tmp_path):
     assert storage.sha256(dst) == storage.sha256(local)
 
 
+def test_a_copy_that_fails_midway_leaves_nothing_behind(root, tmp_path):
+    """The source vanishes after the first chunk: the destination must not appear half written
+    (on S3, closing the output stream would otherwise upload what was written so far)."""
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(3 * (1 << 20)))
+    real_open = storage.open_input
+
+    class Failing:
+        def __init__(self, fh):
+            self.fh, self.reads = fh, 0
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+        def read(self, n):
+            self.reads += 1
+            if self.reads > 1:
+                raise OSError("source went away")
+            return self.fh.read(n)
+
+    dst = storage.join(root, "scores", "fraud", "2026-01-05.parquet")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(storage, "open_input", lambda uri: Failing(real_open(uri)))
+        with pytest.raises(OSError, match="source went away"):
+            storage.copy(src, dst)
+    assert not storage.exists(dst)
+    assert storage.list_files(storage.parent(dst)) == []
+
+
 def test_local_copy_gives_a_readable_local_file(root):
     uri = storage.join(root, "reports", "fraud", "2026-01-05.html.gz")
     storage.write_bytes(b"report", uri)
