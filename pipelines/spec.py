@@ -14,7 +14,10 @@ from typing import Any, Literal
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-HIGHER_IS_BETTER = {"average_precision": True, "roc_auc": True, "mae": False, "rmse": False}
+# direction and tasks of each metric; the registry itself (estimate, paired bootstrap) is pipelines/metrics.py
+HIGHER_IS_BETTER = {"average_precision": True, "roc_auc": True, "log_loss": False, "mae": False, "rmse": False}
+METRIC_TASKS = {"average_precision": ("binary",), "roc_auc": ("binary",), "log_loss": ("binary",),
+                "mae": ("regression",), "rmse": ("regression",)}
 # Numeric keys of a spec's `gate:` section (see pipelines/gate.py for what each one means).
 GATE_KEYS = {
     "min_primary": "value threshold: floor of a higher-is-better primary metric",
@@ -47,15 +50,29 @@ class ColumnRule:
     allowed: tuple[Any, ...] | None = None
     min: float | None = None
     max: float | None = None
+    max_null_share: float | None = None  # nullable columns: more nulls than this share of the batch blocks it
 
 
 @dataclass(frozen=True)
 class DatasetContract:
+    """A dataset: its landing contract, owners, event timestamp, cadence and the gate's batch limits.
+
+    Declared once in `datasets/<name>.yaml`; `ingest_validate__<name>` validates every landed batch
+    against it once, whichever models read the dataset.
+    """
     name: str
     file_pattern: str
     row_id: str
     columns: tuple[ColumnRule, ...]
     path: Path
+    owners: tuple[str, ...] = ()
+    timestamp: str = ""          # the event-time column (type timestamp)
+    cadence: str = "@daily"      # cron (UTC) of the batches: one file per interval
+    description: str = ""
+    max_quarantine_share: float = 0.05  # validation.*: more bad rows than this share blocks the batch
+    min_rows: int = 1
+    max_rows: int | None = None
+    distribution: DistributionSpec = field(default_factory=lambda: DistributionSpec())
 
     def column(self, name: str) -> ColumnRule:
         for c in self.columns:
@@ -189,7 +206,6 @@ class ModelSpec:
     task: Literal["binary", "regression"]
     dataset: DatasetContract
     entity_key: str
-    event_timestamp: str
     label: LabelSpec
     feature_service: str
     feature_views: tuple[str, ...]
@@ -201,14 +217,9 @@ class ModelSpec:
     primary_metric: str
     gate: dict[str, float]
     drift: DriftSpec
-    schedule: str
-    max_quarantine_share: float
-    min_rows: int
     path: Path
     tags: tuple[str, ...] = field(default=())
     slices: tuple[SliceSpec, ...] = field(default=())
-    max_rows: int | None = None  # validation.max_rows: more rows block the batch (None: no ceiling)
-    distribution: DistributionSpec = field(default_factory=DistributionSpec)  # validation.distribution
 
     @property
     def higher_is_better(self) -> bool:
@@ -217,6 +228,16 @@ class ModelSpec:
     @property
     def registered_model_name(self) -> str:
         return f"flywheel-{self.name}"
+
+    @property
+    def event_timestamp(self) -> str:
+        """The event-time column of the model's rows: the dataset's (declared once, in the contract)."""
+        return self.dataset.timestamp
+
+    @property
+    def schedule(self) -> str:
+        """The batch cadence the model follows: its dataset's."""
+        return self.dataset.cadence
 
 
 def models_dir() -> Path:
@@ -233,36 +254,112 @@ def _require(raw: dict[str, Any], key: str, path: Path, section: str = "") -> An
     return raw[key]
 
 
+CONTRACT_KEYS = ("name", "description", "owners", "file_pattern", "row_id", "timestamp", "cadence", "columns",
+                 "validation")
+COLUMN_RULES = ("type", "nullable", "unique", "allowed", "min", "max", "max_null_share")
+
+
 def load_dataset(name: str, directory: Path | None = None) -> DatasetContract:
     path = (directory or datasets_dir()) / f"{name}.yaml"
     if not path.exists():
         raise SpecError(f"dataset contract {path} not found; create it or fix `dataset:` in the spec.")
-    raw = yaml.safe_load(path.read_text()) or {}
+    return load_contract(path)
+
+
+def load_contract(path: Path) -> DatasetContract:
+    """One `datasets/<name>.yaml`, checked key by key (see datasets/transactions.yaml)."""
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: a dataset contract is a YAML mapping.")
+    unknown = sorted(set(raw) - set(CONTRACT_KEYS))
+    if unknown:
+        raise SpecError(f"{path}: unknown key(s) {unknown}; known: {', '.join(CONTRACT_KEYS)}.")
+    name = _require(raw, "name", path)
+    if not str(name).isidentifier():
+        raise SpecError(f"{path}: name {name!r} must be a Python identifier (used in DAG ids and Asset names).")
+    if Path(path).stem != name:
+        raise SpecError(f"{path}: the file must be named after the dataset: {name}.yaml.")
     cols = []
-    for cname, rule in _require(raw, "columns", path).items():
+    columns = _require(raw, "columns", path)
+    if not isinstance(columns, dict) or not columns:
+        raise SpecError(f"{path}: `columns` maps each column name to its rules, e.g. {{type: int, nullable: false}}.")
+    for cname, rule in columns.items():
         rule = dict(rule or {})
-        unknown = set(rule) - {"type", "nullable", "unique", "allowed", "min", "max"}
+        unknown = set(rule) - set(COLUMN_RULES)
         if unknown:
             raise SpecError(f"{path}: column `{cname}` has unknown rule(s) {sorted(unknown)}; "
-                            "known: type, nullable, unique, allowed, min, max.")
+                            f"known: {', '.join(COLUMN_RULES)}.")
         if rule.get("type") not in ("string", "int", "float", "timestamp"):
             raise SpecError(f"{path}: column `{cname}` has type {rule.get('type')!r}; "
                             "use one of string, int, float, timestamp.")
+        share = rule.get("max_null_share")
+        if share is not None:
+            if not isinstance(share, (int, float)) or isinstance(share, bool) or not 0 <= share < 1:
+                raise SpecError(f"{path}: column `{cname}`: max_null_share must be a number in [0, 1), got {share!r}.")
+            if rule.get("nullable") is False:
+                raise SpecError(f"{path}: column `{cname}` is not nullable: max_null_share does not apply.")
+            rule["max_null_share"] = float(share)
         allowed = rule.pop("allowed", None)
-        cols.append(ColumnRule(name=cname, allowed=tuple(allowed) if allowed else None, **rule))
+        cols.append(ColumnRule(name=str(cname), allowed=tuple(allowed) if allowed else None, **rule))
+    types = {c.name: c.type for c in cols}
+    row_id = _require(raw, "row_id", path)
+    if row_id not in types:
+        raise SpecError(f"{path}: row_id `{row_id}` is not one of the columns ({', '.join(types)}).")
+    timestamp = _require(raw, "timestamp", path)
+    if types.get(timestamp) != "timestamp":
+        raise SpecError(f"{path}: timestamp `{timestamp}` must name a column of type timestamp "
+                        f"(columns of that type: {[c for c, t in types.items() if t == 'timestamp']}).")
+    owners = tuple(_require(raw, "owners", path))
+    if not owners or any(not isinstance(o, str) or "@" not in o for o in owners):
+        raise SpecError(f"{path}: owners must be a non-empty list of email addresses, got {owners!r}.")
+    cadence = str(_require(raw, "cadence", path))
+    _check_cron(cadence, path, "cadence")
+    max_share, min_rows, max_rows, distribution = _validation_settings(raw.get("validation") or {}, cols, path)
     return DatasetContract(
-        name=_require(raw, "name", path),
-        file_pattern=_require(raw, "file_pattern", path),
-        row_id=_require(raw, "row_id", path),
-        columns=tuple(cols),
-        path=path,
-    )
+        name=name, file_pattern=_require(raw, "file_pattern", path), row_id=row_id, columns=tuple(cols),
+        path=Path(path), owners=owners, timestamp=timestamp, cadence=cadence,
+        description=str(raw.get("description", "")), max_quarantine_share=max_share, min_rows=min_rows,
+        max_rows=max_rows, distribution=distribution)
+
+
+def _check_cron(expr: str, path: Path, key: str) -> None:
+    """A 5-field cron expression (or an @preset): the cadence decides intervals and DAG schedules."""
+    presets = {"@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@annually", "@midnight"}
+    if expr in presets:
+        return
+    if len(expr.split()) != 5:
+        raise SpecError(f"{path}: `{key}` {expr!r} must be a cron expression with 5 fields (e.g. \"0 0 * * 1\" "
+                        f"for weekly on Monday) or one of {', '.join(sorted(presets))}.")
+    try:
+        from croniter import croniter
+    except ImportError:  # pragma: no cover - croniter arrives with Airflow
+        return
+    if not croniter.is_valid(expr):
+        raise SpecError(f"{path}: `{key}` {expr!r} is not a valid cron expression.")
+
+
+def load_datasets(directory: Path | None = None) -> dict[str, DatasetContract]:
+    """Every contract under datasets/, keyed by name."""
+    return {c.name: c for c in (load_contract(p) for p in sorted((directory or datasets_dir()).glob("*.yaml")))}
+
+
+MOVED_TO_CONTRACT = {"validation": "validation", "schedule": "cadence", "event_timestamp": "timestamp"}
+MODEL_KEYS = ("name", "description", "owners", "task", "dataset", "entity_key", "label", "features", "training",
+              "metric", "gate", "drift", "tags")
 
 
 def load_spec(path: Path) -> ModelSpec:
     raw = yaml.safe_load(Path(path).read_text()) or {}
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: a model spec is a YAML mapping.")
+    for key, there in MOVED_TO_CONTRACT.items():
+        if key in raw:
+            raise SpecError(f"{path}: `{key}` belongs to the dataset now: declare it as `{there}` in "
+                            f"datasets/{raw.get('dataset', '<dataset>')}.yaml (a batch is validated once per dataset, "
+                            "whichever models read it) and remove it here.")
+    unknown = sorted(set(raw) - set(MODEL_KEYS))
+    if unknown:
+        raise SpecError(f"{path}: unknown key(s) {unknown}; known: {', '.join(MODEL_KEYS)}.")
     name = _require(raw, "name", path)
     if not str(name).isidentifier():
         raise SpecError(f"{path}: name {name!r} must be a Python identifier (used in DAG ids).")
@@ -281,27 +378,38 @@ def load_spec(path: Path) -> ModelSpec:
     metric = _require(_require(raw, "metric", path), "primary", path, "metric.")
     if metric not in HIGHER_IS_BETTER:
         raise SpecError(f"{path}: metric.primary {metric!r} is not one of {sorted(HIGHER_IS_BETTER)}.")
+    _check_metric_fits(metric, task, path)
     gate, slices = _gate(_require(raw, "gate", path), metric, path)
     dataset = load_dataset(_require(raw, "dataset", path), datasets_dir())
-    validation = raw.get("validation") or {}
-    min_rows, max_rows, distribution = _validation_settings(validation, dataset, label, task, path)
+    entity_key = _require(raw, "entity_key", path)
+    label_spec = LabelSpec(
+        kind=label_kind,
+        column=_require(label, "column", path, "label."),
+        delay_days=int(label.get("delay_days", 0)),
+        horizon_days=int(label.get("horizon_days", 0)),
+    )
+    row_features = tuple(features.get("row", []) or [])
+    names = set(dataset.column_names)
+    for what, col in [("entity_key", entity_key), ("label.column", label_spec.column),
+                      *(("features.row", c) for c in row_features)]:
+        if col not in names:
+            raise SpecError(f"{path}: {what} `{col}` is not a column of {dataset.path.name} "
+                            f"({', '.join(dataset.column_names)}); fix the spec or the contract.")
+    if label_spec.column in row_features:
+        raise SpecError(f"{path}: the label `{label_spec.column}` cannot also be a row feature.")
+    if label_kind == "future_sum" and label_spec.horizon_days < 1:
+        raise SpecError(f"{path}: label.horizon_days must be >= 1 for a future_sum label.")
     return ModelSpec(
         name=name,
         description=str(raw.get("description", "")),
         owners=owners,
         task=task,
         dataset=dataset,
-        entity_key=_require(raw, "entity_key", path),
-        event_timestamp=_require(raw, "event_timestamp", path),
-        label=LabelSpec(
-            kind=label_kind,
-            column=_require(label, "column", path, "label."),
-            delay_days=int(label.get("delay_days", 0)),
-            horizon_days=int(label.get("horizon_days", 0)),
-        ),
+        entity_key=entity_key,
+        label=label_spec,
         feature_service=_require(features, "service", path, "features."),
         feature_views=tuple(features.get("views", [])),
-        row_features=tuple(features.get("row", [])),
+        row_features=row_features,
         window_days=int(training.get("window_days", 28)),
         holdout_days=int(training.get("holdout_days", 7)),
         seed=int(training.get("seed", 0)),
@@ -309,27 +417,33 @@ def load_spec(path: Path) -> ModelSpec:
         primary_metric=metric,
         gate=gate,
         drift=_drift_settings(raw.get("drift") or {}, path),
-        schedule=str(raw.get("schedule", "@weekly")),
-        max_quarantine_share=float(validation.get("max_quarantine_share", 0.05)),
-        min_rows=min_rows,
         path=Path(path),
         tags=tuple(raw.get("tags", ())),
         slices=slices,
-        max_rows=max_rows,
-        distribution=distribution,
     )
 
 
+def _check_metric_fits(metric: str, task: str, path: Path) -> None:
+    """A metric the task can compute (the metrics registry says which tasks each metric serves)."""
+    fits = METRIC_TASKS.get(metric, ())
+    if task not in fits:
+        ok = sorted(m for m, t in METRIC_TASKS.items() if task in t)
+        raise SpecError(f"{path}: metric.primary {metric!r} does not fit a {task} model; use one of {ok}.")
+
+
 def _validation_settings(
-    validation: Any, dataset: DatasetContract, label: Any, task: str, path: Path
-) -> tuple[int, int | None, DistributionSpec]:
-    """The `validation:` section: row-count bounds and the distribution check, checked against the contract."""
+    validation: Any, columns: list[ColumnRule], path: Path
+) -> tuple[float, int, int | None, DistributionSpec]:
+    """The contract's `validation:` section: batch limits and the distribution check."""
     if not isinstance(validation, dict):
         raise SpecError(f"{path}: `validation` must be a mapping (keys: {', '.join(VALIDATION_KEYS)}).")
     unknown = set(validation) - set(VALIDATION_KEYS)
     if unknown:
         raise SpecError(f"{path}: unknown key(s) {sorted(unknown)} in `validation`; "
                         f"known: {', '.join(VALIDATION_KEYS)}.")
+    max_share = float(validation.get("max_quarantine_share", 0.05))
+    if not 0 <= max_share <= 1:
+        raise SpecError(f"{path}: validation.max_quarantine_share must be in [0, 1], got {max_share}.")
     min_rows = int(validation.get("min_rows", 1))
     max_rows = validation.get("max_rows")
     if max_rows is not None and int(max_rows) < min_rows:
@@ -340,24 +454,22 @@ def _validation_settings(
     severity = raw.get("severity", "warn")
     if severity not in ("warn", "block", "off"):
         raise SpecError(f"{path}: validation.distribution.severity {severity!r} must be warn, block or off.")
-    types = {c.name: c.type for c in dataset.columns}
+    types = {c.name: c.type for c in columns}
     if "columns" in raw:
-        columns = tuple(raw["columns"] or ())
-    else:  # default: the measures (float columns) and a binary label
-        columns = tuple(c.name for c in dataset.columns if c.type == "float")
-        if task == "binary" and label.get("kind", "column") == "column" and label.get("column") in types:
-            columns += (label["column"],)
-    for name in columns:
+        names = tuple(raw["columns"] or ())
+    else:  # default: the measures (float columns)
+        names = tuple(c.name for c in columns if c.type == "float")
+    for name in names:
         if types.get(name) not in ("int", "float"):
             raise SpecError(f"{path}: validation.distribution.columns: `{name}` is not an int or float column "
-                            f"of {dataset.path.name}; list numeric contract columns only.")
+                            "of the contract; list numeric columns only.")
     max_ratio = float(raw.get("max_ratio", 3.0))
     reference_batches = int(raw.get("reference_batches", 4))
     if max_ratio <= 1.0 or reference_batches < 1:
         raise SpecError(f"{path}: validation.distribution needs max_ratio > 1 and reference_batches >= 1.")
-    spec = DistributionSpec(severity=severity, columns=columns, reference_batches=reference_batches,
+    spec = DistributionSpec(severity=severity, columns=names, reference_batches=reference_batches,
                             max_ratio=max_ratio)
-    return min_rows, int(max_rows) if max_rows is not None else None, spec
+    return max_share, min_rows, int(max_rows) if max_rows is not None else None, spec
 
 
 def _drift_settings(raw: Any, path: Path) -> DriftSpec:
@@ -483,6 +595,11 @@ def _gate(raw: Any, metric: str, path: Path) -> tuple[dict[str, float], tuple[Sl
         else:
             raise SpecError(f"{path}: `gate.slices` entry {item!r} must be a column name or {{column, bins}}.")
     return gate, tuple(slices)
+
+
+def readers(dataset: str, specs: dict[str, ModelSpec]) -> list[ModelSpec]:
+    """The models that read `dataset` (their owners hear about its blocked batches too)."""
+    return [s for s in specs.values() if s.dataset.name == dataset]
 
 
 def load_specs(directory: Path | None = None) -> dict[str, ModelSpec]:
