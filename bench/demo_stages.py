@@ -241,7 +241,8 @@ def run(args: argparse.Namespace, home: Path, bench: Bench) -> dict[str, Any]:
     for name in ("mlflow", "feast", "great_expectations", "evidently", "alembic", "urllib3"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
-    from pipelines import datagen, features, gate, model, monitor, score, training, validate
+    from scenarios import cards as datagen
+from pipelines import features, gate, model, monitor, score, training, validate
     from pipelines.layout import Layout, interval_key
     from pipelines.spec import load_specs
 
@@ -585,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     root.setLevel(logging.WARNING)
 
     if args.tx_per_week is None:
-        from pipelines.datagen import Scenario
+        from scenarios.cards import Scenario
 
         args.tx_per_week = Scenario().tx_per_week
     meta = {**machine(), "args": {"weeks": args.weeks, "tx_per_week": args.tx_per_week}, "home": str(home)}

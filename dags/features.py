@@ -1,62 +1,79 @@
-"""features__<model>: feature tables for each validated interval, then Feast materialization."""
+"""features__<view>: each declared view's table for every validated interval of its dataset, then Feast
+materialization. Built once per view, whichever models read it; emits the view's Asset."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, task
 
 from flywheel import dagkit as fc
 
 if TYPE_CHECKING:
-    from pipelines.spec import ModelSpec
+    from pipelines.spec import DatasetContract
 
 
-def build(spec: ModelSpec) -> DAG:
-    validated = fc.validated_asset(spec.name)
+def build(view: str, info: dict[str, Any], contract: DatasetContract, readers: list[str]) -> DAG:
+    dataset, owners, contract_cadence = info["dataset"], contract.owners, contract.cadence
+    validated = fc.validated_asset(dataset)
     with DAG(
-        **fc.dag_kwargs(spec, "features", "features"),
+        **fc.data_dag_kwargs(f"features__{view}", owners, "features",
+                             [f"view:{view}", f"dataset:{dataset}", *(f"model:{m}" for m in readers)]),
         schedule=[validated],
-        doc_md=fc.doc(spec, "Features",
-                      f"Daily snapshots for the views {', '.join(spec.feature_views)} from the validated "
-                      "interval (one parquet file per interval, rewritten on re-run), then "
-                      "`FeatureStore.materialize(start, end)` into the online store."),
+        doc_md=(f"### Features · view `{view}`\n\nComputes the aggregations declared in "
+                f"`feature_repo/definitions.py` ({', '.join(info['features'])}) from the validated batches of "
+                f"`{dataset}` (lookback {info['lookback_s'] / 86400:g} days), one parquet table per interval "
+                "(rewritten on re-run; later intervals whose windows see a re-validated batch are rebuilt too), "
+                "then `FeatureStore.materialize` into the online store. Semantics: `pipelines/features/__init__.py`."
+                f"\n\n*Read by:* {', '.join(readers) or 'no model yet'}"),
     ) as dag:
 
         @task
-        def build_feature_tables(**context) -> list[dict]:
-            from pipelines.features import build_feature_tables as build_tables
-            from pipelines.layout import Layout
+        def build_feature_table(**context) -> list[dict]:
+            from pipelines.features import build_view_table, dependent_keys, load_repo, table_keys
+            from pipelines.layout import Layout, parse_key
 
             lay = Layout.from_env()
-            out = []
+            declared = load_repo(fc.FEATURE_REPO).view(view)
+            out: list[dict] = []
             for ev in fc.interval_events(context, validated):
-                tables = build_tables(lay.validated(spec.name), lay.features(), list(spec.feature_views),
-                                      fc.parse_ts(ev["interval_start"]), fc.parse_ts(ev["interval_end"]), ev["key"])
-                out.append({**ev, **tables.to_dict()})
+                start, end = fc.parse_ts(ev["interval_start"]), fc.parse_ts(ev["interval_end"])
+                table = build_view_table(declared, lay.validated(dataset), lay.features(), start, end, ev["key"])
+                out.append({**ev, **table.to_dict()})
+                # a past batch (re-)validated late: later tables whose windows see it are rebuilt as well
+                for key in dependent_keys(declared, table_keys(lay.features(), view), start, end):
+                    later = parse_key(key)
+                    nxt = fc.next_tick(contract_cadence, later)
+                    rebuilt = build_view_table(declared, lay.validated(dataset), lay.features(), later, nxt, key)
+                    out.append({"interval_start": later.isoformat(), "interval_end": nxt.isoformat(), "key": key,
+                                "rebuilt_for": ev["key"], **rebuilt.to_dict()})
             return out
 
-        @task(pool=fc.FEAST_POOL, outlets=[fc.features_asset(spec.name)])
+        @task(pool=fc.FEAST_POOL, outlets=[fc.features_asset(view)])
         def materialize_features(intervals: list[dict], **context) -> list[str]:
             from pipelines.features import materialize
             from pipelines.layout import Layout
-            from pipelines.spec import REPO_ROOT
 
             lay = Layout.from_env()
             for iv in intervals:
-                materialize(REPO_ROOT / "feature_repo", list(spec.feature_views),
-                            fc.parse_ts(iv["interval_start"]), fc.parse_ts(iv["interval_end"]),
-                            tables=(lay.features(), lay.feature_cache()))
-            if intervals:
-                last = intervals[-1]
-                context["outlet_events"][fc.features_asset(spec.name)].extra = {
+                materialize(fc.FEATURE_REPO, [view], fc.parse_ts(iv["interval_start"]),
+                            fc.parse_ts(iv["interval_end"]), tables=(lay.features(), lay.feature_cache()))
+            fresh = [iv for iv in intervals if "rebuilt_for" not in iv]
+            if fresh:
+                last = fresh[-1]
+                context["outlet_events"][fc.features_asset(view)].extra = {
+                    "view": view, "dataset": dataset,
                     "interval_start": last["interval_start"], "interval_end": last["interval_end"],
-                    "key": last["key"], "intervals": [iv["key"] for iv in intervals]}
+                    "key": last["key"], "intervals": [iv["key"] for iv in fresh], "rows": last["rows"],
+                    "rebuilt": [iv["key"] for iv in intervals if "rebuilt_for" in iv]}
             return [iv["key"] for iv in intervals]
 
-        materialize_features(build_feature_tables())
+        materialize_features(build_feature_table())
     return dag
 
 
-for _spec in fc.specs().values():
-    globals()[f"features__{_spec.name}"] = build(_spec)
+_datasets = fc.datasets()
+_specs = fc.specs()
+for _view, _info in fc.views().items():
+    _readers = [s.name for s in _specs.values() if _view in fc.model_views(s)]
+    globals()[f"features__{_view}"] = build(_view, _info, _datasets[_info["dataset"]], _readers)

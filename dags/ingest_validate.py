@@ -1,4 +1,4 @@
-"""ingest_validate__<model>: validate each landed batch; block it or pass its clean rows on."""
+"""ingest_validate__<dataset>: validate each landed batch once; block it or pass its clean rows on."""
 
 from __future__ import annotations
 
@@ -12,40 +12,41 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 from flywheel import dagkit as fc
 
 if TYPE_CHECKING:
-    from pipelines.spec import ModelSpec
+    from pipelines.spec import DatasetContract, ModelSpec
 
 log = logging.getLogger(__name__)
 
 
-def build(spec: ModelSpec) -> DAG:
+def build(contract: DatasetContract, readers: list[ModelSpec]) -> DAG:
+    name = contract.name
+    models = ", ".join(f"`{m.name}`" for m in readers) or "none yet"
     with DAG(
-        **fc.dag_kwargs(spec, "ingest_validate", "ingest"),
-        schedule=CronDataIntervalTimetable(spec.schedule, timezone="UTC"),
-        doc_md=fc.doc(spec, "Ingest & validate",
-                      "Great Expectations checks the batch landed for the data interval against "
-                      f"`{spec.dataset.path.name}`. A broken batch is blocked (the run fails, owners are "
-                      "emailed, nothing downstream runs); bad rows are quarantined with reasons. Each run has a GX "
-                      f"Data Docs page under `data/data_docs/{spec.name}/site/`; `flywheel validate --model "
-                      f"{spec.name} <file>` runs the same gate outside Airflow."),
+        **fc.data_dag_kwargs(f"ingest_validate__{name}", contract.owners, "ingest",
+                             [f"dataset:{name}", *(f"model:{m.name}" for m in readers)]),
+        schedule=CronDataIntervalTimetable(contract.cadence, timezone="UTC"),
+        doc_md=(f"### Ingest & validate · dataset `{name}`\n\n{contract.description}\n\nGreat Expectations checks "
+                f"the batch landed for the data interval against `{contract.path.name}`, once for every model that "
+                f"reads it ({models}). A broken batch is blocked (the run fails, the dataset's and the models' "
+                "owners are emailed, nothing downstream runs); bad rows are quarantined with reasons. Data Docs: "
+                f"`data/data_docs/{name}/site/`; `flywheel validate --dataset {name} <file>` runs the same gate "
+                f"outside Airflow.\n\n*Owners:* {', '.join(contract.owners)}  \n*Cadence:* `{contract.cadence}`"),
     ) as dag:
 
         @task
         def validate_batch(data_interval_start=None, data_interval_end=None) -> dict:
             from pipelines import storage
-            from pipelines.datagen import batch_file_name
             from pipelines.layout import Layout, interval_key
             from pipelines.validate import validate_batch as run_validation
 
             lay = Layout.from_env()
-            path = storage.join(lay.landing(spec.dataset.name),
-                                batch_file_name(spec.dataset.file_pattern, data_interval_start))
+            path = storage.join(lay.landing(name), contract.file_name(data_interval_start))
             if not storage.exists(path):
-                raise AirflowSkipException(f"no batch landed for {data_interval_start:%Y-%m-%d} → "
-                                           f"{data_interval_end:%Y-%m-%d} (expected {path})")
+                raise AirflowSkipException(f"no batch landed for {data_interval_start:%Y-%m-%d %H:%M} → "
+                                           f"{data_interval_end:%Y-%m-%d %H:%M} (expected {path})")
             key = interval_key(data_interval_start)
-            result = run_validation(path, spec, data_interval_start, data_interval_end,
-                                    lay.validated(spec.name), lay.quarantine(spec.name),
-                                    lay.validation_reports(spec.name), docs_dir=lay.data_docs(spec.name))
+            result = run_validation(path, contract, data_interval_start, data_interval_end, lay.validated(name),
+                                    lay.quarantine(name), lay.validation_reports(name),
+                                    docs_dir=lay.data_docs(name), readers=readers)
             log.info("%s", result.summary)
             return {**result.to_dict(), "key": key, "summary": result.summary}
 
@@ -57,18 +58,19 @@ def build(spec: ModelSpec) -> DAG:
             from pipelines.notify import blocked_batch_email
             from pipelines.validate import preserve_blocked
 
-            kept = preserve_blocked(result["batch_file"], Layout.from_env().blocked(spec.name), result["key"])
+            kept = preserve_blocked(result["batch_file"], Layout.from_env().blocked(name), result["key"])
             log.info("blocked batch kept at %s", kept)
-            mail = blocked_batch_email(spec, result, fc.run_link(context))
+            mail = blocked_batch_email(contract, readers, result, fc.run_link(context))
             try:
                 fc.send_email(list(mail.to), mail.subject, mail.html, list(mail.attachments))
             except Exception:  # the block must stand even when the mail server is down
                 log.exception("could not email the owners about the blocked batch")
             raise AirflowFailException(f"batch BLOCKED: {result['summary']}")
 
-        @task(outlets=[fc.validated_asset(spec.name)])
+        @task(outlets=[fc.validated_asset(name)])
         def publish_validated(result: dict, data_interval_start=None, data_interval_end=None, **context) -> dict:
-            context["outlet_events"][fc.validated_asset(spec.name)].extra = {
+            context["outlet_events"][fc.validated_asset(name)].extra = {
+                "dataset": name,
                 "interval_start": data_interval_start.isoformat(),
                 "interval_end": data_interval_end.isoformat(),
                 "key": result["key"],
@@ -82,5 +84,7 @@ def build(spec: ModelSpec) -> DAG:
     return dag
 
 
-for _spec in fc.specs().values():
-    globals()[f"ingest_validate__{_spec.name}"] = build(_spec)
+_specs = fc.specs()
+for _contract in fc.datasets().values():
+    globals()[f"ingest_validate__{_contract.name}"] = build(
+        _contract, [s for s in _specs.values() if s.dataset.name == _contract.name])

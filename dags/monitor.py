@@ -52,7 +52,7 @@ def build(spec: ModelSpec) -> DAG:
             in_flight = context["ti"].get_dr_count(dag_id=f"train__{spec.name}", states=["queued", "running"])
             result, decision = check_drift(spec, lay.scores(spec.name), lay.reports(spec.name),
                                            fc.parse_ts(ev["interval_end"]), ev["key"],
-                                           validated_dir=lay.validated(spec.name), retrain_in_flight=in_flight)
+                                           validated_dir=lay.validated(spec.dataset.name), retrain_in_flight=in_flight)
             log.info("drift: %s/%s columns drifted (%.0f%%); performance %s; %s", result.drifted_count,
                      len(result.columns), 100 * result.drifted_share, result.performance.get("status"),
                      decision.reason)

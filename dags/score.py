@@ -13,14 +13,21 @@ if TYPE_CHECKING:
     from pipelines.spec import ModelSpec
 
 
-def build(spec: ModelSpec) -> DAG:
-    features = fc.features_asset(spec.name)
+def build(spec: ModelSpec, views: dict[str, str]) -> DAG:
+    """`views`: the model's FeatureService views -> their source dataset."""
+    # every view of the FeatureService must be built (Asset AND-condition); the intervals to score are those
+    # of the model's own dataset: from its views, or from its validated batches when no view reads it
+    own = [fc.features_asset(v) for v, ds in views.items() if ds == spec.dataset.name]
+    interval_assets = own or [fc.validated_asset(spec.dataset.name)]
+    schedule = [fc.features_asset(v) for v in views] + ([] if own else interval_assets)
     with DAG(
         **fc.dag_kwargs(spec, "score", "score"),
-        schedule=[features],
+        schedule=schedule,
         doc_md=fc.doc(spec, "Batch scoring",
-                      f"Scores the interval with `models:/{spec.registered_model_name}@champion` and writes "
-                      "predictions with the model version (one file per interval)."),
+                      f"Runs once every view of `{spec.feature_service}` ({', '.join(views) or 'none'}) is built for "
+                      f"an interval of `{spec.dataset.name}`; scores its rows with "
+                      f"`models:/{spec.registered_model_name}@champion` and writes predictions with the model "
+                      "version (one file per interval)."),
     ) as dag:
 
         @task(outlets=[fc.scores_asset(spec.name)])
@@ -30,10 +37,11 @@ def build(spec: ModelSpec) -> DAG:
             from pipelines.spec import REPO_ROOT
 
             lay = Layout.from_env()
-            events = fc.interval_events(context, features)
+            by_key = {ev["key"]: ev for asset in interval_assets for ev in fc.interval_events(context, asset)}
+            events = [by_key[k] for k in sorted(by_key)]
             results = []
             for ev in events:
-                res = score_interval(spec, lay.validated(spec.name), REPO_ROOT / "feature_repo",
+                res = score_interval(spec, lay.validated(spec.dataset.name), REPO_ROOT / "feature_repo",
                                      fc.parse_ts(ev["interval_start"]), fc.parse_ts(ev["interval_end"]),
                                      ev["key"], lay.scores(spec.name),
                                      tables=(lay.features(), lay.feature_cache()))
@@ -52,5 +60,6 @@ def build(spec: ModelSpec) -> DAG:
     return dag
 
 
+_views = fc.views()
 for _spec in fc.specs().values():
-    globals()[f"score__{_spec.name}"] = build(_spec)
+    globals()[f"score__{_spec.name}"] = build(_spec, {v: _views[v]["dataset"] for v in fc.model_views(_spec)})

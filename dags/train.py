@@ -56,14 +56,15 @@ def build(spec: ModelSpec) -> DAG:
                 as_of = as_of or extra.get("interval_end")
                 reason = extra.get("reason", reason)
             if not as_of:
-                keys = validated_keys(lay.validated(spec.name))
+                keys = validated_keys(lay.validated(spec.dataset.name))
                 if not keys:
                     raise AirflowSkipException("no validated batch yet: nothing to train on")
-                from datetime import timedelta
+                from pipelines.layout import parse_key
 
-                as_of = (fc.parse_ts(keys[-1] + "T00:00:00+00:00") + timedelta(weeks=1)).isoformat()
+                # the end of the newest validated interval, by the dataset's cadence
+                as_of = fc.next_tick(spec.dataset.cadence, parse_key(keys[-1])).isoformat()
             run_key = fc.run_key(dag_run.run_id)
-            ts = build_set(spec, lay.validated(spec.name), REPO_ROOT / "feature_repo", fc.parse_ts(as_of),
+            ts = build_set(spec, lay.validated(spec.dataset.name), REPO_ROOT / "feature_repo", fc.parse_ts(as_of),
                            lay.home / "training" / spec.name / run_key, (lay.features(), lay.feature_cache()))
             log.info("training set as of %s (%s): %d train / %d holdout rows", as_of, reason, ts.train_rows,
                      ts.holdout_rows)

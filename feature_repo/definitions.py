@@ -1,27 +1,28 @@
-"""Feast definitions: entities, sources, feature views and one feature service per model.
+"""Feast definitions of the transactions example: entities, computed feature views, one service per model.
 
-Feature tables are written by pipelines/features.py as one parquet file per data interval under
-<FLYWHEEL_DATA_URI>/features/<view>/ (FLYWHEEL_HOME by default); the DuckDB offline store reads them
-with a glob from $FLYWHEEL_HOME/features/<view>/ (the same folder by default, else a local cache that
-every reader syncs from the store first: pipelines.features.sync_feature_tables). Each holds one daily
-snapshot per entity, stamped `event_ts` at the end of the day it summarises, with `created_ts` the
-interval end; no (entity, event_ts) is written twice (should a file from elsewhere repeat one, the
-row with the latest `created_ts` wins, offline and online). A row at time t sees the latest snapshot
-stamped <= t and at most `ttl` old: with daily snapshots, 3 days tolerate a late or missed day.
+Each view is a Feast `BatchFeatureView` declaring its `aggregations` over a dataset of datasets/ (tag
+`flywheel.dataset`), at a snapshot granularity (tag `flywheel.granularity`). Flywheel computes them
+(pipelines/feature_engine.py; Feast's local engine cannot) into the view's table, one parquet file per
+interval under <FLYWHEEL_DATA_URI>/features/<view>/ (FLYWHEEL_HOME by default), which the view's
+FileSource reads (from $FLYWHEEL_HOME/features/<view>/, a local cache that readers sync from the store
+when the store is remote). The snapshot at `feature_ts` = t summarises the events in [t - window, t);
+a row at time s reads the latest snapshot with t <= s, at most the TTL old (3 days for daily views).
+Semantics: pipelines/features/__init__.py.
 
-These are the only definitions: training sets, materialization and online reads all take their
-sources, timestamps, TTLs, join keys and features from the registry these objects are applied to.
+`share` aggregations name the value they count on the output field: tags={"flywheel.match": "<value>"}.
 """
 
 import os
 from datetime import timedelta
 from pathlib import Path
 
-from feast import Entity, FeatureService, FeatureView, Field, FileSource
+from feast import BatchFeatureView, Entity, FeatureService, Field, FileSource
+from feast.aggregation import Aggregation
 from feast.types import Float64, Int64
 from feast.value_type import ValueType
 
 FEATURES_ROOT = Path(os.environ.get("FLYWHEEL_HOME", Path(__file__).resolve().parent.parent / ".flywheel")) / "features"
+DAILY_FROM_TRANSACTIONS = {"flywheel.dataset": "transactions", "flywheel.granularity": "daily"}
 
 customer = Entity(name="customer", join_keys=["customer_id"], value_type=ValueType.INT64,
                   description="A card holder.")
@@ -29,15 +30,25 @@ merchant = Entity(name="merchant", join_keys=["merchant_id"], value_type=ValueTy
                   description="A card acceptor.")
 
 
-def _source(view: str) -> FileSource:
-    return FileSource(name=f"{view}_source", path=str(FEATURES_ROOT / view / "*.parquet"),
-                      timestamp_field="event_ts", created_timestamp_column="created_ts")
+def table(view: str) -> FileSource:
+    """The view's table: Flywheel writes it, Feast reads it."""
+    return FileSource(name=f"{view}_table", path=str(FEATURES_ROOT / view / "*.parquet"),
+                      timestamp_field="feature_ts", created_timestamp_column="created_ts")
 
 
-customer_stats = FeatureView(
+DAY, WEEK, MONTH = timedelta(days=1), timedelta(days=7), timedelta(days=30)
+
+customer_stats = BatchFeatureView(
     name="customer_stats",
     entities=[customer],
-    ttl=timedelta(days=3),
+    source=table("customer_stats"),
+    aggregations=[
+        Aggregation(column="transaction_id", function="count", time_window=DAY, name="cust_txn_count_1d"),
+        Aggregation(column="transaction_id", function="count", time_window=WEEK, name="cust_txn_count_7d"),
+        Aggregation(column="amount", function="sum", time_window=WEEK, name="cust_amount_sum_7d"),
+        Aggregation(column="amount", function="mean", time_window=MONTH, name="cust_amount_mean_30d"),
+        Aggregation(column="amount", function="max", time_window=WEEK, name="cust_amount_max_7d"),
+    ],
     schema=[
         Field(name="customer_id", dtype=Int64),
         Field(name="cust_txn_count_1d", dtype=Int64),
@@ -46,24 +57,29 @@ customer_stats = FeatureView(
         Field(name="cust_amount_mean_30d", dtype=Float64),
         Field(name="cust_amount_max_7d", dtype=Float64),
     ],
-    source=_source("customer_stats"),
+    tags=DAILY_FROM_TRANSACTIONS,
     online=True,
-    description="Daily snapshot of a customer's recent spending (stats over days up to the snapshot).",
+    description="A customer's recent spending, snapshot daily.",
 )
 
-merchant_stats = FeatureView(
+merchant_stats = BatchFeatureView(
     name="merchant_stats",
     entities=[merchant],
-    ttl=timedelta(days=3),
+    source=table("merchant_stats"),
+    aggregations=[
+        Aggregation(column="transaction_id", function="count", time_window=WEEK, name="merch_txn_count_7d"),
+        Aggregation(column="amount", function="mean", time_window=WEEK, name="merch_amount_mean_7d"),
+        Aggregation(column="channel", function="share", time_window=WEEK, name="merch_wallet_share_7d"),
+    ],
     schema=[
         Field(name="merchant_id", dtype=Int64),
         Field(name="merch_txn_count_7d", dtype=Int64),
         Field(name="merch_amount_mean_7d", dtype=Float64),
-        Field(name="merch_wallet_share_7d", dtype=Float64),
+        Field(name="merch_wallet_share_7d", dtype=Float64, tags={"flywheel.match": "wallet"}),
     ],
-    source=_source("merchant_stats"),
+    tags=DAILY_FROM_TRANSACTIONS,
     online=True,
-    description="Daily snapshot of a merchant's recent traffic.",
+    description="A merchant's recent traffic, snapshot daily.",
 )
 
 fraud_features = FeatureService(name="fraud_features", features=[customer_stats, merchant_stats],

@@ -1,5 +1,5 @@
-"""`flywheel` — operate the embedded runtime (init, up, down, status, feast-apply, demo) and run the data gate
-on one file (validate)."""
+"""`flywheel` — operate the embedded runtime (init, up, down, status, feast-apply, demo) and run a dataset's data
+gate on one file (validate)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pipelines.layout import Layout
 
 if TYPE_CHECKING:
-    from pipelines.spec import ModelSpec
+    from pipelines.spec import DatasetContract
 
 EXIT_ACCEPTED, EXIT_ERROR, EXIT_BLOCKED = 0, 1, 2
 
@@ -33,15 +33,18 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--resume", action="store_true", help="keep the previous state instead of resetting")
     val = sub.add_parser(
         "validate",
-        help="run a model's data gate on one batch file, outside Airflow",
-        description="Run the same gate as ingest_validate__<model> on one parquet or CSV file and write the same "
-        "outputs under FLYWHEEL_HOME. Exit code: 0 accepted (maybe with quarantined rows), 2 blocked, 1 error.",
+        help="run a dataset's data gate on one batch file, outside Airflow",
+        description="Run the same gate as ingest_validate__<dataset> on one parquet or CSV file, against the "
+        "contract datasets/<dataset>.yaml, and write the same outputs under FLYWHEEL_HOME. Exit code: 0 accepted "
+        "(maybe with quarantined rows), 2 blocked, 1 error.",
     )
     val.add_argument("file", type=Path, help="the batch file (.parquet or .csv)")
-    val.add_argument("--model", required=True, help="model spec name (models/<name>.yaml)")
-    val.add_argument("--start", help="interval start, ISO 8601 (default: from the file name via the dataset's "
-                     "file_pattern, else the schedule interval holding the earliest event)")
-    val.add_argument("--end", help="interval end, ISO 8601 (default: the next schedule tick after --start)")
+    # required: checked by the command itself, so that a usage mistake exits 1 (error), never 2 (blocked)
+    val.add_argument("--dataset", metavar="NAME", help="the dataset contract, datasets/<NAME>.yaml (required)")
+    val.add_argument("--model", help=argparse.SUPPRESS)  # gone: the error says which --dataset to use instead
+    val.add_argument("--start", help="interval start, ISO 8601 (default: from the file name via the contract's "
+                     "file_pattern, else the cadence interval holding the earliest event)")
+    val.add_argument("--end", help="interval end, ISO 8601 (default: the next cadence tick after --start)")
     val.add_argument("--json", action="store_true", help="print the machine-readable result instead")
     val.add_argument("--home", type=Path, help="FLYWHEEL_HOME to write to (default: $FLYWHEEL_HOME or ./.flywheel)")
     args = parser.parse_args(argv)
@@ -114,26 +117,36 @@ def _error(args: argparse.Namespace, message: str) -> int:
 
 def _run_validation(args: argparse.Namespace) -> tuple[Any, str | None]:
     from pipelines.layout import interval_key
-    from pipelines.spec import SpecError, load_specs
+    from pipelines.spec import SpecError, load_datasets, load_specs, readers
     from pipelines.validate import preserve_blocked, validate_batch
 
     try:
+        contracts = load_datasets()
         specs = load_specs()
     except SpecError as exc:
         raise CLIError(str(exc)) from None
-    if args.model not in specs:
-        raise CLIError(f"unknown model {args.model!r}; known: {', '.join(sorted(specs))} (models/<name>.yaml).")
-    spec = specs[args.model]
+    known = ", ".join(sorted(contracts)) or "none"
+    if args.model:
+        spec = specs.get(args.model)
+        use = f"--dataset {spec.dataset.name}" if spec is not None else f"--dataset NAME (known: {known})"
+        raise CLIError(f"--model is gone: a batch is validated once per dataset, whichever models read it; use {use}.")
+    if not args.dataset:
+        raise CLIError(f"--dataset NAME is required; known: {known} (datasets/<name>.yaml).")
+    if args.dataset not in contracts:
+        raise CLIError(f"unknown dataset {args.dataset!r}; known: {known} (datasets/<name>.yaml).")
+    contract = contracts[args.dataset]
     file = Path(args.file)
     if not file.is_file():
         raise CLIError(f"{file}: no such file; pass the path of a landed batch (.parquet or .csv).")
-    start, end = _interval(args, spec, file)
+    start, end = _interval(args, contract, file)
     lay = Layout(args.home.resolve()) if args.home else Layout.from_env()
-    result = validate_batch(file, spec, start, end, lay.validated(spec.name), lay.quarantine(spec.name),
-                            lay.validation_reports(spec.name), docs_dir=lay.data_docs(spec.name))
+    name = contract.name
+    result = validate_batch(file, contract, start, end, lay.validated(name), lay.quarantine(name),
+                            lay.validation_reports(name), docs_dir=lay.data_docs(name),
+                            readers=readers(name, specs))
     kept = None
     if result.verdict == "blocked":
-        kept = str(preserve_blocked(file, lay.blocked(spec.name), interval_key(start)))
+        kept = str(preserve_blocked(file, lay.blocked(name), interval_key(start)))
     return result, kept
 
 
@@ -146,24 +159,24 @@ def _parse_time(value: str, flag: str) -> datetime:
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
-def _interval(args: argparse.Namespace, spec: ModelSpec, file: Path) -> tuple[datetime, datetime]:
-    """--start/--end, else the start encoded in the file name, else the schedule interval of the data."""
+def _interval(args: argparse.Namespace, contract: DatasetContract, file: Path) -> tuple[datetime, datetime]:
+    """--start/--end, else the start encoded in the file name, else the cadence interval of the data."""
     if args.end and not args.start:
         raise CLIError("--end needs --start.")
-    start = _parse_time(args.start, "--start") if args.start else _start_from_name(spec, file)
+    start = _parse_time(args.start, "--start") if args.start else _start_from_name(contract, file)
     if start is None:
-        start = _start_from_data(spec, file)
-    end = _parse_time(args.end, "--end") if args.end else _next_tick(spec.schedule, start)
+        start = _start_from_data(contract, file)
+    end = _parse_time(args.end, "--end") if args.end else _next_tick(contract.cadence, start)
     if end <= start:
         raise CLIError(f"the interval end {end.isoformat()} is not after its start {start.isoformat()}.")
     return start, end
 
 
-def _start_from_name(spec: ModelSpec, file: Path) -> datetime | None:
+def _start_from_name(contract: DatasetContract, file: Path) -> datetime | None:
     """`transactions_{start:%Y-%m-%d}.parquet` -> the start in `transactions_2026-01-05.csv` (any suffix)."""
     import re
 
-    pattern = spec.dataset.file_pattern
+    pattern = contract.file_pattern
     m = re.search(r"\{start:([^}]*)\}", pattern)
     if m is None:
         return None
@@ -180,11 +193,11 @@ def _start_from_name(spec: ModelSpec, file: Path) -> datetime | None:
     return ts.replace(tzinfo=UTC)
 
 
-def _start_from_data(spec: ModelSpec, file: Path) -> datetime:
-    """The start of the schedule interval that holds the batch's earliest event."""
+def _start_from_data(contract: DatasetContract, file: Path) -> datetime:
+    """The start of the cadence interval that holds the batch's earliest event."""
     import pandas as pd
 
-    col = spec.event_timestamp
+    col = contract.timestamp
     try:
         if file.suffix.lower() == ".csv":
             ts = pd.read_csv(file, usecols=[col])[col]
@@ -192,36 +205,30 @@ def _start_from_data(spec: ModelSpec, file: Path) -> datetime:
             ts = pd.read_parquet(file, columns=[col])[col]
         first = pd.to_datetime(ts, utc=True, format="ISO8601").min()
     except Exception as exc:  # noqa: BLE001
-        raise CLIError(f"{file}: the interval is not in the file name ({spec.dataset.file_pattern}) and cannot be "
+        raise CLIError(f"{file}: the interval is not in the file name ({contract.file_pattern}) and cannot be "
                        f"read from `{col}` ({type(exc).__name__}: {exc}); pass --start and --end.") from None
     if pd.isna(first):
         raise CLIError(f"{file}: no `{col}` values to place the batch in an interval; pass --start and --end.")
-    return _previous_tick(spec.schedule, first.to_pydatetime())
+    return _previous_tick(contract.cadence, first.to_pydatetime())
 
 
-def _next_tick(schedule: str, after: datetime) -> datetime:
-    try:
-        from croniter import croniter
+def _next_tick(cadence: str, after: datetime) -> datetime:
+    """The first cadence tick after `after` (the contract loader has checked the cron expression)."""
+    from croniter import croniter
 
-        return croniter(schedule, after).get_next(datetime).astimezone(UTC)
-    except (ImportError, ValueError, KeyError):
-        return after + timedelta(days=7)
+    return croniter(cadence, after).get_next(datetime).astimezone(UTC)
 
 
-def _previous_tick(schedule: str, at: datetime) -> datetime:
-    """The last schedule tick at or before `at` (Monday 00:00 UTC of its week without croniter)."""
-    try:
-        from croniter import croniter
+def _previous_tick(cadence: str, at: datetime) -> datetime:
+    """The last cadence tick at or before `at`."""
+    from croniter import croniter
 
-        return croniter(schedule, at + timedelta(microseconds=1)).get_prev(datetime).astimezone(UTC)
-    except (ImportError, ValueError, KeyError):
-        day = at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        return day - timedelta(days=day.weekday())
+    return croniter(cadence, at + timedelta(microseconds=1)).get_prev(datetime).astimezone(UTC)
 
 
 def _print_result(result: Any, kept: str | None) -> None:
     blocked = result.verdict == "blocked"
-    print(f"{result.verdict.upper()}  model {result.model}  {result.batch_file}")
+    print(f"{result.verdict.upper()}  dataset {result.dataset}  {result.batch_file}")
     print(f"  interval  [{result.interval_start}, {result.interval_end})")
     print(f"  rows      {result.rows_landed} landed, {result.rows_clean} clean, {result.rows_quarantined} quarantined"
           + ("  (nothing published)" if blocked else ""))

@@ -11,7 +11,7 @@ from typing import Any
 
 from airflow.sdk import Asset
 
-from pipelines.spec import ModelSpec, load_specs
+from pipelines.spec import REPO_ROOT, DatasetContract, ModelSpec, load_datasets, load_specs
 
 log = logging.getLogger(__name__)
 
@@ -20,17 +20,44 @@ FEAST_POOL = "feast_online_store"   # one writer at a time into the embedded SQL
 START_DATE = datetime(2026, 1, 1)
 
 
+FEATURE_REPO = REPO_ROOT / "feature_repo"
+
+
 def specs() -> dict[str, ModelSpec]:
     return load_specs()
 
 
+def datasets() -> dict[str, DatasetContract]:
+    return load_datasets()
+
+
+def views() -> dict[str, dict[str, Any]]:
+    """The computed feature views (name -> dataset, join keys, features, lookback), without importing Feast."""
+    from pipelines.features.declarations import view_index
+
+    return dict(view_index(FEATURE_REPO)["views"])
+
+
+def model_views(spec: ModelSpec) -> list[str]:
+    """The views of the model's FeatureService (declared in feature_repo/)."""
+    from pipelines.features.declarations import view_index
+
+    services = view_index(FEATURE_REPO)["services"]
+    if spec.feature_service not in services:
+        raise ValueError(f"{spec.path}: features.service {spec.feature_service!r} is not a FeatureService of "
+                         f"{FEATURE_REPO / 'definitions.py'} ({sorted(services)}).")
+    return list(services[spec.feature_service])
+
+
 # --- Assets: the loop as an asset graph. One function per concept, used by producer and consumer.
-def validated_asset(model: str) -> Asset:
-    return Asset(name=f"{model}__validated_batch", uri=f"x-flywheel://{model}/validated", group="flywheel")
+def validated_asset(dataset: str) -> Asset:
+    """A batch of `dataset` passed its gate. extra: interval_start, interval_end, key, clean_path, rows_*."""
+    return Asset(name=f"{dataset}__validated", uri=f"x-flywheel://datasets/{dataset}/validated", group="flywheel")
 
 
-def features_asset(model: str) -> Asset:
-    return Asset(name=f"{model}__features", uri=f"x-flywheel://{model}/features", group="flywheel")
+def features_asset(view: str) -> Asset:
+    """A feature view's table for an interval was built and materialized. extra: interval_start/end, key, ..."""
+    return Asset(name=f"{view}__features", uri=f"x-flywheel://features/{view}", group="flywheel")
 
 
 def scores_asset(model: str) -> Asset:
@@ -57,7 +84,16 @@ def default_args(spec: ModelSpec) -> dict[str, Any]:
 def dag_kwargs(spec: ModelSpec, dag_prefix: str, stage: str) -> dict[str, Any]:
     """What every Flywheel DAG shares: id `<stage>__<model>`, one run at a time, no catch-up, owners."""
     return {"dag_id": f"{dag_prefix}__{spec.name}", "start_date": START_DATE, "catchup": False,
-            "max_active_runs": 1, "default_args": default_args(spec), "tags": tags(spec, stage)}
+            "max_active_runs": 1, "default_args": default_args(spec),
+            "tags": tags(spec, stage) + [f"dataset:{spec.dataset.name}"]}
+
+
+def data_dag_kwargs(dag_id: str, owners: tuple[str, ...] | list[str], stage: str, labels: list[str]) -> dict[str, Any]:
+    """The same for the data DAGs of a dataset or a feature view (owners: the dataset's)."""
+    return {"dag_id": dag_id, "start_date": START_DATE, "catchup": False, "max_active_runs": 1,
+            "default_args": {"owner": owners[0].split("@")[0], "email": list(owners), "retries": 1,
+                             "retry_delay": timedelta(seconds=10)},
+            "tags": ["flywheel", f"stage:{stage}", *labels]}
 
 
 def tags(spec: ModelSpec, stage: str) -> list[str]:
@@ -82,6 +118,15 @@ def interval_events(context: dict[str, Any], asset: Asset) -> list[dict[str, Any
 
 def parse_ts(value: str) -> datetime:
     return datetime.fromisoformat(value)
+
+
+def next_tick(cadence: str, after: datetime) -> datetime:
+    """The cadence's first tick strictly after `after` (UTC): the end of the interval that starts there."""
+    from datetime import UTC
+
+    from croniter import croniter
+
+    return croniter(cadence, after).get_next(datetime).astimezone(UTC)
 
 
 def run_link(context: dict[str, Any]) -> str:

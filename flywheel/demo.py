@@ -19,26 +19,12 @@ from typing import Any
 from flywheel import runtime
 from flywheel.airflow_api import AirflowAPI, AirflowAPIError
 from pipelines import storage
-from pipelines.datagen import BatchPlan, Scenario, land_batch
+from scenarios.cards import BatchPlan, Scenario, land_batch, short_scenario
 from pipelines.layout import Layout, default_data_uri
-from pipelines.spec import ModelSpec, load_specs
+from pipelines.spec import DatasetContract, ModelSpec, load_specs
 
-STAGES = ("ingest_validate", "features", "score", "monitor", "train", "rollback", "override")
+MODEL_STAGES = ("score", "monitor", "train", "rollback", "override")
 EXPERIMENT = {"max_depth": 1, "num_boost_round": 3}
-
-
-def short_scenario() -> Scenario:
-    """The same story in 8 batches: stable, first champion, blocked, quarantined, shift, retrain, experiment."""
-    return Scenario(batches=(
-        BatchPlan(0, "normal", "stable period"),
-        BatchPlan(1, "normal", "stable period"),
-        BatchPlan(2, "normal", "stable period"),
-        BatchPlan(3, "normal", "stable period; the first champion is trained after this batch"),
-        BatchPlan(4, "corrupted", "renamed `amount` to `amt`, absurd amounts: must be blocked"),
-        BatchPlan(5, "bad_rows", "a few bad rows: quarantined"),
-        BatchPlan(6, "shifted", "market shift: drift, email, automatic retrain"),
-        BatchPlan(7, "shifted", "shift continues; a cheaper experiment is rejected by the gate"),
-    ), train_after=3, experiment_after=7)
 
 
 class Timeline:
@@ -60,10 +46,23 @@ def _reset(lay: Layout) -> None:
         shutil.rmtree(child) if child.is_dir() else child.unlink()
 
 
+def _datasets(chosen: list[ModelSpec]) -> list[DatasetContract]:
+    return list({s.dataset.name: s.dataset for s in chosen}.values())
+
+
+def _dag_ids(chosen: list[ModelSpec]) -> list[str]:
+    """The chosen models' DAGs and the data DAGs they stand on (their datasets, their views)."""
+    from flywheel.dagkit import model_views
+
+    views = dict.fromkeys(v for s in chosen for v in model_views(s))
+    return ([f"ingest_validate__{d.name}" for d in _datasets(chosen)] + [f"features__{v}" for v in views]
+            + [f"{stage}__{s.name}" for s in chosen for stage in MODEL_STAGES])
+
+
 def _ingest(api: AirflowAPI, chosen: list[ModelSpec], start: datetime, end: datetime, note: str) -> dict[str, str]:
     runs = {}
-    for spec in chosen:
-        dag_id = f"ingest_validate__{spec.name}"
+    for contract in _datasets(chosen):
+        dag_id = f"ingest_validate__{contract.name}"
         runs[dag_id] = f"batch__{start:%Y-%m-%d}"
         try:
             api.trigger(dag_id, logical_date=end, interval=(start, end), run_id=runs[dag_id], note=note)
@@ -121,8 +120,10 @@ def _describe(api: AirflowAPI, run: dict[str, Any]) -> str:
             return f"BLOCKED — {', '.join(rules)[:160]}; owners emailed"
         return f"accepted: {res['rows_clean']} clean rows, {res['rows_quarantined']} quarantined"
     if stage == "features":
-        res = api.xcom(dag_id, run_id, "build_feature_tables") or []
-        return "; ".join(f"{iv['key']}: " + ", ".join(f"{v} {n}" for v, n in iv["rows"].items()) for iv in res) or state
+        res = api.xcom(dag_id, run_id, "build_feature_table") or []
+        return "; ".join(f"{iv['key']}: {iv['rows']} snapshots" + (f" (rebuilt: {iv['rebuilt_for']} re-validated)"
+                                                                  if iv.get("rebuilt_for") else "")
+                         for iv in res) or state
     if stage == "score":
         if skipped("score_batch"):
             return "skipped: no champion yet"
@@ -248,7 +249,7 @@ def run_demo(lay: Layout, ports: runtime.Ports, short: bool = False, resume: boo
     os.environ.update({k: v for k, v in env.items() if k.startswith(("FLYWHEEL_", "MLFLOW_", "AWS_", "DO_NOT"))})
     lay = Layout(lay.home, default_data_uri())   # the data areas where the topology put them (FLYWHEEL_DATA_URI)
     api = AirflowAPI(f"http://127.0.0.1:{ports.airflow}", "admin", runtime.admin_password(lay))
-    dag_ids = [f"{stage}__{s.name}" for s in chosen for stage in STAGES]
+    dag_ids = _dag_ids(chosen)
     deadline = time.monotonic() + 240
     while True:
         known = {d["dag_id"]: d for d in api.dags()}
@@ -274,19 +275,19 @@ def run_demo(lay: Layout, ports: runtime.Ports, short: bool = False, resume: boo
     for plan in sc.batches:
         start, end = plan.interval(sc.start)
         tl.say(f"batch {plan.week + 1:02d}  {start:%Y-%m-%d} → {end:%Y-%m-%d}  [{plan.kind}] {plan.note}")
-        for spec in {s.dataset.name: s for s in chosen}.values():
-            landing = lay.landing(spec.dataset.name)
-            if not (resume and storage.exists(storage.join(landing, spec.dataset.file_pattern.format(start=start)))):
-                land_batch(sc, plan, landing, spec.dataset.file_pattern)
+        for contract in _datasets(chosen):
+            landing = lay.landing(contract.name)
+            if not (resume and storage.exists(storage.join(landing, contract.file_name(start)))):
+                land_batch(sc, plan, landing, contract.file_pattern)
         ingest_runs = _ingest(api, chosen, start, end, plan.note)
         api.wait_settled(dag_ids)
         runs = _print_runs(api, tl, dag_ids, since, seen)
         if plan.kind == "corrupted":
             tl.say("upstream fixes its export and re-lands the batch (the blocked file is kept as evidence); "
                    "an engineer clears `validate_batch` of the failed runs, as the email says")
-            for spec in {s.dataset.name: s for s in chosen}.values():
-                land_batch(sc, BatchPlan(plan.week, "normal", "re-landed"), lay.landing(spec.dataset.name),
-                           spec.dataset.file_pattern)
+            for contract in _datasets(chosen):
+                land_batch(sc, BatchPlan(plan.week, "normal", "re-landed"), lay.landing(contract.name),
+                           contract.file_pattern)
             for dag_id, run_id in ingest_runs.items():
                 api.clear(dag_id, run_id, ["validate_batch"], note="re-landed after the upstream fix")
                 seen.discard(f"{dag_id}/{run_id}")
@@ -323,17 +324,22 @@ def run_demo(lay: Layout, ports: runtime.Ports, short: bool = False, resume: boo
 def _summary(lay: Layout, ports: runtime.Ports, chosen: list[ModelSpec], batches: list[dict], runs: list[dict],
              api: AirflowAPI, t_start: float, t_services: float, loop_s: float, short: bool) -> dict[str, Any]:
     mails = _mail(lay)
+    datasets = {}
+    for contract in _datasets(chosen):
+        ingest = [r for r in runs if r["dag_id"] == f"ingest_validate__{contract.name}"]
+        datasets[contract.name] = {
+            "batches_ingested": sum(1 for r in ingest if r["line"].startswith("accepted")),
+            "batches_blocked": sum(1 for r in ingest if r["line"].startswith("BLOCKED")),
+            "rows_quarantined": sum(storage.parquet_rows(p)
+                                    for p in storage.list_files(lay.quarantine(contract.name), ".parquet")),
+            "read_by": [s.name for s in chosen if s.dataset.name == contract.name],
+        }
     models = {}
     for spec in chosen:
         reg = _registry(spec)
-        q = sum(storage.parquet_rows(p) for p in storage.list_files(lay.quarantine(spec.name), ".parquet"))
         mine = [r for r in runs if r["dag_id"].endswith(f"__{spec.name}")]
         models[spec.name] = {
-            "batches_ingested": sum(1 for r in mine if r["dag_id"].startswith("ingest")
-                                    and r["line"].startswith("accepted")),
-            "batches_blocked": sum(1 for r in mine if r["dag_id"].startswith("ingest")
-                                   and r["line"].startswith("BLOCKED")),
-            "rows_quarantined": q,
+            "dataset": spec.dataset.name,
             "model_versions": reg["versions"],
             "aliases": reg["aliases"],
             "champion_version": reg["aliases"].get("champion"),
@@ -352,6 +358,7 @@ def _summary(lay: Layout, ports: runtime.Ports, chosen: list[ModelSpec], batches
         "scenario_s": round(loop_s, 1),
         "stage_times": _stage_times(api, runs),
         "batches": batches,
+        "datasets": datasets,
         "models": models,
         "emails_sent": len(mails),
         "emails": [{k: m[k] for k in ("to", "subject", "attachments")} for m in mails],
@@ -362,9 +369,11 @@ def _summary(lay: Layout, ports: runtime.Ports, chosen: list[ModelSpec], batches
 
 def _print_summary(s: dict[str, Any], lay: Layout, ports: runtime.Ports) -> None:
     print("\n=== Flywheel demo summary ===")
+    for name, d in s["datasets"].items():
+        print(f"dataset {name}: {d['batches_ingested']} batches ingested, {d['batches_blocked']} blocked, "
+              f"{d['rows_quarantined']} rows quarantined; read by {', '.join(d['read_by'])}")
     for name, m in s["models"].items():
-        print(f"{name}: {m['batches_ingested']} batches ingested, {m['batches_blocked']} blocked, "
-              f"{m['rows_quarantined']} rows quarantined; champion v{m['champion_version']}")
+        print(f"model {name}: champion v{m['champion_version']}")
         for g in m["gate_decisions"]:
             print(f"    v{g['version']}: {g['decision']} — {(g['reason'] or '')[:150]}")
         print(f"    drift events: {len(m['drift_events'])}; train runs: {len(m['retrain_runs'])}")

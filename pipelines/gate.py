@@ -4,10 +4,12 @@ What the gate decides, and how (thresholds come from the spec's `gate:` section,
 
 * **Same data.** Challenger and champion are scored on the same, newest labelled holdout (the days
   after the training window; no row of it was trained on).
+* **Metrics** come from the registry (pipelines/metrics.py): its direction, its estimate on the
+  holdout and its vectorised resampling kernel. Every registered metric can be the primary one.
 * **Improvement** is measured in the metric's better direction: `challenger - champion` when higher
-  is better (average precision), `champion - challenger` when lower is better (MAE). Positive means
-  the challenger is better. **Relative improvement** is `improvement / |champion|`, the champion's
-  value on the same holdout.
+  is better (average precision, ROC AUC), `champion - challenger` when lower is better (log loss, MAE,
+  RMSE). Positive means the challenger is better. **Relative improvement** is
+  `improvement / |champion|`, the champion's value on the same holdout.
 * **Paired bootstrap.** `bootstrap_resamples` resamples of the holdout rows (seeded with the spec's
   `training.seed`, so a re-run gives the same interval); both models are scored on the same resample,
   which cancels the noise they share. The interval is the percentile interval at `confidence`
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+    from pipelines.metrics import Metric
     from pipelines.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -62,8 +65,6 @@ DEFAULT_CONFIDENCE = 0.95
 DEFAULT_SLICE_MIN_ROWS = 100
 DEFAULT_SLICE_MIN_POSITIVES = 5
 DEFAULT_LATENCY_SAMPLES = 300
-# metrics the bootstrap can resample (vectorised below)
-BOOTSTRAP_METRICS = ("average_precision", "mae")
 
 
 class PromotionError(RuntimeError):
@@ -180,9 +181,9 @@ def _fmt(x: float | None, signed: bool = False) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# Vectorised metrics over bootstrap weights. A resample is a row of counts `w` (how often each holdout
-# row was drawn): the metric of the resampled data equals the count-weighted metric, so nothing is
-# copied or re-sorted per resample.
+# The paired bootstrap. A resample is a row of counts `w` (how often each holdout row was drawn): the
+# metric of the resampled data equals the count-weighted metric (`Metric.weighted` of the registry,
+# vectorised over resamples), so nothing is copied or re-sorted per resample.
 
 
 def resample_counts(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
@@ -193,65 +194,21 @@ def resample_counts(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
     return np.bincount(idx.ravel(), minlength=size * n).reshape(size, n).astype(np.float64)
 
 
-def average_precision_weighted(y: np.ndarray, score: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Average precision (sklearn's definition: sum over score thresholds of recall step x precision,
-    tied scores forming one threshold) for each row of weights `w` (B, n). NaN when no positives."""
-    import numpy as np
-
-    w = np.atleast_2d(w)
-    order = np.argsort(-score, kind="stable")
-    ys, ss, ws = y[order].astype(np.float64), score[order], w[:, order]
-    ends = np.flatnonzero(np.r_[ss[1:] != ss[:-1], True])      # last row of each tie group
-    tp = np.cumsum(ws * ys, axis=1)[:, ends]
-    fp = np.cumsum(ws * (1.0 - ys), axis=1)[:, ends]
-    seen = tp + fp
-    precision = np.divide(tp, seen, out=np.zeros_like(tp), where=seen > 0)
-    recall_step = np.diff(tp, axis=1, prepend=0.0)
-    positives = tp[:, -1]
-    ap = (recall_step * precision).sum(axis=1)
-    return np.divide(ap, positives, out=np.full_like(ap, np.nan), where=positives > 0)
-
-
-def mae_weighted(y: np.ndarray, pred: np.ndarray, w: np.ndarray) -> np.ndarray:
-    import numpy as np
-
-    w = np.atleast_2d(w)
-    total = w.sum(axis=1)
-    err = w @ np.abs(y.astype(np.float64) - pred.astype(np.float64))
-    return np.divide(err, total, out=np.full_like(err, np.nan), where=total > 0)
-
-
-def metric_weighted(metric: str, y: np.ndarray, pred: np.ndarray, w: np.ndarray) -> np.ndarray:
-    if metric == "average_precision":
-        return average_precision_weighted(y, pred, w)
-    if metric == "mae":
-        return mae_weighted(y, pred, w)
-    raise ValueError(f"the gate cannot bootstrap {metric!r}; use one of {BOOTSTRAP_METRICS}")
-
-
-def metric_value(metric: str, y: np.ndarray, pred: np.ndarray) -> float:
-    """The metric on all rows (NaN when undefined: no rows, one class, non-finite predictions)."""
-    import numpy as np
-
-    if len(y) == 0 or not np.all(np.isfinite(pred)):
-        return math.nan
-    return float(metric_weighted(metric, y, pred, np.ones((1, len(y))))[0])
-
-
-def paired_bootstrap(metric: str, y: np.ndarray, challenger: np.ndarray, champion: np.ndarray,
-                     higher_is_better: bool, resamples: int = DEFAULT_RESAMPLES,
-                     confidence: float = DEFAULT_CONFIDENCE, seed: int = 0,
+def paired_bootstrap(metric: str | Metric, y: np.ndarray, challenger: np.ndarray, champion: np.ndarray,
+                     resamples: int = DEFAULT_RESAMPLES, confidence: float = DEFAULT_CONFIDENCE, seed: int = 0,
                      clusters: np.ndarray | None = None) -> Interval:
-    """Percentile interval of the improvement (challenger over champion, in the better direction),
-    both models scored on the same resamples. With `clusters` (e.g. the entity key of each row) whole
-    clusters are resampled, so rows of one customer move together and the interval is not too narrow.
-    Undefined (NaN bounds) when over 10% of the resamples leave the metric undefined for either model
-    (e.g. a resample without a positive row): the interval would then describe a different population."""
+    """Percentile interval of the improvement (challenger over champion, in the metric's better direction,
+    from the registry), both models scored on the same resamples. With `clusters` (e.g. the entity key of
+    each row) whole clusters are resampled, so rows of one customer move together and the interval is not
+    too narrow. Undefined (NaN bounds) when over 10% of the resamples leave the metric undefined for either
+    model (e.g. a resample without a positive row): the interval would then describe a different population."""
     import numpy as np
 
+    from pipelines.metrics import metric as registered
+
+    m = registered(metric) if isinstance(metric, str) else metric
     n = len(y)
-    sign = 1.0 if higher_is_better else -1.0
-    estimate = sign * (metric_value(metric, y, challenger) - metric_value(metric, y, champion))
+    estimate = m.sign * (m.value(y, challenger) - m.value(y, champion))
     if n == 0 or resamples <= 0 or not (np.all(np.isfinite(challenger)) and np.all(np.isfinite(champion))):
         return Interval(estimate, math.nan, math.nan, confidence, resamples, 0, seed)
     if clusters is not None and len(clusters) == n:
@@ -264,7 +221,7 @@ def paired_bootstrap(metric: str, y: np.ndarray, challenger: np.ndarray, champio
     deltas = []
     for start in range(0, resamples, chunk):
         w = resample_counts(rng, k, min(chunk, resamples - start))[:, member]
-        deltas.append(sign * (metric_weighted(metric, y, challenger, w) - metric_weighted(metric, y, champion, w)))
+        deltas.append(m.sign * (m.weighted(y, challenger, w) - m.weighted(y, champion, w)))
     d = np.concatenate(deltas)
     d = d[np.isfinite(d)]
     if len(d) < 0.9 * resamples:
@@ -294,14 +251,10 @@ def expected_calibration_error(y: np.ndarray, prob: np.ndarray, bins: int = 10) 
 
 
 def holdout_metrics(spec: ModelSpec, y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """The challenger's (or champion's) metrics on the holdout; NaN where undefined."""
-    import numpy as np
-
+    """The challenger's (or champion's) metrics on the holdout (every registered metric of the task, the
+    primary one included, plus the calibration checks of a classifier); NaN where undefined."""
     from pipelines import model as m
 
-    if len(y) == 0 or not np.all(np.isfinite(pred)):
-        base = {spec.primary_metric: math.nan}
-        return {**base, "brier": math.nan} if spec.task == "binary" else base
     out = m.metrics_for(spec, y, pred)
     if spec.task == "binary":
         out["brier"] = brier_score(y, pred)
@@ -345,7 +298,10 @@ def _bucket_label(lo: float, hi: float) -> str:
 
 def compare_slices(spec: ModelSpec, y: np.ndarray, challenger: np.ndarray, champion: np.ndarray | None,
                    labels: dict[str, np.ndarray], clusters: np.ndarray | None = None) -> tuple[SliceResult, ...]:
-    metric, hib = spec.primary_metric, spec.higher_is_better
+    from pipelines.metrics import metric as registered
+
+    metric = spec.primary_metric
+    primary = registered(metric)
     min_rows = spec.gate.get("slice_min_rows", DEFAULT_SLICE_MIN_ROWS)
     min_pos = spec.gate.get("slice_min_positives", DEFAULT_SLICE_MIN_POSITIVES)
     tol = spec.gate.get("slice_tolerance")
@@ -370,14 +326,14 @@ def compare_slices(spec: ModelSpec, y: np.ndarray, challenger: np.ndarray, champ
                                            f"{name}: ignored, {rows} rows" + (f", {pos} positives" if pos is not None
                                                                               else "") + f" ({need})"))
                 continue
-            cv = metric_value(metric, ys, pc)
+            cv = primary.value(ys, pc)
             if champion is None:
                 results.append(SliceResult(column, str(value), rows, pos, cv, None, None, "not_compared",
                                            f"{name}: {metric} {_fmt(cv)} ({rows} rows)"))
                 continue
-            iv = paired_bootstrap(metric, ys, pc, champion[mask], hib, resamples, confidence, spec.seed,
+            iv = paired_bootstrap(primary, ys, pc, champion[mask], resamples, confidence, spec.seed,
                                   clusters[mask] if clusters is not None else None)
-            hv = metric_value(metric, ys, champion[mask])
+            hv = primary.value(ys, champion[mask])
             if not iv.defined:
                 status, text = "undefined", "improvement undefined"
             elif tol is not None and iv.high < -tol:
@@ -421,13 +377,10 @@ def compare_on_holdout(spec: ModelSpec, y: np.ndarray, challenger_pred: np.ndarr
             champion_error = "champion made no predictions on the holdout"
         else:
             champ_metrics = holdout_metrics(spec, y, champion_pred)
-            if spec.primary_metric in BOOTSTRAP_METRICS:
-                improvement = paired_bootstrap(
-                    spec.primary_metric, y, challenger_pred, champion_pred, spec.higher_is_better,
-                    int(spec.gate.get("bootstrap_resamples", DEFAULT_RESAMPLES)),
-                    spec.gate.get("confidence", DEFAULT_CONFIDENCE), spec.seed, clusters)
-            else:
-                champion_error = f"the gate cannot bootstrap {spec.primary_metric}"
+            improvement = paired_bootstrap(
+                spec.primary_metric, y, challenger_pred, champion_pred,
+                int(spec.gate.get("bootstrap_resamples", DEFAULT_RESAMPLES)),
+                spec.gate.get("confidence", DEFAULT_CONFIDENCE), spec.seed, clusters)
     compared = champion_pred if champ_metrics is not None else None
     slice_results = compare_slices(spec, y, challenger_pred, compared, slices or {}, clusters) if n else ()
     lat = latency or {}
@@ -584,12 +537,13 @@ def evaluate_gate(spec: ModelSpec, challenger_version: str, holdout_path: str, f
     from pipelines.training import LABEL
 
     holdout = pd.read_parquet(holdout_path)
-    x = m.to_matrix_frame(holdout, spec, features)
     y = holdout[LABEL].to_numpy(dtype="float64")
     name = spec.registered_model_name
     chal_pred, chal_error, latency = None, None, None
     try:
         booster = m.load_version(name, challenger_version)
+        # each version reads the holdout with its own recorded categories
+        x = m.to_matrix_frame(holdout, spec, features, m.load_categories(name, challenger_version))
         chal_pred = m.predict(booster, x)
         if len(x):
             latency = m.single_row_latency_ms(booster, x, int(spec.gate.get("latency_samples",
@@ -613,7 +567,8 @@ def evaluate_gate(spec: ModelSpec, challenger_version: str, holdout_path: str, f
             champ_error = "challenger is already the champion"
         else:
             try:
-                champ_pred = m.predict(m.load_version(name, champ_version), x)
+                champ_x = m.to_matrix_frame(holdout, spec, features, m.load_categories(name, champ_version))
+                champ_pred = m.predict(m.load_version(name, champ_version), champ_x)
             except Exception as exc:
                 log.exception("champion v%s could not be evaluated", champ_version)
                 champ_error = str(exc)

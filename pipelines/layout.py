@@ -5,8 +5,9 @@ The data that crosses stages and hosts lives under the data root and is addresse
 (see pipelines/storage.py): landing, validated, quarantine, blocked, validation reports (the
 duplicate-batch registry and the distribution profiles are read by every later run), feature tables,
 scores and drift reports. The keys under the root are the same whatever the root:
-`data/landing/<dataset>`, `data/validated/<model>`, `data/quarantine/<model>`, `data/blocked/<model>`,
-`data/validation_reports/<model>`, `features/<view>`, `scores/<model>`, `reports/<model>`. With the
+`data/landing/<dataset>`, `data/validated/<dataset>`, `data/quarantine/<dataset>`, `data/blocked/<dataset>`,
+`data/validation_reports/<dataset>`, `features/<view>`, `scores/<model>`, `reports/<model>`. A batch is
+validated once per dataset; every model reading the dataset reads its validated batches. With the
 default root these are the same local folders as always (plain paths, not file:// URIs).
 
 What stays local under FLYWHEEL_HOME (`Path`s): the feature tables' read cache for Feast (see
@@ -45,8 +46,19 @@ def default_data_uri() -> str | None:
 
 
 def interval_key(start: datetime) -> str:
-    """The partition key of a data interval: its start date (batches are whole days/weeks)."""
-    return start.strftime("%Y-%m-%d")
+    """The partition key of a data interval: its start date, with the time when it is not midnight
+    (`2026-01-05`, `2026-01-05T1300` for an hourly cadence). Sorts in time order."""
+    if (start.hour, start.minute) == (0, 0):
+        return start.strftime("%Y-%m-%d")
+    return start.strftime("%Y-%m-%dT%H%M")
+
+
+def parse_key(key: str) -> datetime:
+    """The interval start of a partition key (UTC)."""
+    from datetime import UTC
+
+    ts = datetime.fromisoformat(key)
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
 
 
 @dataclass(frozen=True)
@@ -68,18 +80,18 @@ class Layout:
     def landing(self, dataset: str) -> str:
         return storage.join(self.data_root, "data", "landing", dataset)
 
-    # validation outputs, per model (each model validates with its own rules)
-    def validated(self, model: str) -> str:
-        return storage.join(self.data_root, "data", "validated", model)
+    # validation outputs, per dataset (validated once, whichever models read it)
+    def validated(self, dataset: str) -> str:
+        return storage.join(self.data_root, "data", "validated", dataset)
 
-    def quarantine(self, model: str) -> str:
-        return storage.join(self.data_root, "data", "quarantine", model)
+    def quarantine(self, dataset: str) -> str:
+        return storage.join(self.data_root, "data", "quarantine", dataset)
 
-    def blocked(self, model: str) -> str:
-        return storage.join(self.data_root, "data", "blocked", model)
+    def blocked(self, dataset: str) -> str:
+        return storage.join(self.data_root, "data", "blocked", dataset)
 
-    def validation_reports(self, model: str) -> str:
-        return storage.join(self.data_root, "data", "validation_reports", model)
+    def validation_reports(self, dataset: str) -> str:
+        return storage.join(self.data_root, "data", "validation_reports", dataset)
 
     def scores(self, model: str) -> str:
         return storage.join(self.data_root, "scores", model)
@@ -89,11 +101,11 @@ class Layout:
 
     # ---- local to this host (Paths under FLYWHEEL_HOME)
 
-    # the GX Data Docs site of a model's gate (index: data_docs/<model>/site/index.html)
-    def data_docs(self, model: str) -> Path:
-        return self.home / "data" / "data_docs" / model
+    # the GX Data Docs site of a dataset's gate (index: data_docs/<dataset>/site/index.html)
+    def data_docs(self, dataset: str) -> Path:
+        return self.home / "data" / "data_docs" / dataset
 
-    # feature tables, per feature view (shared by every model that uses the view), in the store
+    # feature tables, per feature view (built once, read by every model whose FeatureService has it)
     def features(self) -> str:
         return storage.join(self.data_root, "features")
 

@@ -1,4 +1,14 @@
-"""XGBoost training, metrics and MLflow tracking/registry for any spec."""
+"""XGBoost training, metrics and MLflow tracking/registry for any spec.
+
+Row features of any contract column type become model inputs (`to_matrix_frame`): `string` columns
+are categorical, `timestamp` columns seconds since the epoch, the rest floats. The categories of each
+string row feature are every value seen in the training rows, unioned with the contract's allowed set
+when it has one, sorted (`fit_categories`). They are recorded with the version (the MLflow artifact
+`categories.json`) and applied wherever the version predicts (training holdout, gate, scoring), so a
+value gets the same code at training and at scoring; a value unseen at training is scored as missing
+(and counted in the log), never a crash. A version trained before categories were recorded has no
+`categories.json`: it falls back to the contract's allowed sets, as it was trained.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.spec import REPO_ROOT, ModelSpec
-from pipelines.training import LABEL, categorical_columns
+from pipelines.training import LABEL
 
 if TYPE_CHECKING:
     import numpy as np
@@ -23,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
+CATEGORIES_ARTIFACT = "categories.json"
 PIP_REQUIREMENTS = ["xgboost==3.2.0", "pandas<3", "numpy"]
 
 
@@ -44,36 +55,95 @@ def code_version(repo: Path = REPO_ROOT) -> str:
         return "unknown"
 
 
-def to_matrix_frame(df: pd.DataFrame, spec: ModelSpec, features: list[str]) -> pd.DataFrame:
-    """The model's input frame: fixed column order, contract categories, floats elsewhere."""
+def _row_features_of_type(spec: ModelSpec, features: list[str], kind: str) -> list[str]:
+    """The model's row features whose contract column has type `kind`, in feature order."""
+    out = []
+    for name in features:
+        if name not in spec.row_features:
+            continue
+        try:
+            rule = spec.dataset.column(name)
+        except KeyError:
+            continue
+        if rule.type == kind:
+            out.append(name)
+    return out
+
+
+def contract_categories(spec: ModelSpec, features: list[str]) -> dict[str, list[str]]:
+    """String row features with an allowed set in the dataset contract, with that set in contract order:
+    the categories of a version trained before `categories.json` was recorded (it was trained with these)."""
+    out = {}
+    for name in _row_features_of_type(spec, features, "string"):
+        allowed = spec.dataset.column(name).allowed
+        if allowed:
+            out[name] = [str(v) for v in allowed]
+    return out
+
+
+def _as_text(col: pd.Series) -> pd.Series:
+    """A string column as text (missing stays missing), so 5 and "5" are one category."""
+    return col.astype("string")
+
+
+def fit_categories(spec: ModelSpec, train: pd.DataFrame, features: list[str]) -> dict[str, list[str]]:
+    """The categories of every string row feature: each value seen in the training rows, unioned with the
+    contract's allowed set when it has one, sorted (the codes XGBoost sees follow this order)."""
+    out = {}
+    for name in _row_features_of_type(spec, features, "string"):
+        seen = set(_as_text(train[name]).dropna().unique().tolist()) if name in train.columns else set()
+        allowed = spec.dataset.column(name).allowed or ()
+        out[name] = sorted(seen | {str(v) for v in allowed})
+    return out
+
+
+def to_matrix_frame(df: pd.DataFrame, spec: ModelSpec, features: list[str],
+                    categories: dict[str, list[str]] | None = None) -> pd.DataFrame:
+    """The model's input frame: fixed column order; string row features as categoricals with the version's
+    `categories` (from `fit_categories` at training, `load_categories` afterwards; None: a version from
+    before they were recorded, which uses the contract's allowed sets); timestamp row features as seconds
+    since the epoch; floats elsewhere.
+
+    A value unseen at training becomes missing (XGBoost's missing branch), never an error; the count of
+    such values per column is logged and kept in `frame.attrs["unseen_categories"]`."""
     import pandas as pd
 
-    cats = categorical_columns(spec)
+    cats = categories if categories is not None else contract_categories(spec, features)
+    timestamps = set(_row_features_of_type(spec, features, "timestamp"))
     out = pd.DataFrame(index=df.index)
+    unseen: dict[str, int] = {}
     for name in features:
         if name in cats:
-            out[name] = pd.Categorical(df[name], categories=cats[name])
+            text = _as_text(df[name])
+            col = pd.Categorical(text, categories=cats[name])
+            unseen[name] = int((text.notna().to_numpy() & (col.codes == -1)).sum())
+            out[name] = col
+        elif name in timestamps:
+            ts = pd.to_datetime(df[name], utc=True, errors="coerce")
+            out[name] = (ts - pd.Timestamp(0, tz="UTC")).dt.total_seconds().astype("float64")
         else:
             out[name] = pd.to_numeric(df[name], errors="coerce").astype("float64")
+    for name, count in unseen.items():
+        if count:
+            log.warning("%s: %d of %d value(s) of `%s` were not seen at training; scored as missing",
+                        spec.name, count, len(df), name)
+    out.attrs["unseen_categories"] = unseen
     return out
 
 
 def metrics_for(spec: ModelSpec, y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """Metrics of the spec's task. Empty or one-class data gives NaN (and the gate fails closed)."""
+    """Every registered metric of the spec's task (pipelines/metrics.py; NaN where undefined: empty or
+    one-class data, non-finite predictions, and the gate fails closed), plus the report-only
+    `positive_rate` of a classifier."""
     import numpy as np
-    from sklearn import metrics as skm
 
-    if len(y) == 0:
-        return {spec.primary_metric: math.nan}
+    from pipelines.metrics import values
+
+    y = np.asarray(y, dtype=np.float64)
+    out = values(spec.task, y, pred)
     if spec.task == "binary":
-        if len(np.unique(y)) < 2:
-            return {"average_precision": math.nan, "roc_auc": math.nan}
-        return {"average_precision": float(skm.average_precision_score(y, pred)),
-                "roc_auc": float(skm.roc_auc_score(y, pred)),
-                "log_loss": float(skm.log_loss(y, np.clip(pred, 1e-7, 1 - 1e-7))),
-                "positive_rate": float(np.mean(y))}
-    return {"mae": float(skm.mean_absolute_error(y, pred)),
-            "rmse": float(math.sqrt(skm.mean_squared_error(y, pred)))}
+        out["positive_rate"] = float(np.mean(y)) if len(y) else math.nan
+    return out
 
 
 def predict(booster: xgb.Booster, frame: pd.DataFrame) -> np.ndarray:
@@ -127,8 +197,10 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def fit(spec: ModelSpec, train: pd.DataFrame, features: list[str], params: dict[str, Any]) -> xgb.Booster:
-    """XGBoost with early stopping on the newest 15% of the training rows (time order)."""
+def fit(spec: ModelSpec, train: pd.DataFrame, features: list[str], params: dict[str, Any],
+        categories: dict[str, list[str]] | None = None) -> xgb.Booster:
+    """XGBoost with early stopping on the newest 15% of the training rows (time order). String row
+    features are categorical with `categories` (default: `fit_categories` of `train`)."""
     import xgboost as xgb
 
     p = dict(params)
@@ -137,7 +209,9 @@ def fit(spec: ModelSpec, train: pd.DataFrame, features: list[str], params: dict[
     objective = "binary:logistic" if spec.task == "binary" else "reg:absoluteerror"
     metric = "aucpr" if spec.task == "binary" else "mae"
     cut = int(len(train) * 0.85)
-    x = to_matrix_frame(train, spec, features)
+    if categories is None:
+        categories = fit_categories(spec, train, features)
+    x = to_matrix_frame(train, spec, features, categories)
     y = train[LABEL].to_numpy()
     dtrain = xgb.DMatrix(x.iloc[:cut], label=y[:cut], enable_categorical=True)
     dval = xgb.DMatrix(x.iloc[cut:], label=y[cut:], enable_categorical=True)
@@ -189,14 +263,15 @@ def train_and_register(spec: ModelSpec, training_set: dict[str, Any], features: 
     train = pd.read_parquet(training_set["train_path"])
     holdout = pd.read_parquet(training_set["holdout_path"])
     params = {**spec.params, **params_override}
-    booster = fit(spec, train, features, params)
-    pred = predict(booster, to_matrix_frame(holdout, spec, features))
+    categories = fit_categories(spec, train, features)
+    booster = fit(spec, train, features, params, categories)
+    pred = predict(booster, to_matrix_frame(holdout, spec, features, categories))
     metrics = {f"holdout_{k}": v for k, v in metrics_for(spec, holdout[LABEL].to_numpy(), pred).items()}
     metrics["boosted_rounds"] = float(booster.num_boosted_rounds())
 
     reference_dir.mkdir(parents=True, exist_ok=True)
     ref = train[features].sample(n=min(len(train), spec.drift.reference_rows), random_state=spec.seed)
-    ref = ref.assign(prediction=predict(booster, to_matrix_frame(ref, spec, features)))
+    ref = ref.assign(prediction=predict(booster, to_matrix_frame(ref, spec, features, categories)))
     ref_path = reference_dir / "reference.parquet"
     ref.to_parquet(ref_path, index=False)
 
@@ -216,7 +291,8 @@ def train_and_register(spec: ModelSpec, training_set: dict[str, Any], features: 
                            "train_rows": training_set["train_rows"],
                            "holdout_rows": training_set["holdout_rows"]})
         mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
-        mlflow.log_dict({"features": features, "categorical": categorical_columns(spec)}, "features.json")
+        mlflow.log_dict({"features": features, "categorical": sorted(categories)}, "features.json")
+        mlflow.log_dict(categories, CATEGORIES_ARTIFACT)     # what to_matrix_frame needs to score it
         mlflow.log_artifact(str(ref_path), artifact_path="reference")
         mlflow.log_artifact(str(spec.path), artifact_path="spec")   # the thresholds the gate used
         info = mlflow.xgboost.log_model(booster, name="model", pip_requirements=PIP_REQUIREMENTS,
@@ -244,6 +320,32 @@ def load_version(model_name: str, version: str) -> xgb.Booster:
     return mlflow.xgboost.load_model(f"models:/{model_name}/{version}")
 
 
+def run_categories(client: Any, run_id: str) -> dict[str, list[str]] | None:
+    """The categories recorded with a training run (`categories.json`), or None when the run has none (a
+    version trained before they were recorded: `to_matrix_frame` then uses the contract's allowed sets).
+    A recorded file that cannot be read raises: the version's inputs would be guessed."""
+    import tempfile
+
+    if CATEGORIES_ARTIFACT not in {Path(f.path).name for f in client.list_artifacts(run_id)}:
+        log.info("run %s has no %s: the contract's allowed sets are its categories", run_id, CATEGORIES_ARTIFACT)
+        return None
+    with tempfile.TemporaryDirectory(prefix="flywheel-categories-") as tmp:
+        raw = json.loads(Path(client.download_artifacts(run_id, CATEGORIES_ARTIFACT, tmp)).read_text())
+    if not isinstance(raw, dict) or not all(isinstance(v, list) for v in raw.values()):
+        raise ValueError(f"run {run_id}: {CATEGORIES_ARTIFACT} must map each column to its list of categories")
+    return {str(k): [str(c) for c in v] for k, v in raw.items()}
+
+
+def load_categories(model_name: str, version: str) -> dict[str, list[str]] | None:
+    """The categories of a registered version (see `run_categories`), for `to_matrix_frame`."""
+    configure_mlflow_env()
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    run_id = client.get_model_version(model_name, str(version)).run_id
+    return run_categories(client, run_id) if run_id else None    # no run, no recorded categories
+
+
 def champion(model_name: str) -> Any:
     """The model version behind the `champion` alias, or None when there is none yet."""
     configure_mlflow_env()
@@ -268,6 +370,7 @@ class ChampionInfo:
     features: list[str]
     categorical: list[str]
     reference_path: str
+    categories: dict[str, list[str]] | None = None   # None: trained before categories.json (contract's sets)
 
 
 def champion_info(model_name: str, download_dir: Path) -> ChampionInfo | None:
@@ -284,4 +387,5 @@ def champion_info(model_name: str, download_dir: Path) -> ChampionInfo | None:
     ref = client.download_artifacts(champ.run_id, "reference/reference.parquet", str(download_dir))
     return ChampionInfo(str(champ.version), champ.run_id, champ.tags.get("flywheel.trained_until"),
                         champ.tags.get("flywheel.trained_as_of") or champ.tags.get("flywheel.trained_until"),
-                        list(meta["features"]), sorted(meta.get("categorical", {})), ref)
+                        list(meta["features"]), sorted(meta.get("categorical", {})), ref,
+                        run_categories(client, str(champ.run_id)))

@@ -546,7 +546,7 @@ def performance_drift(
     """
     import numpy as np
 
-    from pipelines.model import metrics_for
+    from pipelines.metrics import metric
 
     d = spec.drift
     out: dict[str, Any] = {
@@ -575,7 +575,7 @@ def performance_drift(
     if len(y) < d.performance_min_rows or (spec.task == "binary" and out["positives"] < d.performance_min_positives):
         got = f"{len(y)} labelled rows" + (f", {out['positives']} positives" if spec.task == "binary" else "")
         return {**out, "status": "insufficient_labels", "detail": f"{got}; {need}"}
-    value = metrics_for(spec, y, p).get(spec.primary_metric, math.nan)
+    value = metric(spec.primary_metric).value(y, p)   # the registry's estimate, as at the gate
     if not math.isfinite(value):
         return {**out, "status": "insufficient_labels", "detail": f"{spec.primary_metric} is undefined on these labels"}
     out["value"] = float(value)

@@ -9,21 +9,27 @@ from typing import TYPE_CHECKING, Any
 from pipelines.monitor import Email
 
 if TYPE_CHECKING:
-    from pipelines.spec import ModelSpec
+    from collections.abc import Sequence
+
+    from pipelines.spec import DatasetContract, ModelSpec
 
 _ORDER = {"batch": 0, "row": 1, "warn": 2}
 
 
-def blocked_batch_email(spec: ModelSpec, result: dict[str, Any], run_url: str) -> Email:
-    """To the owners: which batch was blocked, which rules failed, and where to look.
+def blocked_batch_email(contract: DatasetContract, readers: Sequence[ModelSpec], result: dict[str, Any],
+                        run_url: str) -> Email:
+    """To the dataset's owners and the owners of every model reading it: which batch of which dataset was
+    blocked, which models wait for it, which rules failed, and where to look.
 
-    `result` is `ValidationResult.to_dict()` (plus the DAG's `summary`). The blocking rules come
-    first; the GX Data Docs page of the run is linked when it was built (`data_docs_path`), and the
-    JSON report is attached.
+    Each address gets one copy (dataset owners first, then the readers' owners in order). `result` is
+    `ValidationResult.to_dict()` (plus the DAG's `summary`). The blocking rules come first; the GX Data
+    Docs page of the run is linked when it was built (`data_docs_path`), and the JSON report is attached.
     """
     e = html.escape
     failures = sorted(result.get("failures") or [], key=lambda f: _ORDER.get(str(f.get("severity")), 3))
     blocking = [f for f in failures if f.get("severity") == "batch"]
+    rules = ", ".join(sorted({str(f["rule"]) for f in blocking}))
+    models = [m.name for m in readers]
     rows = "".join(
         f"<tr><td>{e(str(f.get('column') or '(batch)'))}</td><td><code>{e(str(f['rule']))}</code></td>"
         f"<td>{e(str(f.get('check') or ''))}</td><td>{e(_severity(str(f['severity'])))}</td>"
@@ -39,30 +45,48 @@ def blocked_batch_email(spec: ModelSpec, result: dict[str, Any], run_url: str) -
         if docs
         else ""
     )
+    waiting = (
+        "<b>Models blocked:</b> " + ", ".join(f"<code>{e(m.name)}</code> ({e(', '.join(m.owners))})" for m in readers)
+        if readers
+        else "<b>Models blocked:</b> none (no model reads this dataset yet)"
+    )
     body = (
-        f"<h2>Flywheel blocked a batch for <code>{e(spec.name)}</code></h2>"
+        f"<h2>Flywheel blocked a batch of dataset <code>{e(contract.name)}</code></h2>"
         f"<p><b>File:</b> <code>{e(str(result['batch_file']))}</code><br>"
         f"<b>Interval:</b> {e(result['interval_start'])} → {e(result['interval_end'])}<br>"
+        f"<b>Contract:</b> <code>{e(contract.path.parent.name)}/{e(contract.path.name)}</code> "
+        f"(owners: {e(', '.join(contract.owners))})<br>"
+        f"{waiting}<br>"
         f"<b>Rows landed:</b> {result['rows_landed']} (quarantined by row rules: {result.get('rows_quarantined', 0)}; "
         "published: 0)<br>"
-        f"<b>Blocking rule(s):</b> {e(', '.join(sorted({str(f['rule']) for f in blocking})) or '(none)')}</p>"
+        f"<b>Blocking rule(s):</b> {e(rules or '(none)')}</p>"
         + "".join(f"<p>⛔ {e(str(f['message']))}</p>" for f in blocking)
         + docs_html
         + "<h3>Every finding</h3>"
         "<table border='1' cellpadding='4' cellspacing='0'><tr><th>column</th><th>rule</th><th>check</th>"
         f"<th>severity</th><th>rows</th><th>sample</th><th>detail</th></tr>{rows}</table>"
-        "<p><b>What happens now:</b> nothing downstream ran for this interval; the landed file is untouched and a "
-        "byte-identical copy is kept under <code>data/blocked/</code>. Fix the batch upstream and land it again "
-        "(same file name), then re-run the validation from the Airflow UI (Clear the <code>validate_batch</code> "
-        "task of this run), or check it first with "
-        f"<code>flywheel validate --model {e(spec.name)} &lt;file&gt;</code>.</p>"
+        "<p><b>What happens now:</b> nothing downstream ran for this interval"
+        + (f" (no new data for {e(', '.join(models))})" if models else "")
+        + "; the landed file is untouched and a byte-identical copy is kept under "
+        f"<code>data/blocked/{e(contract.name)}/</code>. Fix the batch upstream and land it again (same file name), "
+        "then re-run the validation from the Airflow UI (Clear the <code>validate_batch</code> task of this run), "
+        f"or check it first with <code>flywheel validate --dataset {e(contract.name)} &lt;file&gt;</code>.</p>"
         f"<p><a href='{e(run_url)}'>Airflow run</a> · report: <code>{e(str(result['report_path']))}</code></p>"
     )
     subject = (
-        f"[Flywheel] {spec.name}: batch {result['interval_start'][:10]} BLOCKED "
-        f"({', '.join(sorted({str(f['rule']) for f in blocking})) or 'no rule'})"
+        f"[Flywheel] {contract.name}: batch {result['interval_start'][:10]} BLOCKED ({rules or 'no rule'}); "
+        + (f"models waiting: {', '.join(models)}" if models else "no model reads it")
     )
-    return Email(to=tuple(spec.owners), subject=subject, html=body, attachments=(result["report_path"],))
+    to = _once([*contract.owners, *(o for m in readers for o in m.owners)])
+    return Email(to=to, subject=subject, html=body, attachments=(result["report_path"],))
+
+
+def _once(addresses: list[str]) -> tuple[str, ...]:
+    """Each address once (compared without case), in the order first seen."""
+    seen: dict[str, str] = {}
+    for a in addresses:
+        seen.setdefault(a.strip().lower(), a.strip())
+    return tuple(seen.values())
 
 
 def _severity(s: str) -> str:

@@ -45,7 +45,7 @@ def score_interval(spec: ModelSpec, validated_dir: Location, repo_path: Path, st
     from mlflow import MlflowClient
 
     from pipelines import model as m
-    from pipelines.training import label_rows, with_features
+    from pipelines.training import ModelViews, label_rows, with_features
 
     champ = m.champion(spec.registered_model_name)
     if champ is None:
@@ -59,16 +59,18 @@ def score_interval(spec: ModelSpec, validated_dir: Location, repo_path: Path, st
         meta_dir.mkdir(parents=True, exist_ok=True)
         meta = Path(client.download_artifacts(champ.run_id, "features.json", str(meta_dir)))
         features = json.loads(meta.read_text())["features"]
+    views = ModelViews.of(spec, repo_path)
     if spec.label.kind == "column":
-        rows = label_rows(spec, validated_dir, start, end, with_label=False)
+        rows = label_rows(spec, validated_dir, start, end, with_label=False, views=views)
     else:
         # entity-snapshot models score every active entity once, as of the interval's end
-        rows = label_rows(spec, validated_dir, end, end + timedelta(days=1), with_label=False)
+        rows = label_rows(spec, validated_dir, end, end + timedelta(days=1), with_label=False, views=views)
     if rows.empty:
         raise ValueError(f"{spec.name}: no validated rows for {key}; was the batch blocked?")
     frame = with_features(spec, repo_path, rows, tables)
     booster = m.load_version(spec.registered_model_name, champ.version)
-    frame["prediction"] = m.predict(booster, m.to_matrix_frame(frame, spec, features))
+    frame["prediction"] = m.predict(booster, m.to_matrix_frame(  # with the champion's recorded categories
+        frame, spec, features, m.load_categories(spec.registered_model_name, str(champ.version))))
     frame["model_version"] = str(champ.version)
     frame["scored_for"] = key
     out = storage.write_parquet(frame, storage.join(scores_dir, f"{key}.parquet"))
@@ -130,7 +132,7 @@ def join_delayed_labels(spec: ModelSpec, scores: Any, validated_dir: Location, a
         return rows.assign(**{LABEL: pd.Series(dtype="float64")}).reset_index(drop=True)
     lo = ts[due].min().to_pydatetime()
     hi = (ts[due].max() + pd.Timedelta(microseconds=1)).to_pydatetime()
-    validated = read_validated(validated_dir, lo, hi)
+    validated = read_validated(validated_dir, ts_col, lo, hi)
     if validated.empty or spec.label.column not in validated.columns:
         log.warning("%s: no validated rows with %r for %s → %s under %s; no labels joined", spec.name,
                     spec.label.column, lo, hi, validated_dir)

@@ -8,16 +8,16 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+# direction and tasks of each metric, derived from the metrics registry (stdlib-only at import time)
+from pipelines.metrics import HIGHER_IS_BETTER, METRIC_TASKS
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# direction and tasks of each metric; the registry itself (estimate, paired bootstrap) is pipelines/metrics.py
-HIGHER_IS_BETTER = {"average_precision": True, "roc_auc": True, "log_loss": False, "mae": False, "rmse": False}
-METRIC_TASKS = {"average_precision": ("binary",), "roc_auc": ("binary",), "log_loss": ("binary",),
-                "mae": ("regression",), "rmse": ("regression",)}
 # Numeric keys of a spec's `gate:` section (see pipelines/gate.py for what each one means).
 GATE_KEYS = {
     "min_primary": "value threshold: floor of a higher-is-better primary metric",
@@ -73,6 +73,10 @@ class DatasetContract:
     min_rows: int = 1
     max_rows: int | None = None
     distribution: DistributionSpec = field(default_factory=lambda: DistributionSpec())
+
+    def file_name(self, start: datetime) -> str:
+        """The landed file of the interval starting at `start` (`file_pattern`, e.g. `x_{start:%Y-%m-%d}.parquet`)."""
+        return self.file_pattern.format(start=start)
 
     def column(self, name: str) -> ColumnRule:
         for c in self.columns:
@@ -208,7 +212,6 @@ class ModelSpec:
     entity_key: str
     label: LabelSpec
     feature_service: str
-    feature_views: tuple[str, ...]
     row_features: tuple[str, ...]
     window_days: int
     holdout_days: int
@@ -220,6 +223,7 @@ class ModelSpec:
     path: Path
     tags: tuple[str, ...] = field(default=())
     slices: tuple[SliceSpec, ...] = field(default=())
+    warmup_days: int | None = None  # training.warmup_days: skip rows this soon after history starts (None: lookback)
 
     @property
     def higher_is_better(self) -> bool:
@@ -285,9 +289,9 @@ def load_contract(path: Path) -> DatasetContract:
         raise SpecError(f"{path}: `columns` maps each column name to its rules, e.g. {{type: int, nullable: false}}.")
     for cname, rule in columns.items():
         rule = dict(rule or {})
-        unknown = set(rule) - set(COLUMN_RULES)
-        if unknown:
-            raise SpecError(f"{path}: column `{cname}` has unknown rule(s) {sorted(unknown)}; "
+        bad_rules = set(rule) - set(COLUMN_RULES)
+        if bad_rules:
+            raise SpecError(f"{path}: column `{cname}` has unknown rule(s) {sorted(bad_rules)}; "
                             f"known: {', '.join(COLUMN_RULES)}.")
         if rule.get("type") not in ("string", "int", "float", "timestamp"):
             raise SpecError(f"{path}: column `{cname}` has type {rule.get('type')!r}; "
@@ -388,6 +392,10 @@ def load_spec(path: Path) -> ModelSpec:
         delay_days=int(label.get("delay_days", 0)),
         horizon_days=int(label.get("horizon_days", 0)),
     )
+    if not isinstance(features, dict) or set(features) - {"service", "row"}:
+        extra = sorted(set(features) - {"service", "row"}) if isinstance(features, dict) else features
+        raise SpecError(f"{path}: `features` takes `service` (a Feast FeatureService of feature_repo/, which "
+                        f"declares the views) and `row` (columns of the row itself); got {extra!r}.")
     row_features = tuple(features.get("row", []) or [])
     names = set(dataset.column_names)
     for what, col in [("entity_key", entity_key), ("label.column", label_spec.column),
@@ -408,7 +416,6 @@ def load_spec(path: Path) -> ModelSpec:
         entity_key=entity_key,
         label=label_spec,
         feature_service=_require(features, "service", path, "features."),
-        feature_views=tuple(features.get("views", [])),
         row_features=row_features,
         window_days=int(training.get("window_days", 28)),
         holdout_days=int(training.get("holdout_days", 7)),
@@ -420,6 +427,7 @@ def load_spec(path: Path) -> ModelSpec:
         path=Path(path),
         tags=tuple(raw.get("tags", ())),
         slices=slices,
+        warmup_days=int(training["warmup_days"]) if training.get("warmup_days") is not None else None,
     )
 
 

@@ -125,30 +125,33 @@ def retrain_was_requested_by_drift_without_a_human(demo: dict[str, Any]) -> None
 def blocked_batch_and_quarantined_rows(demo: dict[str, Any]) -> None:
     from pipelines import storage
 
-    lay, s = demo["layout"], demo["summary"]["models"]["fraud"]
+    lay, s = demo["layout"], demo["summary"]["datasets"]["transactions"]
+    # one gate per dataset: the batch is validated once, whichever models read it
+    assert s["read_by"] == ["fraud", "spend"]
     assert s["batches_blocked"] == 1
     assert s["rows_quarantined"] == 12      # the bad-rows batch: 4 negative, 4 unknown channel, 4 null customer
     import pandas as pd
 
-    files = storage.list_files(lay.quarantine("fraud"), ".parquet")
+    files = storage.list_files(lay.quarantine("transactions"), ".parquet")
     q = pd.concat(storage.read_parquet(p) for p in files)
     reasons = " ".join(q["_quarantine_reasons"])
     assert "amount" in reasons and "channel" in reasons and "customer_id" in reasons
     # the blocked file is kept byte for byte as evidence; the producer's fixed re-landing then passed
     blocked_key = "2026-02-02"
-    kept = storage.list_files(storage.join(lay.blocked("fraud"), blocked_key), ".parquet")
+    kept = storage.list_files(storage.join(lay.blocked("transactions"), blocked_key), ".parquet")
     assert len(kept) == 1
     original = storage.read_parquet(kept[0])
     assert "amt" in original.columns and "amount" not in original.columns
     relanded = storage.read_parquet(storage.join(lay.landing("transactions"), f"transactions_{blocked_key}.parquet"))
-    clean = storage.read_parquet(storage.join(lay.validated("fraud"), f"{blocked_key}.parquet"))
+    clean = storage.read_parquet(storage.join(lay.validated("transactions"), f"{blocked_key}.parquet"))
     assert len(clean) == len(relanded)
 
 
 def owners_got_the_drift_report_and_the_block_notice(demo: dict[str, Any]) -> None:
-    from pipelines.spec import load_specs
+    from pipelines.spec import load_datasets, load_specs
 
-    owners = set(load_specs()["fraud"].owners)
+    specs = load_specs()
+    owners = set(specs["fraud"].owners)
     received = mails(demo["home"])
     drift = [m for m in received if "fraud" in m["Subject"] and "drift" in m["Subject"].lower()]
     assert drift, [m["Subject"] for m in received]
@@ -158,14 +161,24 @@ def owners_got_the_drift_report_and_the_block_notice(demo: dict[str, Any]) -> No
     assert atts and atts[0].get_filename().endswith(".html.gz")
     html = gzip.decompress(atts[0].get_payload(decode=True)).decode()
     assert "<html" in html.lower() and len(html) > 10_000
-    blocked = [m for m in received if "BLOCKED" in m["Subject"] and "fraud" in m["Subject"]]
-    assert blocked and "amt" in blocked[0].get_body(preferencelist=("html",)).get_content()
+    # one blocked batch, one email: to the dataset's owners and every reader's owners, each once
+    blocked = [m for m in received if "BLOCKED" in m["Subject"]]
+    assert len(blocked) == 1, [m["Subject"] for m in received]
+    to = [a.strip() for a in blocked[0]["To"].split(",")]
+    want = {*load_datasets()["transactions"].owners, *specs["fraud"].owners, *specs["spend"].owners}
+    assert sorted(to) == sorted(want)
+    assert "amt" in blocked[0].get_body(preferencelist=("html",)).get_content()
 
 
 def second_model_ran_through_the_same_loop(demo: dict[str, Any]) -> None:
     s = demo["summary"]["models"]["spend"]
-    assert s["batches_blocked"] == 1 and s["batches_ingested"] >= 6
+    assert s["dataset"] == "transactions"
     assert s["model_versions"], "the regression model was never trained"
+    # both models stand on the same views, each built once per interval by its own DAG
+    api = airflow_api(demo)
+    built = [r for r in api.dag_runs("features__customer_stats") if r["state"] == "success"]
+    assert len(built) >= 7, built
+    assert not [d for d in api.dags() if d["dag_id"] in ("ingest_validate__fraud", "features__fraud")]
 
 
 def ui_answers_and_the_api_needs_a_login(demo: dict[str, Any]) -> None:

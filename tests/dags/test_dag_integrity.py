@@ -14,7 +14,15 @@ pytestmark = pytest.mark.dags
 REPO = Path(__file__).resolve().parents[2]
 DAG_FILES = sorted((REPO / "dags").glob("*.py"))
 HEAVY = ("pandas", "numpy", "xgboost", "mlflow", "feast", "evidently", "great_expectations", "sklearn", "pyarrow")
-STAGES = ("ingest_validate", "features", "train", "score", "monitor")
+MODEL_STAGES = ("train", "score", "monitor", "rollback", "override")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def declarations_index():
+    """What `flywheel init` leaves behind: the views' parse-time index (DAG files read it without Feast)."""
+    from pipelines.features import view_index
+
+    return view_index(REPO / "feature_repo")
 
 
 @pytest.fixture(scope="module")
@@ -31,31 +39,49 @@ def specs():
     return load_specs()
 
 
+@pytest.fixture(scope="module")
+def datasets():
+    from pipelines.spec import load_datasets
+
+    return load_datasets()
+
+
 def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
 
 
-def test_every_stage_exists_for_every_spec(dagbag, specs):
+def test_every_stage_exists_for_every_spec_dataset_and_view(dagbag, specs, datasets, declarations_index):
     assert len(specs) >= 2, "ship at least two specs so nothing is specific to one model"
-    expected = {f"{stage}__{name}" for stage in STAGES for name in specs}
+    expected = {f"{stage}__{name}" for stage in MODEL_STAGES for name in specs}
+    expected |= {f"ingest_validate__{d}" for d in datasets} | {f"features__{v}" for v in declarations_index["views"]}
     assert expected <= set(dagbag.dag_ids)
+    # one gate per dataset and one builder per view, never one per model
+    assert not {f"{stage}__{m}" for stage in ("ingest_validate", "features") for m in specs} & set(dagbag.dag_ids)
 
 
-def test_owners_retries_tags(dagbag, specs):
+def test_owners_retries_tags(dagbag, specs, datasets, declarations_index):
     for dag_id, dag in dagbag.dags.items():
-        model = dag_id.split("__")[1]
-        assert "flywheel" in dag.tags and f"model:{model}" in dag.tags, dag_id
+        stage, subject = dag_id.split("__", 1)
+        assert "flywheel" in dag.tags and any(t.startswith("stage:") for t in dag.tags), dag_id
         assert dag.doc_md, f"{dag_id} has no documentation for the UI"
         for t in dag.tasks:
             assert t.owner and t.owner != "airflow", f"{dag_id}.{t.task_id} has no owner"
             if not (dag_id.startswith("ingest_validate") and t.task_id == "gate_batch"):
                 assert t.retries >= 1, f"{dag_id}.{t.task_id} has no retries"
-        assert set(dag.default_args["email"]) == set(specs[model].owners)
+        if stage == "ingest_validate":
+            owners, tag = datasets[subject].owners, f"dataset:{subject}"
+        elif stage == "features":
+            owners = datasets[declarations_index["views"][subject]["dataset"]].owners
+            tag = f"view:{subject}"
+        else:
+            owners, tag = specs[subject].owners, f"model:{subject}"
+        assert tag in dag.tags, (dag_id, dag.tags)
+        assert set(dag.default_args["email"]) == set(owners), dag_id
 
 
-def test_gate_batch_fails_closed_without_retry(dagbag):
+def test_gate_batch_fails_closed_without_retry(dagbag, datasets):
     # a blocked batch must fail at once: a retry would re-send the email and delay the verdict
-    for name in ("fraud", "spend"):
+    for name in datasets:
         assert dagbag.dags[f"ingest_validate__{name}"].get_task("gate_batch").retries == 0
 
 
@@ -64,16 +90,18 @@ def test_task_chains(dagbag):
         dag = dagbag.dags[dag_id]
         return {(t.task_id, d) for t in dag.tasks for d in t.downstream_task_ids}
 
-    assert edges("ingest_validate__fraud") == {("validate_batch", "gate_batch"), ("gate_batch", "publish_validated")}
-    assert edges("features__fraud") == {("build_feature_tables", "materialize_features")}
+    assert edges("ingest_validate__transactions") == {("validate_batch", "gate_batch"),
+                                                      ("gate_batch", "publish_validated")}
+    assert edges("features__customer_stats") == {("build_feature_table", "materialize_features")}
     assert edges("train__fraud") == {("build_training_set", "train_challenger"), ("train_challenger", "evaluate_gate"),
                                      ("evaluate_gate", "promote_champion"), ("evaluate_gate", "write_model_card"),
                                      ("promote_champion", "write_model_card")}
     assert edges("monitor__fraud") == {("detect_drift", "email_report"), ("detect_drift", "request_retrain")}
 
 
-def test_assets_close_the_loop(dagbag, specs):
-    """ingest → features → score → monitor → train, each hop an Asset (the UI's asset graph)."""
+def test_assets_close_the_loop(dagbag, specs, declarations_index):
+    """ingest (per dataset) → features (per view) → score (per model, once ALL its views are built) → monitor →
+    train, each hop an Asset (the UI's asset graph)."""
     def outlets(dag_id):
         return {a.uri for t in dagbag.dags[dag_id].tasks for a in t.outlets}
 
@@ -81,9 +109,15 @@ def test_assets_close_the_loop(dagbag, specs):
         cond = getattr(dagbag.dags[dag_id].timetable, "asset_condition", None)
         return {a.uri for a in getattr(cond, "objects", ())}
 
-    for m in specs:
-        hops = [("ingest_validate", "features"), ("features", "score"), ("score", "monitor"), ("monitor", "train")]
-        for producer, consumer in hops:
+    for m, spec in specs.items():
+        views = declarations_index["services"][spec.feature_service]
+        assert views
+        for v in views:
+            dataset = declarations_index["views"][v]["dataset"]
+            assert outlets(f"ingest_validate__{dataset}") & scheduled_on(f"features__{v}")
+        # the score DAG waits for every view of the model's FeatureService (an AND of their Assets)
+        assert scheduled_on(f"score__{m}") == set().union(*(outlets(f"features__{v}") for v in views))
+        for producer, consumer in [("score", "monitor"), ("monitor", "train")]:
             shared = outlets(f"{producer}__{m}") & scheduled_on(f"{consumer}__{m}")
             assert shared, f"{producer}__{m} does not trigger {consumer}__{m} through an Asset"
 

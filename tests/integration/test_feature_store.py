@@ -23,13 +23,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import datagen, features, training
+from scenarios import cards as datagen
+from pipelines import features, training
 from pipelines.spec import REPO_ROOT, load_specs
 
 pytestmark = pytest.mark.integration
 
 REPO = REPO_ROOT / "feature_repo"
-VIEWS = ["customer_stats", "merchant_stats"]
+DECLARED = features.load_repo(REPO)
+VIEWS = sorted(DECLARED.views)        # every declared view goes through the oracle and the parity checks
+KEY = {v: DECLARED.views[v].join_keys[0] for v in VIEWS}
+STAMP = {v: DECLARED.views[v].engine.feature_timestamp for v in VIEWS}
 FRAUD = load_specs(REPO_ROOT / "models")["fraud"]
 WEEKS = 6
 SC = datagen.Scenario().short(WEEKS)
@@ -90,7 +94,7 @@ def add_leakage_probe(world: World) -> None:
     objects: list = []
     for view in VIEWS:
         fv = store.get_feature_view(view)
-        key = features.VIEW_ENTITY[view]
+        key = KEY[view]
         snap = world.snapshots[view][[key, "event_ts", "created_ts"]].copy()
         snap[f"{view}_snapshot_us"] = snap["event_ts"].astype("datetime64[us, UTC]").astype("int64")
         out = world.home / "features" / f"{view}_probe" / "all.parquet"
@@ -119,11 +123,14 @@ def world(tmp_path_factory) -> Iterator[World]:
             part.to_parquet(w.validated / f"{start:%Y-%m-%d}.parquet", index=False)
         for i in range(WEEKS):
             start, end = week(i)
-            features.build_feature_tables(w.validated, home / "features", VIEWS, start, end, f"{start:%Y-%m-%d}")
+            for view in VIEWS:
+                features.build_view_table(DECLARED.views[view], w.validated, home / "features", start, end,
+                                          f"{start:%Y-%m-%d}")
         features.apply_feature_repo(REPO)
         store = features.feature_store(REPO)
         for view in VIEWS:
-            w.snapshots[view] = pd.read_parquet(home / "features" / view)
+            # the brute-force helpers below call a snapshot's stamp `event_ts`
+            w.snapshots[view] = pd.read_parquet(home / "features" / view).rename(columns={STAMP[view]: "event_ts"})
             w.ttl[view] = store.get_feature_view(view).ttl
             w.names[view] = [f.name for f in store.get_feature_view(view).features]
         add_leakage_probe(w)
@@ -196,7 +203,7 @@ def as_of(world: World, view: str, entity: int, at: pd.Timestamp) -> pd.Series |
     """Brute force: the view's latest snapshot of `entity` with event_ts <= at and within the TTL (ties: the
     latest created_ts), or None."""
     snap = world.snapshots[view]
-    snap = snap[snap[features.VIEW_ENTITY[view]] == entity]
+    snap = snap[snap[KEY[view]] == entity]
     rows = snap[(snap["event_ts"] <= at) & (snap["event_ts"] >= at - world.ttl[view])]
     if rows.empty:
         return None
@@ -205,7 +212,8 @@ def as_of(world: World, view: str, entity: int, at: pd.Timestamp) -> pd.Series |
 
 def label_rows(world: World) -> pd.DataFrame:
     """The fraud model's rows for weeks 1-5, plus rows on the edges of the join."""
-    rows = training.label_rows(FRAUD, world.validated, week(1)[0], week(WEEKS - 1)[1])
+    rows = training.label_rows(FRAUD, world.validated, week(1)[0], week(WEEKS - 1)[1],
+                               views=training.ModelViews.of(FRAUD, REPO))
     assert len(rows) > 20_000
     snap = world.snapshots["customer_stats"]
     ttl = world.ttl["customer_stats"]
@@ -248,7 +256,7 @@ def test_training_rows_equal_a_brute_force_as_of_lookup_and_never_see_the_future
     checked = 0
     for row in sample.itertuples(index=False):
         for view in VIEWS:
-            key = features.VIEW_ENTITY[view]
+            key = KEY[view]
             want = as_of(world, view, getattr(row, key), row.event_ts)
             for f in world.names[view]:
                 value = got.at[row.transaction_id, f]
@@ -277,7 +285,7 @@ def test_training_rows_equal_a_brute_force_as_of_lookup_and_never_see_the_future
         assert (snap_us[seen] >= ts[seen] - ttl_us).all(), f"{view}: a row saw a snapshot older than the TTL"
     for row in sample.itertuples(index=False):   # and it is the very snapshot the brute force picks
         for view in VIEWS:
-            want = as_of(world, view, getattr(row, features.VIEW_ENTITY[view]), row.event_ts)
+            want = as_of(world, view, getattr(row, KEY[view]), row.event_ts)
             got_us = probe.at[row.transaction_id, f"{view}_snapshot_us"]
             want_us = None if want is None else pd.Timestamp(want["event_ts"]).value // 1000
             assert (pd.isna(got_us) and want_us is None) or got_us == want_us, (engine, row.transaction_id, view)
@@ -328,7 +336,7 @@ def offline_at(repo: Path, pairs: pd.DataFrame, at: datetime) -> pd.DataFrame:
 def latest_in(world: World, view: str, entity: int, lo: datetime, hi: datetime) -> pd.Series | None:
     """What materializing [lo, hi] leaves online: the entity's latest snapshot stamped in [lo, hi]."""
     snap = world.snapshots[view]
-    rows = snap[(snap[features.VIEW_ENTITY[view]] == entity) & (snap["event_ts"] >= pd.Timestamp(lo))
+    rows = snap[(snap[KEY[view]] == entity) & (snap["event_ts"] >= pd.Timestamp(lo))
                 & (snap["event_ts"] <= pd.Timestamp(hi))]
     return None if rows.empty else rows.sort_values(["event_ts", "created_ts"]).iloc[-1]
 
@@ -360,7 +368,7 @@ def test_backfilling_a_past_interval_after_a_later_one(world, online_repo):
     features.materialize(online_repo, VIEWS, *w4)
     after = online_frame(online_repo, pairs, None)
     for view in VIEWS:
-        key = features.VIEW_ENTITY[view]
+        key = KEY[view]
         for i, entity in enumerate(pairs[key]):
             want = latest_in(world, view, entity, w4[0], w5[1])
             for f in world.names[view]:
@@ -397,7 +405,7 @@ def test_duplicate_entity_timestamp_rows_resolve_to_the_latest_created_ts(world,
     cols = world.names["customer_stats"]
 
     def row(customer: int, created: pd.Timestamp, value: float) -> dict:
-        return {"customer_id": customer, "event_ts": t, **{c: value for c in cols}, "created_ts": created}
+        return {"customer_id": customer, STAMP["customer_stats"]: t, **{c: value for c in cols}, "created_ts": created}
 
     table = pd.DataFrame([row(1, second, 2.0), row(1, first, 1.0),     # the later-created row first ...
                           row(2, first, 1.0), row(2, second, 2.0)])    # ... and last

@@ -18,9 +18,9 @@ import pandas as pd
 import pytest
 
 from pipelines import storage
-from pipelines.datagen import BatchPlan, Scenario, batch_file_name, land_batch
+from scenarios.cards import BatchPlan, Scenario, land_batch
 from pipelines.layout import Layout, interval_key
-from pipelines.spec import load_specs
+from pipelines.spec import REPO_ROOT, load_specs
 from pipelines.validate import REASONS, preserve_blocked, validate_batch
 
 pytestmark = pytest.mark.integration
@@ -55,8 +55,9 @@ def _land(w, week: int, kind: str) -> tuple[str, object, object]:
 
 def _validate(w, uri: str, start, end):
     lay, spec = w["lay"], w["spec"]
-    return validate_batch(uri, spec, start, end, lay.validated(spec.name), lay.quarantine(spec.name),
-                          lay.validation_reports(spec.name), docs_dir=w["tmp"] / "docs")
+    ds = spec.dataset.name
+    return validate_batch(uri, spec.dataset, start, end, lay.validated(ds), lay.quarantine(ds),
+                          lay.validation_reports(ds), docs_dir=w["tmp"] / "docs", readers=[spec])
 
 
 def test_validation_gate_reads_and_writes_the_bucket(world):
@@ -70,23 +71,23 @@ def test_validation_gate_reads_and_writes_the_bucket(world):
     result = _validate(w, uri, start, end)
     assert result.verdict == "accepted", result.summary
     assert result.rows_quarantined == 12 and result.rows_clean == result.rows_landed - 12
-    assert result.clean_path == f"s3://{w['bucket']}/flywheel/data/validated/fraud/{key}.parquet"
-    assert result.quarantine_path == f"s3://{w['bucket']}/flywheel/data/quarantine/fraud/{key}.parquet"
+    assert result.clean_path == f"s3://{w['bucket']}/flywheel/data/validated/transactions/{key}.parquet"
+    assert result.quarantine_path == f"s3://{w['bucket']}/flywheel/data/quarantine/transactions/{key}.parquet"
     assert w["keys"]("data/") == sorted([
         f"data/landing/transactions/{name}",
-        f"data/validated/fraud/{key}.parquet",
-        f"data/quarantine/fraud/{key}.parquet",
-        f"data/validation_reports/fraud/{key}.json",
-        "data/validation_reports/fraud/accepted_batches.json",
-        f"data/validation_reports/fraud/profiles/{key}.json",
+        f"data/validated/transactions/{key}.parquet",
+        f"data/quarantine/transactions/{key}.parquet",
+        f"data/validation_reports/transactions/{key}.json",
+        "data/validation_reports/transactions/accepted_batches.json",
+        f"data/validation_reports/transactions/profiles/{key}.json",
     ])
-    clean = pd.read_parquet(io.BytesIO(w["body"](f"data/validated/fraud/{key}.parquet")))
+    clean = pd.read_parquet(io.BytesIO(w["body"](f"data/validated/transactions/{key}.parquet")))
     assert len(clean) == result.rows_clean and list(clean.columns) == spec.dataset.column_names
-    bad = pd.read_parquet(io.BytesIO(w["body"](f"data/quarantine/fraud/{key}.parquet")))
+    bad = pd.read_parquet(io.BytesIO(w["body"](f"data/quarantine/transactions/{key}.parquet")))
     reasons = set("; ".join(bad[REASONS]).split("; "))
     assert {"expect_column_values_to_be_between(amount)", "expect_column_values_to_be_in_set(channel)",
             "expect_column_values_to_not_be_null(customer_id)"} <= reasons, reasons
-    report = json.loads(w["body"](f"data/validation_reports/fraud/{key}.json"))
+    report = json.loads(w["body"](f"data/validation_reports/transactions/{key}.json"))
     assert report["verdict"] == "accepted" and report["batch_file"] == uri
     assert result.data_docs_path and (w["tmp"] / "docs" / "site" / "index.html").exists()  # the site stays local
 
@@ -94,11 +95,11 @@ def test_validation_gate_reads_and_writes_the_bucket(world):
     storage.clear_cache()
     again = _validate(w, uri, start, end)
     assert again.to_dict() == result.to_dict()
-    assert len(pd.read_parquet(io.BytesIO(w["body"](f"data/validated/fraud/{key}.parquet")))) == result.rows_clean
+    assert len(pd.read_parquet(io.BytesIO(w["body"](f"data/validated/transactions/{key}.parquet")))) == result.rows_clean
     assert w["body"](f"data/landing/transactions/{name}") == landed  # raw data never modified
 
     # the same bytes re-sent for the next week: the registry in the bucket says it was accepted before
-    dup_name = batch_file_name(spec.dataset.file_pattern, start + timedelta(weeks=1))
+    dup_name = spec.dataset.file_name(start + timedelta(weeks=1))
     dup_uri = storage.join(w["lay"].landing("transactions"), dup_name)
     storage.copy(uri, dup_uri)
     dup = _validate(w, dup_uri, start + timedelta(weeks=1), end + timedelta(weeks=1))
@@ -117,13 +118,13 @@ def test_blocked_batch_is_kept_byte_for_byte_and_nothing_is_published(world):
     assert uri in renamed.message and "found `amt`" in renamed.message  # file, column, rule, what to do
     assert not [k for k in w["keys"]("data/validated/")]
 
-    kept = preserve_blocked(uri, w["lay"].blocked(spec.name), key)
-    assert kept.startswith(f"s3://{w['bucket']}/flywheel/data/blocked/fraud/{key}/")
+    kept = preserve_blocked(uri, w["lay"].blocked(spec.dataset.name), key)
+    assert kept.startswith(f"s3://{w['bucket']}/flywheel/data/blocked/transactions/{key}/")
     name = storage.name(uri)
     blocked_keys = w["keys"]("data/blocked/")
-    assert blocked_keys == [f"data/blocked/fraud/{key}/{storage.name(kept)}"] and kept.endswith(f"-{name}")
+    assert blocked_keys == [f"data/blocked/transactions/{key}/{storage.name(kept)}"] and kept.endswith(f"-{name}")
     assert w["body"](blocked_keys[0]) == w["body"](f"data/landing/transactions/{name}")
-    assert preserve_blocked(uri, w["lay"].blocked(spec.name), key) == kept  # the same bytes are kept once
+    assert preserve_blocked(uri, w["lay"].blocked(spec.dataset.name), key) == kept  # the same bytes are kept once
     assert len(w["keys"]("data/blocked/")) == 1
 
 
@@ -152,7 +153,8 @@ def test_scoring_and_drift_report_live_in_the_bucket(world, monkeypatch):
         uri, start, end = _land(w, week, "normal")
         assert _validate(w, uri, start, end).verdict == "accepted"
     t_start, t_end = BatchPlan(3, "normal", "").interval(SC.start)
-    rows = training.label_rows(spec, lay.validated(spec.name), t_start, t_end)  # read from the bucket
+    rows = training.label_rows(spec, lay.validated(spec.dataset.name), t_start, t_end,  # read from the bucket
+                               views=training.ModelViews.of(spec, REPO_ROOT / "feature_repo"))
     assert len(rows) > 1000
     train_file, hold_file = tmp / "train.parquet", tmp / "holdout.parquet"
     rows.iloc[: len(rows) * 3 // 4].to_parquet(train_file, index=False)
@@ -167,21 +169,21 @@ def test_scoring_and_drift_report_live_in_the_bucket(world, monkeypatch):
 
     start, end = BatchPlan(4, "normal", "").interval(SC.start)
     key = interval_key(start)
-    scored = score_interval(spec, lay.validated(spec.name), tmp / "unused-feature-repo", start, end, key,
+    scored = score_interval(spec, lay.validated(spec.dataset.name), REPO_ROOT / "feature_repo", start, end, key,
                             lay.scores(spec.name))
     assert scored is not None and scored.path == f"s3://{w['bucket']}/flywheel/scores/fraud/{key}.parquet"
     assert w["keys"]("scores/") == [f"scores/fraud/{key}.parquet"]  # MLflow's downloads stay off the bucket
     in_bucket = pd.read_parquet(io.BytesIO(w["body"](f"scores/fraud/{key}.parquet")))
-    clean = pd.read_parquet(io.BytesIO(w["body"](f"data/validated/fraud/{key}.parquet")))
+    clean = pd.read_parquet(io.BytesIO(w["body"](f"data/validated/transactions/{key}.parquet")))
     assert len(in_bucket) == scored.rows == len(clean)
     assert set(in_bucket["model_version"]) == {tv.version} and in_bucket["prediction"].between(0, 1).all()
     assert len(read_scores(lay.scores(spec.name), start, end)) == len(in_bucket)
     # scoring the interval again overwrites its partition
-    score_interval(spec, lay.validated(spec.name), tmp / "unused", start, end, key, lay.scores(spec.name))
+    score_interval(spec, lay.validated(spec.dataset.name), REPO_ROOT / "feature_repo", start, end, key, lay.scores(spec.name))
     assert len(read_scores(lay.scores(spec.name), start - timedelta(weeks=4), end)) == len(in_bucket)
 
     result, decision = check_drift(spec, lay.scores(spec.name), lay.reports(spec.name), end, key,
-                                   validated_dir=lay.validated(spec.name))
+                                   validated_dir=lay.validated(spec.dataset.name))
     assert result.report_html == f"s3://{w['bucket']}/flywheel/reports/fraud/{key}.html"
     assert w["keys"]("reports/") == [f"reports/fraud/{key}.html", f"reports/fraud/{key}.json",
                                      "reports/fraud/index.jsonl"]
@@ -214,14 +216,16 @@ def test_feature_tables_live_in_the_bucket_and_readers_sync_a_local_cache(world)
     from pipelines import features
 
     lay, spec = world["lay"], world["spec"]
-    views = list(spec.feature_views)
+    declared = features.load_repo(REPO_ROOT / "feature_repo")
+    views = list(declared.service_views(spec.feature_service))
     keys = []
     for week in range(3):
         uri, start, end = _land(world, week, "normal")
         assert _validate(world, uri, start, end).verdict == "accepted"
-        tables = features.build_feature_tables(lay.validated(spec.name), lay.features(), views, start, end,
-                                               interval_key(start))
-        assert all(p.startswith("s3://") for p in tables.paths.values())
+        for v in views:
+            table = features.build_view_table(declared.views[v], lay.validated(spec.dataset.name), lay.features(),
+                                              start, end, interval_key(start))
+            assert table.path is not None and table.path.startswith("s3://")
         keys.append(interval_key(start))
     in_bucket = world["keys"]("features/")
     assert in_bucket == sorted(f"features/{v}/{k}.parquet" for v in views for k in keys)

@@ -176,12 +176,12 @@ def test_worker_killed_mid_task_the_retry_completes_with_identical_outputs(clust
     from pipelines.layout import interval_key
 
     api, lay = airflow_api(cluster), cluster["layout"]
-    quarantined = storage.list_files(lay.quarantine("fraud"), ".parquet")
+    quarantined = storage.list_files(lay.quarantine("transactions"), ".parquet")
     assert quarantined
     key = storage.stem(quarantined[0])
-    run = next(r for r in api.dag_runs("ingest_validate__fraud")
+    run = next(r for r in api.dag_runs("ingest_validate__transactions")
                if r["state"] == "success" and interval_key(datetime.fromisoformat(r["data_interval_start"])) == key)
-    outputs = [storage.join(lay.validated("fraud"), f"{key}.parquet"), quarantined[0]]
+    outputs = [storage.join(lay.validated("transactions"), f"{key}.parquet"), quarantined[0]]
     before = [storage.read_parquet(u) for u in outputs]
 
     def ti() -> dict:

@@ -12,18 +12,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines.spec import REPO_ROOT, load_spec
+from pipelines.spec import REPO_ROOT, load_contract
 
 pytestmark = pytest.mark.unit
 
-SPEC = load_spec(REPO_ROOT / "models" / "fraud.yaml")
-START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday: the schedule "0 0 * * 1" ticks here
+CONTRACT = load_contract(REPO_ROOT / "datasets" / "transactions.yaml")
+START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday: the cadence "0 0 * * 1" ticks here
 N = 150
 
 
 def good_rows(n: int = N) -> pd.DataFrame:
     cols: dict[str, list] = {}
-    for c in SPEC.dataset.columns:
+    for c in CONTRACT.columns:
         if c.allowed:
             cols[c.name] = [c.allowed[i % len(c.allowed)] for i in range(n)]
         elif c.type == "string":
@@ -35,7 +35,7 @@ def good_rows(n: int = N) -> pd.DataFrame:
         else:
             cols[c.name] = [START + timedelta(days=1, minutes=30 * i) for i in range(n)]
     df = pd.DataFrame(cols)
-    df[SPEC.event_timestamp] = pd.to_datetime(df[SPEC.event_timestamp], utc=True)
+    df[CONTRACT.timestamp] = pd.to_datetime(df[CONTRACT.timestamp], utc=True)
     return df
 
 
@@ -54,20 +54,23 @@ def test_accepted_csv_with_quarantined_rows_exits_0_and_writes_the_outputs(tmp_p
     df.to_csv(batch, index=False)
     home = tmp_path / "home"
 
-    out = flywheel("--model", "fraud", str(batch), home=home)
+    out = flywheel("--dataset", "transactions", str(batch), home=home)
 
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("ACCEPTED  model fraud")
+    assert out.stdout.startswith("ACCEPTED  dataset transactions")
     assert f"{N} landed, {N - 2} clean, 2 quarantined" in out.stdout
     assert "[2026-01-05T00:00:00+00:00, 2026-01-12T00:00:00+00:00)" in out.stdout
     assert "expect_column_values_to_be_between(amount)" in out.stdout and "-2.0" in out.stdout
     data = home / "data"
-    assert len(pd.read_parquet(data / "validated" / "fraud" / "2026-01-05.parquet")) == N - 2
-    assert len(pd.read_parquet(data / "quarantine" / "fraud" / "2026-01-05.parquet")) == 2
-    report = json.loads((data / "validation_reports" / "fraud" / "2026-01-05.json").read_text())
+    # the dataset's folders: one validation per dataset, whichever models read it
+    assert len(pd.read_parquet(data / "validated" / "transactions" / "2026-01-05.parquet")) == N - 2
+    assert len(pd.read_parquet(data / "quarantine" / "transactions" / "2026-01-05.parquet")) == 2
+    report = json.loads((data / "validation_reports" / "transactions" / "2026-01-05.json").read_text())
     assert report["verdict"] == "accepted" and report["rows_quarantined"] == 2
+    assert report["dataset"] == "transactions" and "model" not in report
     assert Path(report["data_docs_path"]).is_file() and report["data_docs_path"] in out.stdout
-    assert (data / "data_docs" / "fraud" / "site" / "index.html").is_file()
+    assert (data / "data_docs" / "transactions" / "site" / "index.html").is_file()
+    assert not (data / "validated" / "fraud").exists()
 
 
 def test_blocked_batch_exits_2_with_json_and_keeps_the_evidence(tmp_path):
@@ -75,7 +78,7 @@ def test_blocked_batch_exits_2_with_json_and_keeps_the_evidence(tmp_path):
     good_rows().rename(columns={"amount": "amt"}).to_parquet(batch, index=False)
     home = tmp_path / "elsewhere"
 
-    out = flywheel("--model", "fraud", str(batch), "--json", "--home", str(home))
+    out = flywheel("--dataset", "transactions", str(batch), "--json", "--home", str(home))
 
     assert out.returncode == 2, out.stderr
     result = json.loads(out.stdout)
@@ -86,24 +89,44 @@ def test_blocked_batch_exits_2_with_json_and_keeps_the_evidence(tmp_path):
     assert f["rule"] == "expect_table_columns_to_match_set" and "found `amt`" in f["message"]
     assert result["rows_clean"] == 0 and result["clean_path"] is None
     kept = Path(result["blocked_copy"])
-    assert kept.read_bytes() == batch.read_bytes() and kept.is_relative_to(home / "data" / "blocked" / "fraud")
+    assert kept.read_bytes() == batch.read_bytes()
+    assert kept.is_relative_to(home / "data" / "blocked" / "transactions")
     assert Path(result["data_docs_path"]).is_file() and Path(result["report_path"]).is_file()
-    assert not (REPO_ROOT / ".flywheel" / "data" / "blocked" / "fraud" / "2026-01-05" / kept.name).exists()
+    assert not (REPO_ROOT / ".flywheel" / "data" / "blocked" / "transactions" / "2026-01-05" / kept.name).exists()
+
+
+def test_the_labels_of_the_models_reading_the_dataset_must_not_leak(tmp_path):
+    batch = tmp_path / "transactions_2026-01-05.parquet"
+    good_rows().assign(chargeback=lambda d: d["is_fraud"]).to_parquet(batch, index=False)
+
+    out = flywheel("--dataset", "transactions", str(batch), "--json", home=tmp_path / "home")
+
+    assert out.returncode == 2, out.stderr
+    (f,) = [f for f in json.loads(out.stdout)["failures"] if f["severity"] == "batch"]
+    assert f["rule"] == "leaked_label" and "label `is_fraud`" in f["message"] and "read by fraud" in f["message"]
 
 
 def test_errors_exit_1_with_a_clear_message(tmp_path):
     batch = tmp_path / "transactions_2026-01-05.parquet"
     good_rows().to_parquet(batch, index=False)
 
-    unknown = flywheel("--model", "nope", str(batch), home=tmp_path)
+    unknown = flywheel("--dataset", "nope", str(batch), home=tmp_path)
     assert unknown.returncode == 1
-    assert "unknown model 'nope'; known: fraud, spend" in unknown.stderr
+    assert "unknown dataset 'nope'; known: transactions (datasets/<name>.yaml)" in unknown.stderr
 
-    missing = flywheel("--model", "fraud", str(tmp_path / "missing.parquet"), "--json", home=tmp_path)
+    no_dataset = flywheel(str(batch), "--json", home=tmp_path)
+    assert no_dataset.returncode == 1 and json.loads(no_dataset.stdout)["verdict"] == "error"
+    assert "--dataset NAME is required; known: transactions" in no_dataset.stderr
+
+    old_flag = flywheel("--model", "fraud", str(batch), home=tmp_path)
+    assert old_flag.returncode == 1  # an error, not "blocked" (2)
+    assert "--model is gone" in old_flag.stderr and "use --dataset transactions" in old_flag.stderr
+
+    missing = flywheel("--dataset", "transactions", str(tmp_path / "missing.parquet"), "--json", home=tmp_path)
     assert missing.returncode == 1
     assert json.loads(missing.stdout)["verdict"] == "error"
     assert "missing.parquet: no such file" in missing.stderr
 
-    bad_start = flywheel("--model", "fraud", str(batch), "--start", "last monday", home=tmp_path)
+    bad_start = flywheel("--dataset", "transactions", str(batch), "--start", "last monday", home=tmp_path)
     assert bad_start.returncode == 1 and "--start 'last monday' is not an ISO 8601" in bad_start.stderr
     assert not (tmp_path / "data").exists()  # nothing written on a usage error

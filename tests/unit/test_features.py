@@ -1,7 +1,13 @@
-"""Daily feature snapshots against a brute-force oracle, the no-leakage stamp, and idempotent tables."""
+"""The declared feature views against a brute-force oracle, the no-leakage stamp, and idempotent tables.
+
+Nothing here names a feature: every view of feature_repo/definitions.py is built from a small validated
+history with `build_view_table`, and every declared aggregation (function, column, window, match) is
+recomputed by brute force from the declaration itself.
+"""
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,263 +16,599 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.features import VIEW_ENTITY, build_feature_tables, compute_snapshots, read_validated
-from pipelines.spec import REPO_ROOT
+from pipelines import storage
+from pipelines.features import (
+    build_view_table,
+    dependent_keys,
+    load_repo,
+    read_validated,
+    sync_feature_tables,
+    table_keys,
+)
+from pipelines.spec import REPO_ROOT, load_datasets
 
 pytestmark = pytest.mark.unit
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday; history covers T0 .. T0 + 56 days
 DAYS = 56
+REPO = load_repo(REPO_ROOT / "feature_repo")
+VIEWS = sorted(REPO.views)
+DATASETS = load_datasets()
 
 
-def declared_features(view: str) -> list[str]:
-    """The view's feature names as declared in the Feast repo (the schema Feast will read)."""
-    text = (REPO_ROOT / "feature_repo" / "definitions.py").read_text()
-    block = re.search(rf"^{view} = FeatureView\((.*?)^\)", text, re.S | re.M)
-    assert block, f"{view} not declared in feature_repo/definitions.py"
-    names = re.findall(r'Field\(name="([^"]+)"', block.group(1))
-    return [n for n in names if n != VIEW_ENTITY[view]]
-
-
-def make_history() -> pd.DataFrame:
-    """3 customers, 3 merchants, irregular activity (gaps of > 7 and > 30 days), midnight edge cases."""
+def make_history(contract) -> pd.DataFrame:
+    """Every column of the contract; 3 customers, 3 merchants, irregular activity (a 9-day pause, a customer
+    and a merchant who leave), unique event times and events exactly on day boundaries."""
     rng = np.random.default_rng(3)
     rows = []
     for day in range(DAYS):
         for cust, p in ((1, 0.9), (2, 0.3), (3, 0.08)):
-            if cust == 2 and 20 <= day < 29:  # a 9-day pause: the 7-day window empties
+            if cust == 2 and 20 <= day < 29:  # a 9-day pause: the 7-day windows empty
                 continue
-            if cust == 3 and day >= 12:  # customer 3 leaves: drops out 30 days later
+            if cust == 3 and day >= 12:  # customer 3 leaves: drops out once the lookback passes
                 continue
+            merchants = [10, 11, 12] if day < 15 else [10, 11]  # merchant 12 leaves on day 15
             for _ in range(int(rng.random() < p) + int(rng.random() < p / 2)):
-                ts = T0 + timedelta(days=day, seconds=int(rng.integers(0, 86400)))
-                rows.append(
-                    (
-                        cust,
-                        int(rng.integers(10, 13)),
-                        round(float(rng.lognormal(4, 1)), 2),
-                        str(rng.choice(["pos", "online", "wallet"])),
-                        ts,
-                    )
-                )
-    # exact day boundaries: at midnight the transaction belongs to the new day, never to the snapshot
-    # stamped at that same instant
-    rows += [
-        (1, 10, 999.0, "wallet", T0 + timedelta(days=33)),
-        (2, 11, 5.5, "pos", T0 + timedelta(days=36) - timedelta(microseconds=1)),
-    ]
-    df = pd.DataFrame(rows, columns=["customer_id", "merchant_id", "amount", "channel", "event_ts"])
+                ts = T0 + timedelta(days=day, seconds=int(rng.integers(1, 86400)), microseconds=len(rows))
+                rows.append({"customer_id": cust, "merchant_id": int(rng.choice(merchants)),
+                             "amount": round(float(rng.lognormal(4, 1)), 2), "event_ts": ts})
+    # exact day boundaries: at midnight an event belongs to the new day, never to the snapshot stamped
+    # at that same instant
+    rows += [{"customer_id": 1, "merchant_id": 10, "amount": 999.0, "channel": "wallet",
+              "event_ts": T0 + timedelta(days=33)},
+             {"customer_id": 2, "merchant_id": 11, "amount": 5.5, "channel": "pos",
+              "event_ts": T0 + timedelta(days=36) - timedelta(microseconds=1)}]
+    df = pd.DataFrame(rows)
+    for c in contract.columns:  # any other contract column: a value it allows
+        if c.name in df.columns and not df[c.name].isna().any():
+            continue
+        if c.allowed:
+            fill = pd.Series(rng.choice(np.array(c.allowed, dtype=object), len(df)), index=df.index)
+        elif c.type == "float":
+            fill = pd.Series(np.round(rng.lognormal(3, 1, len(df)), 2), index=df.index)
+        elif c.type == "int":
+            fill = pd.Series(rng.integers(0, 5, len(df)), index=df.index)
+        else:
+            fill = pd.Series([f"v{i % 7}" for i in range(len(df))], index=df.index)
+        df[c.name] = df[c.name].fillna(fill) if c.name in df.columns else fill
     df["event_ts"] = pd.to_datetime(df["event_ts"], utc=True)
-    df["transaction_id"] = [f"t{i:05d}" for i in range(len(df))]
-    return df.sort_values("event_ts", kind="stable").reset_index(drop=True)
+    df = df.sort_values("event_ts", kind="stable").reset_index(drop=True)
+    df[contract.row_id] = [f"t{i:05d}" for i in range(len(df))]
+    return df[contract.column_names]
 
 
-HISTORY = make_history()
+HISTORIES = {name: make_history(c) for name, c in DATASETS.items()}
 
 
-def oracle(history: pd.DataFrame, key: str, entity: int, at: pd.Timestamp, days: int) -> pd.DataFrame:
-    """The transactions a snapshot stamped `at` may summarise over the last `days` days."""
-    h = history[history[key] == entity]
-    return h[(h["event_ts"] < at) & (h["event_ts"] >= at - pd.Timedelta(days=days))]
+def history_of(view_name: str) -> pd.DataFrame:
+    return HISTORIES[REPO.views[view_name].dataset]
 
 
-FEATURE_NAME = re.compile(r"^(cust|merch)_(txn|amount|wallet)_(count|sum|mean|max|share)_(\d+)d$")
-
-
-def expected(history: pd.DataFrame, key: str, entity: int, at: pd.Timestamp, feature: str) -> float:
-    """Brute force, read off the feature's name: <entity>_<what>_<stat>_<N>d over [at - N days, at)."""
-    m = FEATURE_NAME.match(feature)
-    assert m, f"no oracle for feature {feature!r}"
-    _, what, stat, days = m.groups()
-    rows = oracle(history, key, entity, at, int(days))
-    if stat == "count":
-        return len(rows)
-    if stat == "share":  # wallet share
-        return (rows["channel"] == what).mean() if len(rows) else np.nan
-    if stat in ("sum", "max"):  # no spend in the window: 0 (amounts are positive)
-        return getattr(rows["amount"], stat)() if len(rows) else 0.0
-    return rows["amount"].mean() if len(rows) else np.nan  # a mean of nothing is undefined
-
-
-def check_against_oracle(snap: pd.DataFrame, history: pd.DataFrame, view: str, start: datetime, end: datetime):
-    key = VIEW_ENTITY[view]
-    features = declared_features(view)
-    assert list(snap.columns) == [key, "event_ts", *features, "created_ts"]
-    # a row exists for an entity on a day iff it had activity within the view's longest window
-    window = max(int(FEATURE_NAME.match(f).group(4)) for f in features)
-    stamps = pd.date_range(pd.Timestamp(start) + pd.Timedelta(days=1), pd.Timestamp(end), freq="D")
-    want = {(e, t) for t in stamps for e in history[key].unique() if len(oracle(history, key, e, t, window)) > 0}
-    got = set(zip(snap[key].tolist(), snap["event_ts"].tolist(), strict=True))
-    assert got == want
-    for row in snap.itertuples(index=False):
-        entity = getattr(row, key)
-        for f in features:
-            want_value = expected(history, key, entity, row.event_ts, f)
-            assert getattr(row, f) == pytest.approx(want_value, nan_ok=True), (view, entity, row.event_ts, f)
-
-
-@pytest.mark.parametrize("view", ["customer_stats", "merchant_stats"])
-def test_snapshots_equal_a_brute_force_oracle(view):
-    start, end = T0 + timedelta(days=30), T0 + timedelta(days=40)
-    history = HISTORY[
-        (HISTORY["event_ts"] >= pd.Timestamp(start - timedelta(days=30))) & (HISTORY["event_ts"] < pd.Timestamp(end))
-    ]
-    snap = compute_snapshots(history, view, start, end)
-    assert len(snap) > 20
-    check_against_oracle(snap, history, view, start, end)
-
-
-def test_snapshots_cover_pauses_and_departures():
-    """Customer 2 pauses for 9 days (7-day count hits 0 but stays a snapshot row); customer 3 left on day 12."""
-    start, end = T0 + timedelta(days=25), T0 + timedelta(days=45)
-    history = HISTORY[
-        (HISTORY["event_ts"] >= pd.Timestamp(start - timedelta(days=30))) & (HISTORY["event_ts"] < pd.Timestamp(end))
-    ]
-    snap = compute_snapshots(history, "customer_stats", start, end)
-    c2 = snap[snap["customer_id"] == 2]
-    assert (c2["cust_txn_count_7d"] == 0).any() and (c2["cust_txn_count_7d"] > 0).any()
-    c3 = snap[snap["customer_id"] == 3]
-    assert c3["event_ts"].max() <= pd.Timestamp(T0 + timedelta(days=12 + 30))
-    check_against_oracle(snap, history, "customer_stats", start, end)
-
-
-def test_snapshot_is_stamped_at_the_end_of_the_day_it_summarises():
-    start, end = T0 + timedelta(days=33), T0 + timedelta(days=34)
-    history = HISTORY[
-        (HISTORY["event_ts"] >= pd.Timestamp(start - timedelta(days=30))) & (HISTORY["event_ts"] < pd.Timestamp(end))
-    ]
-    snap = compute_snapshots(history, "customer_stats", start, end)
-    # one day summarised -> one stamp, midnight after that day
-    assert set(snap["event_ts"]) == {pd.Timestamp(end)}
-    # the 999.0 wallet payment at exactly 00:00 of day 33 belongs to day 33, which this snapshot covers
-    c1 = snap[snap["customer_id"] == 1].iloc[0]
-    assert c1["cust_txn_count_1d"] >= 1
-    assert c1["cust_amount_sum_7d"] >= 999.0
-    assert (snap["created_ts"] == pd.Timestamp(end)).all()
-
-
-@pytest.mark.parametrize("extra", ["after_end", "before_lookback"])
-def test_transactions_outside_the_window_never_leak_into_snapshots(extra):
-    """compute_snapshots is documented to take `history (>= 30 days before)`: handing it more history
-    (older rows, or rows after `end` such as the next batch) must not change any snapshot. In particular
-    a transaction after a snapshot's time must never contribute to it."""
-    start, end = T0 + timedelta(days=35), T0 + timedelta(days=42)
-    inside = HISTORY[
-        (HISTORY["event_ts"] >= pd.Timestamp(start - timedelta(days=30))) & (HISTORY["event_ts"] < pd.Timestamp(end))
-    ]
-    if extra == "after_end":
-        more = HISTORY[HISTORY["event_ts"] >= pd.Timestamp(end)]
-    else:
-        more = HISTORY[HISTORY["event_ts"] < pd.Timestamp(start - timedelta(days=30))]
-    assert len(more) > 0
-    clean = compute_snapshots(inside, "customer_stats", start, end)
-    widened = compute_snapshots(pd.concat([inside, more]), "customer_stats", start, end)
-    pd.testing.assert_frame_equal(widened, clean)
-
-
-def write_validated(validated: Path, history: pd.DataFrame) -> None:
+def write_validated(validated: Path, history: pd.DataFrame, ts: str = "event_ts") -> Path:
     """One validated file per week, named by the week start as the validation stage does."""
     validated.mkdir(parents=True, exist_ok=True)
-    week = (history["event_ts"] - pd.Timestamp(T0)).dt.days // 7
+    week = (history[ts] - pd.Timestamp(T0)).dt.days // 7
     for w, part in history.groupby(week):
-        key = (T0 + timedelta(weeks=int(w))).strftime("%Y-%m-%d")
-        part.reset_index(drop=True).to_parquet(validated / f"{key}.parquet", index=False)
+        part.reset_index(drop=True).to_parquet(validated / f"{T0 + timedelta(weeks=int(w)):%Y-%m-%d}.parquet",
+                                               index=False)
+    return validated
 
 
-def test_read_validated_returns_exactly_the_window(tmp_path):
-    write_validated(tmp_path / "validated", HISTORY)
-    (tmp_path / "validated" / "notes.parquet").write_bytes(b"not a batch")  # ignored: not a date
-    start, end = T0 + timedelta(days=10, hours=6), T0 + timedelta(days=24)
-    got = read_validated(tmp_path / "validated", start, end)
-    want = HISTORY[(HISTORY["event_ts"] >= pd.Timestamp(start)) & (HISTORY["event_ts"] < pd.Timestamp(end))]
-    assert sorted(got["transaction_id"]) == sorted(want["transaction_id"])
-    assert read_validated(tmp_path / "validated", T0 + timedelta(days=400), T0 + timedelta(days=407)).empty
+@pytest.fixture(scope="module")
+def validated(tmp_path_factory) -> dict[str, Path]:
+    """Each dataset's validated batches, all eight weeks (so later batches are there to leak, and must not)."""
+    root = tmp_path_factory.mktemp("validated")
+    return {name: write_validated(root / name, h, DATASETS[name].timestamp) for name, h in HISTORIES.items()}
 
 
-def test_build_feature_tables_matches_oracle_and_ignores_later_batches(tmp_path):
-    validated, root = tmp_path / "validated", tmp_path / "features"
-    write_validated(validated, HISTORY)  # includes the week after the interval
-    start, end = T0 + timedelta(days=35), T0 + timedelta(days=42)
-    ft = build_feature_tables(validated, root, ["customer_stats", "merchant_stats"], start, end, "2026-02-09")
-    assert ft.interval_key == "2026-02-09"
-    assert set(ft.paths) == {"customer_stats", "merchant_stats"}
-    for view in ("customer_stats", "merchant_stats"):
-        snap = pd.read_parquet(ft.paths[view])
-        assert len(snap) == ft.rows[view] > 0
-        # no snapshot summarises a transaction at or after its own timestamp; the oracle enforces it
-        check_against_oracle(snap, HISTORY, view, start, end)
-    merch = pd.read_parquet(ft.paths["merchant_stats"])
-    assert merch["merch_wallet_share_7d"].between(0.0, 1.0).all()
-    assert merch["merch_wallet_share_7d"].nunique() > 1
+# ---- the oracle: straight from the declaration
 
 
-def test_build_feature_tables_is_idempotent_one_file_per_view_per_interval(tmp_path):
-    validated, root = tmp_path / "validated", tmp_path / "features"
-    write_validated(validated, HISTORY)
-    views = ["customer_stats", "merchant_stats"]
+def window_rows(history: pd.DataFrame, ts: str, keys: list[str], entity: tuple, at: pd.Timestamp,
+                window: timedelta) -> pd.DataFrame:
+    """The events of `entity` a snapshot stamped `at` may summarise: [at - window, at)."""
+    h = history
+    for k, v in zip(keys, entity, strict=True):
+        h = h[h[k] == v]
+    return h[(h[ts] >= at - pd.Timedelta(window)) & (h[ts] < at)]
+
+
+def brute_force(agg, rows: pd.DataFrame, ts: str) -> float:
+    """One aggregation over its window's rows; an empty window: count/sum 0, anything else NaN."""
+    col = rows[agg.column]
+    if agg.function == "count":
+        return float(len(rows))
+    if agg.function == "sum":
+        return float(col.sum()) if len(rows) else 0.0
+    if len(rows) == 0:
+        return np.nan
+    if agg.function in ("mean", "min", "max"):
+        return float(getattr(col, agg.function)())
+    if agg.function == "std":
+        return float(col.std(ddof=1))
+    if agg.function == "count_distinct":
+        return float(col.nunique())
+    if agg.function == "last":
+        return rows.sort_values(ts, kind="stable")[agg.column].iloc[-1]
+    if agg.function == "share":
+        assert agg.match is not None, agg
+        return float((col == agg.match).mean())
+    raise AssertionError(f"no oracle for function {agg.function!r} ({agg.name})")
+
+
+def check_against_oracle(snap: pd.DataFrame, history: pd.DataFrame, view, start: datetime, end: datetime) -> None:
+    spec = view.engine
+    keys, ts = list(view.join_keys), spec.timestamp
+    assert list(snap.columns) == [*keys, spec.feature_timestamp, *view.features, spec.created_timestamp]
+    assert list(view.features) == [a.name for a in spec.aggregations]
+    assert view.lookback == max(a.window for a in spec.aggregations)
+    # a row exists for an entity at t iff it had an event within the lookback before t
+    stamps = pd.date_range(pd.Timestamp(start) + spec.granularity, pd.Timestamp(end), freq=spec.granularity)
+    entities = list(history[keys].drop_duplicates().itertuples(index=False, name=None))
+    want = {(*e, t) for t in stamps for e in entities
+            if len(window_rows(history, ts, keys, e, t, view.lookback)) > 0}
+    got = list(snap[[*keys, spec.feature_timestamp]].itertuples(index=False, name=None))
+    assert len(got) == len(set(got)), "one row per (entity, snapshot time)"
+    assert set(got) == want
+    assert (snap[spec.created_timestamp] == pd.Timestamp(end)).all()
+    for row in snap.to_dict("records"):
+        entity, at = tuple(row[k] for k in keys), row[spec.feature_timestamp]
+        for agg in spec.aggregations:
+            want_value = brute_force(agg, window_rows(history, ts, keys, entity, at, agg.window), ts)
+            assert row[agg.name] == pytest.approx(want_value, nan_ok=True), (view.name, entity, at, agg.name)
+
+
+def build(view_name: str, validated: dict[str, Path], root: Path, start: datetime, end: datetime, key: str):
+    view = REPO.views[view_name]
+    return build_view_table(view, validated[view.dataset], root, start, end, key)
+
+
+INTERVALS = {
+    "week": (T0 + timedelta(days=35), T0 + timedelta(days=42)),                 # a weekly batch
+    "pauses_and_departures": (T0 + timedelta(days=21), T0 + timedelta(days=49)),  # windows empty, entities leave
+}
+
+
+@pytest.mark.parametrize("interval", sorted(INTERVALS))
+@pytest.mark.parametrize("view_name", VIEWS)
+def test_every_declared_aggregation_equals_a_brute_force_oracle(view_name, interval, validated, tmp_path):
+    start, end = INTERVALS[interval]
+    table = build(view_name, validated, tmp_path, start, end, f"{start:%Y-%m-%d}")
+    assert table.path == str(tmp_path / view_name / f"{start:%Y-%m-%d}.parquet")
+    snap = pd.read_parquet(table.path)
+    assert table.rows == len(snap) > 20
+    check_against_oracle(snap, history_of(view_name), REPO.views[view_name], start, end)
+    # the history is rich enough for every feature to vary (a constant column would pass trivially)
+    for f in REPO.views[view_name].features:
+        assert snap[f].nunique(dropna=True) > 1, f
+
+
+def test_the_oracle_sees_pauses_and_departures():
+    """The history really has what the oracle test relies on: entities that go quiet, then leave."""
+    start, end = INTERVALS["pauses_and_departures"]
+    for view_name in VIEWS:
+        view, history = REPO.views[view_name], history_of(view_name)
+        keys = list(view.join_keys)
+        last_seen = history.groupby(keys)[view.engine.timestamp].max()
+        # at least one entity leaves: its last snapshot is within the interval, lookback after its last event
+        assert (last_seen + pd.Timedelta(view.lookback) < pd.Timestamp(end)).any(), view_name
+    t0 = T0 + timedelta(days=29)
+    assert len(window_rows(HISTORIES["transactions"], "event_ts", ["customer_id"], (2,), pd.Timestamp(t0),
+                           timedelta(days=7))) == 0
+
+
+@pytest.mark.parametrize("view_name", VIEWS)
+def test_a_snapshot_is_stamped_at_the_end_of_what_it_summarises(view_name, validated, tmp_path):
+    """The event at exactly T0 + 33 days 00:00 is not in the snapshot stamped at that instant, only in the next."""
+    view = REPO.views[view_name]
+    spec = view.engine
+    day = spec.granularity
+    boundary = pd.Timestamp(T0 + timedelta(days=33))
+    history = history_of(view_name)
+    event = history[history[spec.timestamp] == boundary].iloc[0]
+    entity = {k: event[k] for k in view.join_keys}
+    keys, ts = list(view.join_keys), spec.timestamp
+    rows = {}
+    for s in (boundary - day, boundary):
+        table = build(view_name, validated, tmp_path, s.to_pydatetime(), (s + day).to_pydatetime(), f"{s:%Y-%m-%d}")
+        snap = pd.read_parquet(table.path)
+        assert set(snap[spec.feature_timestamp]) == {s + day}  # one granule summarised, stamped at its end
+        assert set(snap[spec.created_timestamp]) == {s + day}
+        mask = np.logical_and.reduce([snap[k] == v for k, v in entity.items()])
+        assert mask.sum() == 1
+        rows[s + day] = snap[mask].iloc[0]
+    telling = []
+    for agg in spec.aggregations:
+        half_open = window_rows(history, ts, keys, tuple(entity.values()), boundary, agg.window)
+        closed = pd.concat([half_open, history[(history[ts] == boundary)
+                                               & np.logical_and.reduce([history[k] == v for k, v in entity.items()])]])
+        at_boundary = brute_force(agg, half_open, ts)
+        assert rows[boundary][agg.name] == pytest.approx(at_boundary, nan_ok=True), agg.name
+        if brute_force(agg, closed, ts) != pytest.approx(at_boundary, nan_ok=True):
+            telling.append(agg.name)
+        after = brute_force(agg, window_rows(history, ts, keys, tuple(entity.values()), boundary + day, agg.window), ts)
+        assert rows[boundary + day][agg.name] == pytest.approx(after, nan_ok=True), agg.name
+    assert telling, "no aggregation of the view would notice the boundary event: the test proves nothing"
+
+
+@pytest.mark.parametrize("view_name", VIEWS)
+def test_events_at_or_after_a_snapshot_never_change_it(view_name, validated, tmp_path):
+    """Extreme events exactly at the interval end, and later batches, change nothing of the interval's table;
+    a snapshot is the same whether computed in a one-day or a one-week interval."""
+    view = REPO.views[view_name]
+    spec = view.engine
+    start, end = INTERVALS["week"]
+    clean = pd.read_parquet(build(view_name, validated, tmp_path / "clean", start, end, "w").path)
+
+    history = history_of(view_name)
+    poison = history[history[spec.timestamp] < pd.Timestamp(end)].groupby(list(view.join_keys)).tail(1).copy()
+    poison[spec.timestamp] = pd.Timestamp(end)
+    for c in DATASETS[view.dataset].columns:
+        if c.type == "float":
+            poison[c.name] = 1e6
+    poison[DATASETS[view.dataset].row_id] = [f"p{i}" for i in range(len(poison))]
+    poisoned = {**validated, view.dataset: tmp_path / "poisoned"}
+    write_validated(poisoned[view.dataset], history)
+    poison.to_parquet(poisoned[view.dataset] / "late.parquet", index=False)
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(build(view_name, poisoned, tmp_path / "poisoned_tables", start, end, "w").path), clean)
+
+    daily = []
+    for i in range((end - start) // spec.granularity):
+        s = start + i * spec.granularity
+        t = build(view_name, validated, tmp_path / "daily", s, s + spec.granularity, f"{s:%Y-%m-%dT%H}")
+        daily.append(pd.read_parquet(t.path))
+    order = [spec.feature_timestamp, *view.join_keys]
+
+    def norm(df: pd.DataFrame) -> pd.DataFrame:
+        return df.drop(columns=spec.created_timestamp).sort_values(order).reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(norm(pd.concat(daily, ignore_index=True)), norm(clean), check_dtype=False)
+
+
+# ---- tables: idempotent, one file per interval, stale ones removed, no (entity, time) twice
+
+
+@pytest.mark.parametrize("view_name", VIEWS)
+def test_tables_are_idempotent_one_file_per_interval(view_name, validated, tmp_path):
     w5 = (T0 + timedelta(days=35), T0 + timedelta(days=42), "2026-02-09")
     w6 = (T0 + timedelta(days=42), T0 + timedelta(days=49), "2026-02-16")
-    first = build_feature_tables(validated, root, views, *w5)
-    before = {v: Path(p).read_bytes() for v, p in first.paths.items()}
-    second = build_feature_tables(validated, root, views, *w5)
+    first = build(view_name, validated, tmp_path, *w5)
+    before = Path(first.path).read_bytes()
+    second = build(view_name, validated, tmp_path, *w5)
     assert second.to_dict() == first.to_dict()
-    assert {v: Path(p).read_bytes() for v, p in second.paths.items()} == before
-    build_feature_tables(validated, root, views, *w6)
-    for view in views:
-        assert sorted(p.name for p in (root / view).iterdir()) == ["2026-02-09.parquet", "2026-02-16.parquet"]
-    assert {v: Path(p).read_bytes() for v, p in first.paths.items()} == before
+    assert Path(second.path).read_bytes() == before
+    build(view_name, validated, tmp_path, *w6)
+    assert sorted(p.name for p in (tmp_path / view_name).iterdir()) == ["2026-02-09.parquet", "2026-02-16.parquet"]
+    assert table_keys(tmp_path, view_name) == ["2026-02-09", "2026-02-16"]
+    assert Path(first.path).read_bytes() == before
 
 
-def test_empty_interval_writes_no_table_and_removes_a_stale_one(tmp_path):
-    validated, root = tmp_path / "validated", tmp_path / "features"
-    write_validated(validated, HISTORY)
+@pytest.mark.parametrize("view_name", VIEWS)
+def test_an_empty_interval_writes_no_table_and_removes_a_stale_one(view_name, tmp_path):
+    view = REPO.views[view_name]
+    validated = {view.dataset: write_validated(tmp_path / "validated", history_of(view_name))}
     start, end = T0 + timedelta(days=35), T0 + timedelta(days=42)
-    build_feature_tables(validated, root, ["customer_stats"], start, end, "2026-02-09")
-    assert (root / "customer_stats" / "2026-02-09.parquet").exists()
-    for p in validated.iterdir():  # the batches were withdrawn; a re-run must not keep stale features
+    build(view_name, validated, tmp_path / "features", start, end, "2026-02-09")
+    stale = tmp_path / "features" / view_name / "2026-02-09.parquet"
+    assert stale.exists()
+    for p in validated[view.dataset].iterdir():  # the batches were withdrawn; a re-run must not keep stale features
         p.unlink()
-    ft = build_feature_tables(validated, root, ["customer_stats"], start, end, "2026-02-09")
-    assert ft.rows == {"customer_stats": 0} and ft.paths == {}
-    assert not (root / "customer_stats" / "2026-02-09.parquet").exists()
+    table = build(view_name, validated, tmp_path / "features", start, end, "2026-02-09")
+    assert (table.path, table.rows, table.interval_key, table.view) == (None, 0, "2026-02-09", view_name)
+    assert not stale.exists()
 
 
-def test_unknown_view_is_rejected():
-    with pytest.raises(ValueError, match="unknown feature view"):
-        compute_snapshots(HISTORY, "device_stats", T0 + timedelta(days=35), T0 + timedelta(days=42))
-
-
-def test_build_feature_tables_refuses_two_rows_for_one_entity_and_timestamp(tmp_path, monkeypatch):
+@pytest.mark.parametrize("view_name", VIEWS)
+def test_a_table_with_two_rows_for_one_entity_and_time_is_refused(view_name, validated, tmp_path, monkeypatch):
     """Feast would silently settle such a pair by created_ts: the writer must never produce one."""
-    from pipelines import features
+    from pipelines import feature_engine
 
-    validated, root = tmp_path / "validated", tmp_path / "features"
-    write_validated(validated, HISTORY)
+    view = REPO.views[view_name]
     start, end = T0 + timedelta(days=35), T0 + timedelta(days=42)
-    real = features.compute_snapshots
+    real = feature_engine.compute_view
+    dup_row = {}
 
-    def with_a_duplicate(history, view, s, e):
-        snap = real(history, view, s, e)
+    def with_a_duplicate(events, spec, s, e):
+        snap = real(events, spec, s, e)
+        dup_row["row"] = snap.iloc[3]
         return pd.concat([snap, snap.iloc[[3]]], ignore_index=True)
 
-    monkeypatch.setattr(features, "compute_snapshots", with_a_duplicate)
-    row = real(read_validated(validated, start - timedelta(days=30), end), "customer_stats", start, end).iloc[3]
-    with pytest.raises(ValueError, match=rf"customer_stats: 2 rows share \(customer_id, event_ts\), "
-                                         rf"e\.g\. \({row.customer_id}, {re.escape(row.event_ts.isoformat())}\)"):
-        build_feature_tables(validated, root, ["customer_stats"], start, end, "2026-02-09")
-    assert not list((root / "customer_stats").glob("*.parquet"))
+    monkeypatch.setattr(feature_engine, "compute_view", with_a_duplicate)
+    keys, ts = ", ".join(view.join_keys), view.engine.feature_timestamp
+    with pytest.raises(ValueError) as err:
+        build(view_name, validated, tmp_path, start, end, "2026-02-09")
+    row = dup_row["row"]
+    shown = "(" + ", ".join(str(row[k]) for k in [*view.join_keys, ts]) + ")"
+    assert re.search(rf"{view_name}: 2 rows share \({re.escape(keys)}, {ts}\), e\.g\. {re.escape(shown)}",
+                     str(err.value)), str(err.value)
+    assert not list((tmp_path / view_name).glob("*.parquet"))
 
 
 @pytest.mark.parametrize("other", [("2026-02-09-rerun", 35, 42), ("2026-02-11", 37, 38)])
-def test_build_feature_tables_refuses_snapshots_already_in_another_interval_file(tmp_path, other):
+@pytest.mark.parametrize("view_name", VIEWS)
+def test_snapshots_already_in_another_interval_file_are_refused(view_name, validated, tmp_path, other):
     """The same interval (or a day inside it) under another key would put each snapshot in two files."""
-    validated, root = tmp_path / "validated", tmp_path / "features"
-    write_validated(validated, HISTORY)
-    build_feature_tables(validated, root, ["customer_stats"], T0 + timedelta(days=35), T0 + timedelta(days=42),
-                         "2026-02-09")
+    build(view_name, validated, tmp_path, T0 + timedelta(days=35), T0 + timedelta(days=42), "2026-02-09")
     key, a, b = other
-    with pytest.raises(ValueError, match=r"customer_stats: \d+ snapshots for .* are already in .*2026-02-09\.parquet"):
-        build_feature_tables(validated, root, ["customer_stats"], T0 + timedelta(days=a), T0 + timedelta(days=b), key)
-    assert sorted(p.name for p in (root / "customer_stats").iterdir()) == ["2026-02-09.parquet"]
+    with pytest.raises(ValueError, match=rf"{view_name}: \d+ snapshots for .* are already in .*2026-02-09\.parquet"):
+        build(view_name, validated, tmp_path, T0 + timedelta(days=a), T0 + timedelta(days=b), key)
+    assert sorted(p.name for p in (tmp_path / view_name).iterdir()) == ["2026-02-09.parquet"]
     # the neighbouring interval shares no snapshot: accepted
-    build_feature_tables(validated, root, ["customer_stats"], T0 + timedelta(days=42), T0 + timedelta(days=49),
-                         "2026-02-16")
+    build(view_name, validated, tmp_path, T0 + timedelta(days=42), T0 + timedelta(days=49), "2026-02-16")
+    assert table_keys(tmp_path, view_name) == ["2026-02-09", "2026-02-16"]
+
+
+# ---- which later tables a re-validated batch invalidates
+
+
+def _sees(view, key: datetime, next_key: datetime, start: datetime, end: datetime) -> bool:
+    """Does some snapshot of the table [key, next_key) summarise an event of [start, end)?"""
+    g = view.engine.granularity
+    t = key + g
+    while t <= next_key:
+        if any(t - a.window < end and t > start for a in view.engine.aggregations):
+            return True
+        t += g
+    return False
+
+
+@pytest.mark.parametrize("view_name", VIEWS)
+def test_dependent_keys_are_the_later_tables_within_the_lookback(view_name):
+    view = REPO.views[view_name]
+    weeks = [T0 + timedelta(weeks=i) for i in range(12)]
+    keys = [f"{w:%Y-%m-%d}" for w in weeks] + ["notes"]  # a key that is no date is never a dependant
+    start, end = weeks[2], weeks[3]
+    got = dependent_keys(view, keys, start, end)
+    horizon = end + view.lookback
+    assert got == [f"{w:%Y-%m-%d}" for w in weeks if end <= w < horizon]
+    assert got and got[0] == f"{end:%Y-%m-%d}"  # the next table always depends on this one
+    assert f"{start:%Y-%m-%d}" not in got  # the interval itself is rebuilt anyway, not a dependant
+    # every table whose snapshots see the interval's events is listed; none that cannot is
+    for w, nxt in zip(weeks, weeks[1:], strict=False):
+        if w >= end:
+            assert (f"{w:%Y-%m-%d}" in got) == _sees(view, w, nxt, start, end), w
+    # the boundary itself, at the keys' own resolution: a table starting exactly lookback later is out
+    daily = [f"{horizon - timedelta(days=2):%Y-%m-%d}", f"{horizon:%Y-%m-%d}", f"{end - timedelta(days=1):%Y-%m-%d}"]
+    assert dependent_keys(view, daily, start, end) == [daily[0]]
+    assert dependent_keys(view, [], start, end) == []
+
+
+# ---- reading validated batches
+
+
+def test_read_validated_returns_exactly_the_window_and_skips_files_by_statistics(validated, monkeypatch):
+    history = HISTORIES["transactions"]
+    d = validated["transactions"]
+    read: list[str] = []
+    real = storage.read_parquet
+
+    def spy(uri, columns=None):
+        read.append(storage.name(uri))
+        return real(uri, columns=columns)
+
+    monkeypatch.setattr(storage, "read_parquet", spy)
+    start, end = T0 + timedelta(days=10, hours=6), T0 + timedelta(days=24)
+    got = read_validated(d, "event_ts", start, end)
+    want = history[(history["event_ts"] >= pd.Timestamp(start)) & (history["event_ts"] < pd.Timestamp(end))]
+    assert sorted(got["transaction_id"]) == sorted(want["transaction_id"])
+    assert list(got.columns) == list(history.columns)
+    assert read == ["2026-01-12.parquet", "2026-01-19.parquet", "2026-01-26.parquet"]  # weeks 1-3 of 8
+
+    # exact boundaries: an event at `start` is in, one at `end` is out
+    read.clear()
+    start, end = T0 + timedelta(days=33), T0 + timedelta(days=36) - timedelta(microseconds=1)
+    got = read_validated(d, "event_ts", start, end, columns=["transaction_id", "event_ts"])
+    want = history[(history["event_ts"] >= pd.Timestamp(start)) & (history["event_ts"] < pd.Timestamp(end))]
+    assert sorted(got["transaction_id"]) == sorted(want["transaction_id"])
+    assert pd.Timestamp(start) in set(got["event_ts"]) and pd.Timestamp(end) not in set(got["event_ts"])
+    assert list(got.columns) == ["transaction_id", "event_ts"]
+    assert read == ["2026-02-02.parquet", "2026-02-09.parquet"]
+
+    read.clear()
+    nothing = read_validated(d, "event_ts", T0 + timedelta(days=400), T0 + timedelta(days=407), columns=["amount"])
+    assert nothing.empty and list(nothing.columns) == ["amount"] and read == []
+
+
+def test_read_validated_ignores_the_batch_cadence_and_reads_files_without_statistics(tmp_path):
+    """Batches of any length and name; a file whose statistics say nothing is read and filtered, not skipped."""
+    history = HISTORIES["transactions"]
+    d = tmp_path / "validated"
+    d.mkdir()
+    cuts = [T0, T0 + timedelta(days=3), T0 + timedelta(days=17, hours=5), T0 + timedelta(days=DAYS + 1)]
+    for i, (lo, hi) in enumerate(zip(cuts, cuts[1:], strict=False)):
+        part = history[(history["event_ts"] >= pd.Timestamp(lo)) & (history["event_ts"] < pd.Timestamp(hi))]
+        part.to_parquet(d / f"batch-{i}.parquet", index=False, write_statistics=(i != 2))
+    start, end = T0 + timedelta(days=2), T0 + timedelta(days=20)
+    got = read_validated(d, "event_ts", start, end)
+    want = history[(history["event_ts"] >= pd.Timestamp(start)) & (history["event_ts"] < pd.Timestamp(end))]
+    assert sorted(got["transaction_id"]) == sorted(want["transaction_id"])
+    late = read_validated(d, "event_ts", T0 + timedelta(days=50), T0 + timedelta(days=52))
+    assert len(late) > 0  # only in batch-2, which has no statistics
+    assert sorted(late["transaction_id"]) == sorted(
+        history.loc[history["event_ts"].between(pd.Timestamp(T0 + timedelta(days=50)),
+                                                pd.Timestamp(T0 + timedelta(days=52)), inclusive="left"),
+                    "transaction_id"])
+
+
+# ---- syncing the tables into the local cache Feast reads
+
+
+def test_sync_copies_new_and_rewritten_tables_and_drops_withdrawn_ones(validated, tmp_path):
+    view_name = VIEWS[0]
+    store, cache = tmp_path / "store", tmp_path / "cache"
+    w5 = (T0 + timedelta(days=35), T0 + timedelta(days=42), "2026-02-09")
+    w6 = (T0 + timedelta(days=42), T0 + timedelta(days=49), "2026-02-16")
+    build(view_name, validated, store, *w5)
+    build(view_name, validated, store, *w6)
+    assert sync_feature_tables(store, cache, [view_name]) == 2
+    assert sorted(p.name for p in (cache / view_name).iterdir()) == ["2026-02-09.parquet", "2026-02-16.parquet"]
+    assert sync_feature_tables(store, cache, [view_name]) == 0  # unchanged: nothing copied
+    (store / view_name / "2026-02-16.parquet").unlink()
+    assert sync_feature_tables(store, cache, [view_name]) == 0
+    assert sorted(p.name for p in (cache / view_name).iterdir()) == ["2026-02-09.parquet"]
+    rewritten = store / view_name / "2026-02-09.parquet"
+    build(view_name, validated, store, *w5)  # the interval rebuilt: the cache must take the new file
+    mtime = rewritten.stat().st_mtime_ns + 10**9
+    os.utime(rewritten, ns=(mtime, mtime))
+    assert sync_feature_tables(store, cache, [view_name]) == 1
+    assert (cache / view_name / "2026-02-09.parquet").read_bytes() == rewritten.read_bytes()
+    assert sync_feature_tables(cache, cache, [view_name]) == 0  # the store is the cache: nothing to do
+
+
+# ---- the declarations loader
+
+
+HEADER = '''
+from datetime import timedelta
+from feast import BatchFeatureView, Entity, FeatureService, Field, FileSource
+from feast.aggregation import Aggregation
+from feast.types import Float64, Int64
+from feast.value_type import ValueType
+
+customer = Entity(name="customer", join_keys=["customer_id"], value_type=ValueType.INT64)
+
+
+def view(name, aggregations, fields, tags=None, **kw):
+    tags = {"flywheel.dataset": "transactions", "flywheel.granularity": "daily"} if tags is None else tags
+    return BatchFeatureView(
+        name=name, entities=[customer],
+        source=FileSource(name=f"{name}_table", path=f"/nowhere/{name}/*.parquet", timestamp_field="feature_ts",
+                          created_timestamp_column="created_ts"),
+        aggregations=aggregations, schema=[Field(name="customer_id", dtype=Int64), *fields], tags=tags, **kw)
+'''
+GOOD = '''
+good = view("good", [Aggregation(column="amount", function="sum", time_window=timedelta(days=7), name="spent_7d"),
+                     Aggregation(column="channel", function="share", time_window=timedelta(days=2), name="pos_2d")],
+            [Field(name="spent_7d", dtype=Float64),
+             Field(name="pos_2d", dtype=Float64, tags={"flywheel.match": "pos"})])
+'''
+
+
+def repo_with(tmp_path: Path, body: str) -> Path:
+    repo = tmp_path / "repo"
+    repo.mkdir(exist_ok=True)
+    (repo / "definitions.py").write_text(HEADER + body)
+    return repo
+
+
+def test_a_small_declaration_loads_with_its_defaults(tmp_path):
+    repo = load_repo(repo_with(tmp_path, GOOD + '''
+hourly = view("hourly", [Aggregation(column="amount", function="max", time_window=timedelta(hours=6), name="mx")],
+              [Field(name="mx", dtype=Float64)],
+              tags={"flywheel.dataset": "transactions", "flywheel.granularity": "hourly"})
+kept = view("kept", [Aggregation(column="amount", function="mean", time_window=timedelta(days=1), name="m")],
+            [Field(name="m", dtype=Float64)], ttl=timedelta(days=5))
+svc = FeatureService(name="svc", features=[good, kept])
+'''), datasets=DATASETS)
+    good = repo.views["good"]
+    assert (good.dataset, good.join_keys, good.features) == ("transactions", ("customer_id",), ("spent_7d", "pos_2d"))
+    assert good.lookback == timedelta(days=7)
+    assert good.engine.timestamp == DATASETS["transactions"].timestamp
+    assert good.engine.feature_timestamp == "feature_ts" and good.engine.created_timestamp == "created_ts"
+    assert [a.match for a in good.engine.aggregations] == [None, "pos"]
+    # TTL: 3 granularities unless declared
+    assert good.ttl == timedelta(days=3) and good.engine.granularity == timedelta(days=1)
+    hourly = repo.views["hourly"]
+    assert hourly.ttl == timedelta(hours=3) and hourly.engine.granularity == timedelta(hours=1)
+    assert repo.views["kept"].ttl == timedelta(days=5)
+    assert repo.services == {"svc": ("good", "kept")}
+
+
+@pytest.mark.parametrize("body,needles", [
+    ('''
+bad = view("bad", [Aggregation(column="amount", function="sum", time_window=timedelta(days=7), name="s")],
+           [Field(name="s", dtype=Float64)], tags={"flywheel.dataset": "payments"})
+''', ["view bad", "flywheel.dataset", "'payments'"]),
+    ('''
+bad = view("bad", [Aggregation(column="amt", function="sum", time_window=timedelta(days=7), name="s")],
+           [Field(name="s", dtype=Float64)])
+''', ["view bad", "feature s", "`amt`", "transactions.yaml"]),
+    ('''
+bad = view("bad", [Aggregation(column="channel", function="share", time_window=timedelta(days=7), name="s")],
+           [Field(name="s", dtype=Float64)])
+''', ["view bad", "s", "flywheel.match"]),
+    ('''
+bad = view("bad", [Aggregation(column="amount", function="sum", time_window=timedelta(days=7), name="s")],
+           [Field(name="other", dtype=Float64)])
+''', ["view bad", "feature s", "no Field"]),
+    ('''
+bad = view("bad", [Aggregation(column="amount", function="sum", time_window=timedelta(days=7), name="s")],
+           [Field(name="s", dtype=Float64)],
+           tags={"flywheel.dataset": "transactions", "flywheel.granularity": "weekly"})
+''', ["view bad", "flywheel.granularity", "'weekly'"]),
+])
+def test_a_bad_declaration_is_a_spec_error_naming_the_view(tmp_path, body, needles):
+    from pipelines.spec import SpecError
+
+    repo = repo_with(tmp_path, GOOD + body)
+    with pytest.raises(SpecError) as err:
+        load_repo(repo, datasets=DATASETS)
+    msg = str(err.value)
+    assert str(repo / "definitions.py") in msg
+    for needle in needles:
+        assert needle in msg, (needle, msg)
+    assert "view good" not in msg  # only the broken view is blamed
+
+
+def test_every_bad_view_is_reported_at_once(tmp_path):
+    from pipelines.spec import SpecError
+
+    repo = repo_with(tmp_path, '''
+one = view("one", [Aggregation(column="amt", function="sum", time_window=timedelta(days=7), name="s")],
+           [Field(name="s", dtype=Float64)])
+two = view("two", [Aggregation(column="amount", function="sum", time_window=timedelta(days=7), name="s")],
+           [Field(name="s", dtype=Float64)], tags={"flywheel.dataset": "payments"})
+svc = FeatureService(name="svc", features=[one, two])
+''')
+    with pytest.raises(SpecError) as err:
+        load_repo(repo, datasets=DATASETS)
+    assert "view one" in str(err.value) and "view two" in str(err.value)
+
+
+def test_the_shipped_declarations_read_their_datasets():
+    for view in REPO.views.values():
+        contract = DATASETS[view.dataset]
+        assert set(view.join_keys) <= set(contract.column_names)
+        assert {a.column for a in view.engine.aggregations} <= set(contract.column_names)
+        assert view.engine.timestamp == contract.timestamp
+        assert view.ttl >= view.engine.granularity
+    for service, names in REPO.services.items():
+        assert names and set(names) <= set(REPO.views), service
+
+
+# ---- the parse-time index
+
+
+def test_view_index_equals_load_repo_and_is_served_from_its_cache(tmp_path, monkeypatch):
+    from pipelines.features import declarations, view_index
+
+    monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path / "home"))
+    repo_path = REPO_ROOT / "feature_repo"
+    index = view_index(repo_path)
+    assert index["services"] == {k: list(v) for k, v in REPO.services.items()}
+    assert index["views"] == {
+        v.name: {"dataset": v.dataset, "join_keys": list(v.join_keys), "features": list(v.features),
+                 "lookback_s": v.lookback.total_seconds()} for v in REPO.views.values()}
+    assert (tmp_path / "home" / "feast" / "declarations.json").exists()
+
+    calls = []
+
+    def counting(path, datasets=None):
+        calls.append(path)
+        return load_repo(path, datasets)
+
+    monkeypatch.setattr(declarations, "load_repo", counting)
+    assert view_index(repo_path) == index
+    assert calls == []  # served from the cache: Feast not imported, definitions not executed
+
+    # a changed definitions file is read again
+    copy = tmp_path / "repo"
+    copy.mkdir()
+    (copy / "definitions.py").write_text((repo_path / "definitions.py").read_text())
+    assert view_index(copy) == index and calls == []  # the same definitions: the same cache entry
+    (copy / "definitions.py").write_text((repo_path / "definitions.py").read_text() + "\n# edited\n")
+    edited = view_index(copy)
+    assert calls == [copy]
+    assert edited["views"] == index["views"] and edited["sha256"] != index["sha256"]
+    assert view_index(copy) == edited and calls == [copy]

@@ -19,7 +19,8 @@ import yaml
 
 from pipelines import gate as g
 from pipelines.gate import Evidence, GateDecision, compare_on_holdout, decide_promotion, paired_bootstrap
-from pipelines.spec import REPO_ROOT, SliceSpec, SpecError, load_spec, load_specs
+from pipelines.metrics import METRICS, metric
+from pipelines.spec import REPO_ROOT, ModelSpec, SliceSpec, SpecError, load_spec, load_specs
 
 pytestmark = pytest.mark.unit
 
@@ -308,33 +309,111 @@ def test_decision_serialises_to_strict_json():
     assert json.loads(json.dumps(nan.to_dict(), allow_nan=False))["challenger_value"] is None
 
 
+# --- every registered metric through the gate ------------------------------------------------------------
+
+
+def metric_spec(tmp_path: Path, name: str) -> ModelSpec:
+    """A shipped spec (fraud for a binary metric, spend for a regression one) with `name` as its primary
+    metric and a gate section in that metric's direction and units, loaded as the DAGs load it."""
+    m = metric(name)
+    binary = "binary" in m.tasks
+    raw = yaml.safe_load((REPO_ROOT / "models" / ("fraud.yaml" if binary else "spend.yaml")).read_text())
+    raw["metric"] = {"primary": name}
+    raw["gate"] = {("min_primary" if m.higher_is_better else "max_primary"): 0.0 if m.higher_is_better else 1e6,
+                   "max_latency_p95_ms": 50, "min_delta": 0.0, "min_relative_delta": 0.0, "min_holdout_rows": 500,
+                   "bootstrap_resamples": 1000, "confidence": 0.95, "slices": ["channel"],
+                   "slice_tolerance": 0.10 if binary else 50.0, "slice_min_rows": 100,
+                   **({"max_brier": 0.10, "min_holdout_positives": 20} if binary else {})}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    spec = load_spec(path)
+    assert spec.primary_metric == name and spec.higher_is_better is m.higher_is_better
+    return spec
+
+
+def metric_case(name: str, outcome: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Labels, challenger and champion predictions and a channel slice: the challenger clearly better, of
+    the same skill (independent noise: a tie) or clearly worse."""
+    if "binary" in metric(name).tasks:
+        y, ch = holdout()
+        skill = {"better": (3.0, 2.0), "tie": (2.5, 2.5), "worse": (2.0, 3.0)}[outcome]
+        return y, scores(y, skill[0], 10), scores(y, skill[1], 11), {"channel": ch}
+    rng = np.random.default_rng(3)
+    y = rng.gamma(2.0, 100.0, 3000)
+    noise = {"better": (60, 120), "tie": (60, 60), "worse": (120, 60)}[outcome]
+    challenger, champion = y + rng.normal(0, noise[0], 3000), y + rng.normal(0, noise[1], 3000)
+    ch = rng.choice(np.array(["pos", "online", "wallet"], dtype=object), size=3000, p=[0.55, 0.43, 0.02])
+    return y, challenger, champion, {"channel": ch}
+
+
+@pytest.mark.parametrize("name", sorted(METRICS))
+def test_every_registered_metric_promotes_a_clearly_better_challenger(tmp_path, name):
+    spec = metric_spec(tmp_path, name)
+    y, challenger, champion, slices = metric_case(name, "better")
+    d = decide(spec, y, challenger, champion, "2", slices)
+    m = metric(name)
+    assert d.promote is True, d.reason
+    assert d.metric == name and d.mode == "vs_champion" and all(checks(d).values())
+    assert d.challenger_value == pytest.approx(m.value(y, challenger))
+    assert d.champion_value == pytest.approx(m.value(y, champion))
+    assert d.improvement.estimate == pytest.approx(m.sign * (d.challenger_value - d.champion_value))
+    assert 0 < d.improvement.low < d.improvement.estimate < d.improvement.high
+    assert {s.value: s.status for s in d.slices} == {"pos": "ok", "online": "ok", "wallet": "too_small"}
+    assert set(d.challenger_metrics) >= {x.name for x in METRICS.values() if spec.task in x.tasks}
+
+
+@pytest.mark.parametrize("name", sorted(METRICS))
+def test_every_registered_metric_does_not_promote_a_tie(tmp_path, name):
+    spec = metric_spec(tmp_path, name)
+    y, challenger, champion, slices = metric_case(name, "tie")
+    d = decide(spec, y, challenger, champion, "2", slices)
+    assert d.improvement is not None and d.improvement.low <= 0 <= d.improvement.high
+    assert d.promote is False and checks(d)["vs_champion"] is False
+    assert "within noise: a tie is not promoted" in d.reason
+    same = decide(spec, y, challenger, challenger.copy(), "2", slices)
+    assert same.improvement.low == same.improvement.high == 0.0 and same.promote is False
+
+
+@pytest.mark.parametrize("name", sorted(METRICS))
+def test_every_registered_metric_rejects_a_worse_challenger(tmp_path, name):
+    spec = metric_spec(tmp_path, name)
+    y, challenger, champion, slices = metric_case(name, "worse")
+    d = decide(spec, y, challenger, champion, "2", slices)
+    assert d.promote is False and checks(d)["vs_champion"] is False
+    assert d.improvement.high < 0
+    assert d.reason.startswith("rejected") and f"{d.challenger_value:.4f}" in d.reason
+    worse_than = (d.challenger_value < d.champion_value) if metric(name).higher_is_better \
+        else (d.challenger_value > d.champion_value)
+    assert worse_than
+
+
 # --- statistics --------------------------------------------------------------------------------------
 
 
-def test_vectorised_metrics_match_sklearn_on_explicit_resamples():
-    from sklearn.metrics import average_precision_score, mean_absolute_error
-
+@pytest.mark.parametrize("name", sorted(METRICS))
+def test_bootstrap_resamples_equal_the_metric_on_the_resampled_rows(name):
+    """The gate's resample counts through the registry's weighted kernel = the metric on the drawn rows."""
+    m = metric(name)
     rng = np.random.default_rng(0)
     n = 300
-    y = (rng.random(n) < 0.15).astype(float)
-    s = np.round(rng.random(n) + 0.4 * y, 1)          # rounded: many tied scores
-    target, pred = rng.gamma(2.0, 50.0, n), rng.gamma(2.0, 50.0, n)
+    if "binary" in m.tasks:
+        y = (rng.random(n) < 0.15).astype(float)
+        pred = np.round(np.clip(rng.random(n) * 0.8 + 0.2 * y, 0, 1), 1)   # rounded: many tied scores
+    else:
+        y, pred = rng.gamma(2.0, 50.0, n), rng.gamma(2.0, 50.0, n)
     counts = g.resample_counts(rng, n, 6)
-    ap, mae = g.average_precision_weighted(y, s, counts), g.mae_weighted(target, pred, counts)
+    got = m.weighted(y, pred, counts)
     for r in range(6):
         idx = np.repeat(np.arange(n), counts[r].astype(int))
-        assert ap[r] == pytest.approx(average_precision_score(y[idx], s[idx]), abs=1e-12)
-        assert mae[r] == pytest.approx(mean_absolute_error(target[idx], pred[idx]), abs=1e-9)
-    assert g.metric_value("average_precision", y, s) == pytest.approx(average_precision_score(y, s), abs=1e-12)
-    assert math.isnan(g.metric_value("average_precision", np.zeros(10), np.linspace(0, 1, 10)))
+        assert got[r] == pytest.approx(m.value(y[idx], pred[idx]), rel=1e-12, abs=1e-12)
 
 
 def test_bootstrap_is_reproducible_with_its_seed():
     y, _ = holdout(2000)
     a, b = scores(y, 3.0, 10), scores(y, 2.5, 11)
-    one = paired_bootstrap("average_precision", y, a, b, True, 1000, 0.95, seed=42)
-    assert paired_bootstrap("average_precision", y, a, b, True, 1000, 0.95, seed=42) == one
-    other = paired_bootstrap("average_precision", y, a, b, True, 1000, 0.95, seed=43)
+    one = paired_bootstrap("average_precision", y, a, b, 1000, 0.95, seed=42)
+    assert paired_bootstrap("average_precision", y, a, b, 1000, 0.95, seed=42) == one
+    other = paired_bootstrap("average_precision", y, a, b, 1000, 0.95, seed=43)
     assert other != one and other.estimate == one.estimate
     assert one.valid == 1000 and one.units == 2000
 
@@ -344,7 +423,7 @@ def test_bootstrap_interval_is_wider_with_fewer_rows():
     a, b = scores(y, 3.0, 10), scores(y, 2.5, 11)
     width = {}
     for n in (500, 2000, 8000):
-        iv = paired_bootstrap("average_precision", y[:n], a[:n], b[:n], True, 1000, 0.95, seed=1)
+        iv = paired_bootstrap("average_precision", y[:n], a[:n], b[:n], 1000, 0.95, seed=1)
         width[n] = iv.high - iv.low
     assert width[500] > width[2000] > width[8000]
 
@@ -356,8 +435,8 @@ def test_bootstrap_resamples_clusters_together():
     y = np.repeat(per_customer, 7)
     a = y + np.repeat(rng.normal(0, 50, 400), 7)
     b = y + np.repeat(rng.normal(0, 55, 400), 7)
-    rows = paired_bootstrap("mae", y, a, b, False, 1000, 0.95, seed=1)
-    customers = paired_bootstrap("mae", y, a, b, False, 1000, 0.95, seed=1, clusters=np.repeat(np.arange(400), 7))
+    rows = paired_bootstrap("mae", y, a, b, 1000, 0.95, seed=1)
+    customers = paired_bootstrap("mae", y, a, b, 1000, 0.95, seed=1, clusters=np.repeat(np.arange(400), 7))
     assert customers.units == 400 and rows.units == 2800
     assert customers.high - customers.low > 1.5 * (rows.high - rows.low)
 
@@ -365,7 +444,7 @@ def test_bootstrap_resamples_clusters_together():
 def test_bootstrap_is_undefined_without_enough_positives():
     y = np.zeros(1000)
     y[0] = 1.0
-    iv = paired_bootstrap("average_precision", y, np.linspace(0, 1, 1000), np.linspace(1, 0, 1000), True, 200, 0.95, 0)
+    iv = paired_bootstrap("average_precision", y, np.linspace(0, 1, 1000), np.linspace(1, 0, 1000), 200, 0.95, 0)
     assert not iv.defined and iv.valid < 0.9 * 200   # ~63% of resamples draw the only positive
 
 

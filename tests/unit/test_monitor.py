@@ -275,7 +275,7 @@ def fraud_score(df: pd.DataFrame, seed: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def stable_period() -> pd.DataFrame:
-    from pipelines.datagen import Scenario, generate_week
+    from scenarios.cards import Scenario, generate_week
 
     sc = Scenario()
     return pd.concat([generate_week(sc, w, "normal")[RAW] for w in range(4)], ignore_index=True)
@@ -295,7 +295,7 @@ def split(pool: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def shifted(pool: pd.DataFrame, seed: int) -> pd.DataFrame:
     """The injected shift: amounts x1.5 and the post-shift category mix (gaming/crypto heavy)."""
-    from pipelines.datagen import _SHIFT_CATEGORY_MIX, CATEGORIES
+    from scenarios.cards import _SHIFT_CATEGORY_MIX, CATEGORIES
 
     target = dict(zip(CATEGORIES, _SHIFT_CATEGORY_MIX, strict=True))
     base = pool["category"].value_counts(normalize=True)

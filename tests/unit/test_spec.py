@@ -1,15 +1,26 @@
-"""Model specs and the dataset contract: the shipped files load, and a bad file is named in the error."""
+"""Model specs and dataset contracts: the shipped files load, and a bad file is named in the error."""
 
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from pipelines.spec import REPO_ROOT, SpecError, load_dataset, load_spec, load_specs
+from pipelines.metrics import METRIC_TASKS
+from pipelines.spec import (
+    REPO_ROOT,
+    SpecError,
+    load_contract,
+    load_dataset,
+    load_datasets,
+    load_spec,
+    load_specs,
+    readers,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -34,7 +45,9 @@ def test_shipped_specs_load_with_their_declared_settings():
     assert fraud.task == "binary" and spend.task == "regression"
     assert fraud.label.kind == "column" and fraud.label.column == "is_fraud" and fraud.label.delay_days == 2
     assert spend.label.kind == "future_sum" and spend.label.horizon_days == 7 and spend.label.delay_days == 7
-    assert fraud.feature_views == ("customer_stats", "merchant_stats")
+    assert fraud.feature_service == "fraud_features" and spend.feature_service == "spend_features"
+    assert not hasattr(fraud, "feature_views")  # the views are the service's, declared in feature_repo/
+    assert fraud.warmup_days == 7 and spend.warmup_days == 7
     assert fraud.row_features == ("amount", "channel", "category", "country")
     assert fraud.gate["min_primary"] == pytest.approx(0.20)
     assert spend.gate["max_primary"] == pytest.approx(1500.0)
@@ -42,6 +55,9 @@ def test_shipped_specs_load_with_their_declared_settings():
     # both specs read the same landing contract
     assert fraud.dataset.name == spend.dataset.name == "transactions"
     assert fraud.dataset.row_id == "transaction_id"
+    # schedule and event time are the dataset's, declared once in its contract
+    assert fraud.schedule == spend.schedule == fraud.dataset.cadence == "0 0 * * 1"
+    assert fraud.event_timestamp == spend.event_timestamp == fraud.dataset.timestamp == "event_ts"
 
 
 def test_metric_direction_follows_the_primary_metric():
@@ -65,7 +81,6 @@ def test_metric_direction_follows_the_primary_metric():
         "metric",
         "gate",
         "entity_key",
-        "event_timestamp",
     ],
 )
 def test_missing_required_key_names_file_and_key(tmp_path, key):
@@ -210,3 +225,177 @@ def test_contract_unknown_rule_is_a_spec_error_naming_file_and_column(tmp_path):
         load_dataset("transactions", tmp_path)
     assert str(path) in str(err.value)
     assert "amount" in str(err.value) and "minimum" in str(err.value)
+
+
+def test_shipped_contract_carries_owners_cadence_and_the_batch_gate():
+    contract = load_dataset("transactions", DATASETS)
+    assert contract.owners == ("payments-data@example.com",)
+    assert contract.timestamp == "event_ts" and contract.cadence == "0 0 * * 1"
+    assert contract.description.startswith("Card transactions")
+    assert contract.max_quarantine_share == pytest.approx(0.05)
+    assert (contract.min_rows, contract.max_rows) == (100, 150000)
+    assert contract.distribution.severity == "warn"
+    assert contract.distribution.columns == ("amount", "is_fraud")
+    assert contract.distribution.reference_batches == 4 and contract.distribution.max_ratio == pytest.approx(3.0)
+    assert contract.file_name(datetime(2026, 1, 5, tzinfo=UTC)) == "transactions_2026-01-05.parquet"
+    assert all(c.max_null_share is None for c in contract.columns)
+    assert load_datasets(DATASETS) == {"transactions": contract}
+
+
+def test_contract_defaults_when_validation_is_left_out(tmp_path):
+    raw = contract_raw()
+    del raw["validation"]
+    contract = load_contract(write(tmp_path / "transactions.yaml", raw))
+    assert contract.max_quarantine_share == pytest.approx(0.05)
+    assert (contract.min_rows, contract.max_rows) == (1, None)
+    # the distribution check watches the float columns unless told otherwise
+    assert contract.distribution.columns == ("amount",) and contract.distribution.severity == "warn"
+
+
+def test_readers_are_the_models_of_a_dataset():
+    specs = load_specs(MODELS)
+    assert [s.name for s in readers("transactions", specs)] == ["fraud", "spend"]
+    assert readers("payments", specs) == []
+
+
+# ---- model keys that moved to the dataset contract, unknown keys, columns and metrics
+
+
+@pytest.mark.parametrize("key,contract_key,value", [
+    ("validation", "validation", {"max_quarantine_share": 0.05}),
+    ("schedule", "cadence", "0 0 * * 1"),
+    ("event_timestamp", "timestamp", "event_ts"),
+])
+def test_a_key_moved_to_the_contract_is_rejected_naming_the_contract_key(tmp_path, key, contract_key, value):
+    raw = fraud_raw()
+    raw[key] = value
+    path = write(tmp_path / "moved.yaml", raw)
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    msg = str(err.value)
+    assert str(path) in msg
+    assert f"`{key}`" in msg and f"`{contract_key}`" in msg
+    assert "datasets/transactions.yaml" in msg
+
+
+def test_unknown_top_level_key_is_rejected(tmp_path):
+    raw = fraud_raw()
+    raw["featurs"] = {"service": "fraud_features"}
+    path = write(tmp_path / "typo.yaml", raw)
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    assert str(path) in str(err.value) and "featurs" in str(err.value)
+
+
+def test_features_views_is_rejected_the_service_declares_the_views(tmp_path):
+    raw = fraud_raw()
+    raw["features"]["views"] = ["customer_stats", "merchant_stats"]
+    path = write(tmp_path / "views.yaml", raw)
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    msg = str(err.value)
+    assert str(path) in msg and "'views'" in msg and "FeatureService" in msg
+
+
+@pytest.mark.parametrize("what,edit", [
+    ("entity_key", lambda raw: raw.__setitem__("entity_key", "card_id")),
+    ("label.column", lambda raw: raw["label"].__setitem__("column", "card_id")),
+    ("features.row", lambda raw: raw["features"].__setitem__("row", ["amount", "card_id"])),
+])
+def test_spec_columns_must_be_contract_columns(tmp_path, what, edit):
+    raw = fraud_raw()
+    edit(raw)
+    path = write(tmp_path / "columns.yaml", raw)
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    msg = str(err.value)
+    assert str(path) in msg and what in msg and "`card_id`" in msg and "transactions.yaml" in msg
+
+
+def test_the_label_cannot_be_a_row_feature(tmp_path):
+    raw = fraud_raw()
+    raw["features"]["row"] = ["amount", "is_fraud"]
+    path = write(tmp_path / "leak.yaml", raw)
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    assert str(path) in str(err.value) and "is_fraud" in str(err.value)
+
+
+def _with_metric(raw: dict[str, Any], metric: str) -> dict[str, Any]:
+    """`raw` with `metric` as primary and only the gate keys that fit its direction."""
+    raw["metric"]["primary"] = metric
+    raw["gate"].pop("min_primary", None)
+    raw["gate"].pop("max_primary", None)
+    return raw
+
+
+def spend_raw() -> dict[str, Any]:
+    return copy.deepcopy(yaml.safe_load((MODELS / "spend.yaml").read_text()))
+
+
+@pytest.mark.parametrize("metric", sorted(METRIC_TASKS))
+def test_every_metric_loads_for_its_task_and_is_rejected_for_the_other(tmp_path, metric):
+    assert set(METRIC_TASKS) == {"average_precision", "roc_auc", "log_loss", "mae", "rmse"}
+    fits, misfit = (fraud_raw(), spend_raw()) if METRIC_TASKS[metric] == ("binary",) else (spend_raw(), fraud_raw())
+    fits, misfit = _with_metric(fits, metric), _with_metric(misfit, metric)
+    if misfit["task"] == "binary":  # keep the gate valid for a regression metric on a binary model
+        misfit["gate"].pop("max_brier", None)
+    assert load_spec(write(tmp_path / "fits.yaml", fits)).primary_metric == metric
+    path = write(tmp_path / "misfit.yaml", misfit)
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    msg = str(err.value)
+    assert str(path) in msg and "metric.primary" in msg and repr(metric) in msg
+    assert f"a {misfit['task']} model" in msg
+
+
+# ---- contract errors: each names the file and the key
+
+
+@pytest.mark.parametrize("key,edit,needles", [
+    ("timestamp", lambda raw: raw.__setitem__("timestamp", "amount"), ["timestamp", "`amount`", "type timestamp"]),
+    ("timestamp", lambda raw: raw.__setitem__("timestamp", "booked_at"), ["timestamp", "`booked_at`"]),
+    ("row_id", lambda raw: raw.__setitem__("row_id", "txn"), ["row_id", "`txn`"]),
+    ("cadence", lambda raw: raw.__setitem__("cadence", "weekly"), ["`cadence`", "'weekly'"]),
+    ("cadence", lambda raw: raw.__setitem__("cadence", "0 0 * * 9"), ["`cadence`", "'0 0 * * 9'"]),
+    ("max_null_share", lambda raw: raw["columns"]["amount"].__setitem__("max_null_share", 0.1),
+     ["`amount`", "max_null_share", "not nullable"]),
+    ("max_null_share", lambda raw: raw["columns"]["country"].update(nullable=True, max_null_share=1.5),
+     ["`country`", "max_null_share", "1.5"]),
+    ("owners", lambda raw: raw.__setitem__("owners", ["payments-data"]), ["owners", "payments-data"]),
+    ("validation", lambda raw: raw["validation"].__setitem__("max_rows", 10),
+     ["validation.max_rows", "validation.min_rows"]),
+    ("validation", lambda raw: raw["validation"]["distribution"].__setitem__("columns", ["channel"]),
+     ["validation.distribution.columns", "`channel`"]),
+    ("name", lambda raw: raw.__setitem__("name", "payments"), ["named after the dataset", "payments.yaml"]),
+])
+def test_contract_error_names_file_and_key(tmp_path, key, edit, needles):
+    raw = contract_raw()
+    edit(raw)
+    path = write(tmp_path / "transactions.yaml", raw)
+    with pytest.raises(SpecError) as err:
+        load_contract(path)
+    msg = str(err.value)
+    assert str(path) in msg
+    for needle in needles:
+        assert needle in msg, (key, needle, msg)
+
+
+def test_max_null_share_applies_to_nullable_columns(tmp_path):
+    raw = contract_raw()
+    raw["columns"]["country"].update(nullable=True, max_null_share=0.2)
+    contract = load_contract(write(tmp_path / "transactions.yaml", raw))
+    assert contract.column("country").max_null_share == pytest.approx(0.2)
+    assert contract.column("amount").max_null_share is None
+
+
+def test_a_spec_reads_its_contract_from_the_datasets_dir(tmp_path, monkeypatch):
+    """The model follows whatever the contract declares: change the cadence there, the model's schedule follows."""
+    raw = contract_raw()
+    raw["cadence"] = "@daily"
+    raw["timestamp"] = "booked_at"
+    raw["columns"]["booked_at"] = {"type": "timestamp", "nullable": False}
+    write(tmp_path / "datasets" / "transactions.yaml", raw)
+    monkeypatch.setenv("FLYWHEEL_DATASETS_DIR", str(tmp_path / "datasets"))
+    spec = load_spec(MODELS / "fraud.yaml")
+    assert spec.schedule == "@daily" and spec.event_timestamp == "booked_at"

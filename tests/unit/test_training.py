@@ -10,8 +10,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipelines import training
 from pipelines.spec import REPO_ROOT, LabelSpec, load_specs
-from pipelines.training import LABEL, TrainingWindow, categorical_columns, label_rows
+from pipelines.training import (
+    LABEL,
+    ModelViews,
+    TrainingWindow,
+    build_training_set,
+    categorical_columns,
+    label_problems,
+    label_rows,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -20,6 +29,7 @@ FRAUD, SPEND = SPECS["fraud"], SPECS["spend"]
 CONTRACT = FRAUD.dataset
 T0 = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday: batches are named by their week start
 WEEKS = 8
+FEATURE_REPO = REPO_ROOT / "feature_repo"
 
 
 def make_transactions() -> pd.DataFrame:
@@ -63,14 +73,42 @@ def make_transactions() -> pd.DataFrame:
 TX = make_transactions()
 
 
-@pytest.fixture(scope="module")
-def validated(tmp_path_factory) -> Path:
+def write_weeks(d: Path, tx: pd.DataFrame) -> Path:
     """Validated batches as the validation stage writes them: <week start>.parquet, contract columns."""
-    d = tmp_path_factory.mktemp("validated")
-    week = (TX["event_ts"] - pd.Timestamp(T0)).dt.days // 7
-    for w, part in TX.groupby(week):
+    d.mkdir(parents=True, exist_ok=True)
+    week = (tx["event_ts"] - pd.Timestamp(T0)).dt.days // 7
+    for w, part in tx.groupby(week):
         part.reset_index(drop=True).to_parquet(d / f"{(T0 + timedelta(weeks=int(w))):%Y-%m-%d}.parquet", index=False)
     return d
+
+
+@pytest.fixture(scope="module")
+def validated(tmp_path_factory) -> Path:
+    return write_weeks(tmp_path_factory.mktemp("validated"), TX)
+
+
+@pytest.fixture(scope="module")
+def fraud_views() -> ModelViews:
+    return ModelViews.of(FRAUD, FEATURE_REPO)
+
+
+@pytest.fixture(scope="module")
+def spend_views() -> ModelViews:
+    return ModelViews.of(SPEND, FEATURE_REPO)
+
+
+def test_model_views_come_from_the_feature_service_declarations(fraud_views, spend_views):
+    from pipelines.features import load_repo
+
+    repo = load_repo(FEATURE_REPO)
+    for spec, mv in ((FRAUD, fraud_views), (SPEND, spend_views)):
+        declared = [repo.views[v] for v in repo.service_views(spec.feature_service)]
+        assert mv.views == tuple(v.name for v in declared)
+        assert mv.join_keys == tuple(dict.fromkeys(k for v in declared for k in v.join_keys))
+        assert mv.lookback == max(v.lookback for v in declared)
+    # what the shipped definitions declare: fraud reads customers and merchants, spend only customers
+    assert fraud_views.join_keys == ("customer_id", "merchant_id") and spend_views.join_keys == ("customer_id",)
+    assert fraud_views.lookback == spend_views.lookback == timedelta(days=30)
 
 
 @pytest.mark.parametrize("spec,delay,holdout,window", [(FRAUD, 2, 2, 35), (SPEND, 7, 7, 42)])
@@ -93,9 +131,9 @@ def test_fraud_training_window_concrete_dates():
     )
 
 
-def test_column_labels_keep_row_features_and_the_label_within_the_window(validated):
+def test_column_labels_keep_row_features_and_the_label_within_the_window(validated, fraud_views):
     start, end = T0 + timedelta(days=10, hours=12), T0 + timedelta(days=24)
-    out = label_rows(FRAUD, validated, start, end)
+    out = label_rows(FRAUD, validated, start, end, views=fraud_views)
     want = TX[(TX["event_ts"] >= pd.Timestamp(start)) & (TX["event_ts"] < pd.Timestamp(end))]
     assert len(out) == len(want) > 0
     expected_cols = ["transaction_id", "customer_id", "merchant_id", "event_ts", *FRAUD.row_features, LABEL]
@@ -110,9 +148,54 @@ def test_column_labels_keep_row_features_and_the_label_within_the_window(validat
     assert str(out["event_ts"].dt.tz) == "UTC" and out["customer_id"].dtype == "int64"
 
 
-def test_column_rows_for_scoring_have_no_label(validated):
-    out = label_rows(FRAUD, validated, T0 + timedelta(days=7), T0 + timedelta(days=14), with_label=False)
+def test_column_rows_carry_the_join_keys_of_the_views_only(validated, fraud_views):
+    """merchant_id is not a row feature of fraud: it is there because merchant_stats joins on it."""
+    start, end = T0 + timedelta(days=7), T0 + timedelta(days=14)
+    bare = label_rows(FRAUD, validated, start, end)
+    assert "merchant_id" not in bare.columns and "customer_id" in bare.columns
+    joined = label_rows(FRAUD, validated, start, end, views=fraud_views)
+    assert list(joined.columns) == ["transaction_id", "customer_id", "merchant_id", *list(bare.columns)[2:]]
+    pd.testing.assert_frame_equal(joined.drop(columns="merchant_id"), bare)
+
+
+def test_column_rows_for_scoring_have_no_label(validated, fraud_views):
+    out = label_rows(FRAUD, validated, T0 + timedelta(days=7), T0 + timedelta(days=14), with_label=False,
+                     views=fraud_views)
     assert len(out) > 0 and LABEL not in out.columns and "is_fraud" not in out.columns
+    assert "merchant_id" in out.columns
+
+
+@pytest.fixture
+def bad_labels(tmp_path) -> tuple[Path, pd.DataFrame]:
+    """Week 2 with labels the model cannot learn from: missing, 2, -1 (the contract may be looser than the model)."""
+    week = TX[(TX["event_ts"] >= pd.Timestamp(T0 + timedelta(days=7)))
+              & (TX["event_ts"] < pd.Timestamp(T0 + timedelta(days=14)))].copy()
+    week["is_fraud"] = week["is_fraud"].astype("float64")
+    bad = week.index[[0, 3, 5, 8]]
+    week.loc[bad, "is_fraud"] = [np.nan, 2.0, -1.0, np.nan]
+    return write_weeks(tmp_path / "validated", week), week
+
+
+def test_rows_with_a_missing_or_non_binary_label_are_left_out_of_training_not_scoring(bad_labels, fraud_views):
+    d, week = bad_labels
+    start, end = T0 + timedelta(days=7), T0 + timedelta(days=14)
+    broken = set(week.loc[~week["is_fraud"].isin([0.0, 1.0]), "transaction_id"])
+    assert len(broken) == 4
+    trained = label_rows(FRAUD, d, start, end, views=fraud_views)
+    assert set(trained["transaction_id"]) == set(week["transaction_id"]) - broken
+    assert set(trained[LABEL]) <= {0.0, 1.0}
+    # the labels stay on their own rows after the bad ones are dropped
+    merged = trained.merge(week[["transaction_id", "is_fraud"]], on="transaction_id")
+    assert (merged[LABEL] == merged["is_fraud"]).all() and len(merged) == len(trained)
+    scored = label_rows(FRAUD, d, start, end, with_label=False, views=fraud_views)
+    assert set(scored["transaction_id"]) == set(week["transaction_id"])
+
+
+def test_label_problems_follow_the_task():
+    labels = pd.Series([0, 1, 2, -1.5, None, "x", "1"], dtype=object)
+    assert label_problems(FRAUD, labels).tolist() == [False, False, True, True, True, True, False]
+    # a regression label only has to be present and numeric
+    assert label_problems(SPEND, labels).tolist() == [False, False, False, False, True, True, False]
 
 
 def test_no_validated_batches_gives_an_empty_frame(tmp_path):
@@ -121,9 +204,9 @@ def test_no_validated_batches_gives_an_empty_frame(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def spend_rows(validated) -> tuple[pd.DataFrame, datetime, datetime]:
+def spend_rows(validated, spend_views) -> tuple[pd.DataFrame, datetime, datetime]:
     start, end = T0 + timedelta(days=33), T0 + timedelta(days=42)
-    return label_rows(SPEND, validated, start, end), start, end
+    return label_rows(SPEND, validated, start, end, views=spend_views), start, end
 
 
 def test_future_sum_label_equals_brute_force_spend_over_the_next_week(spend_rows):
@@ -145,10 +228,11 @@ def test_future_sum_label_equals_brute_force_spend_over_the_next_week(spend_rows
     assert c1 >= 777.0
 
 
-def test_future_sum_rows_only_for_customers_active_in_the_previous_30_days(spend_rows):
+def test_future_sum_rows_only_for_customers_active_in_the_views_lookback(spend_rows, spend_views):
     out, _, _ = spend_rows
+    assert spend_views.lookback == timedelta(days=30)
     for t, group in out.groupby("event_ts"):
-        past = TX[(TX["event_ts"] >= t - pd.Timedelta(days=30)) & (TX["event_ts"] < t)]
+        past = TX[(TX["event_ts"] >= t - pd.Timedelta(spend_views.lookback)) & (TX["event_ts"] < t)]
         assert set(group["customer_id"]) == set(past["customer_id"]), t
     # customer 3 went quiet on day 20: gone once 30 days passed; customer 4 appears the day after its first visit
     first_4 = TX.loc[TX["customer_id"] == 4, "event_ts"].min()
@@ -156,9 +240,22 @@ def test_future_sum_rows_only_for_customers_active_in_the_previous_30_days(spend
     assert out.loc[out["customer_id"] == 3, "event_ts"].max() <= pd.Timestamp(T0 + timedelta(days=20 + 30))
 
 
-def test_future_sum_label_is_zero_for_an_active_customer_who_spends_nothing(validated):
+def test_future_sum_activity_without_views_is_the_horizon(validated):
+    """No views to feed (e.g. scoring rows built for a service-less check): active = seen in the last horizon."""
+    start, end = T0 + timedelta(days=21), T0 + timedelta(days=30)
+    out = label_rows(SPEND, validated, start, end)
+    horizon = pd.Timedelta(days=SPEND.label.horizon_days)
+    for t, group in out.groupby("event_ts"):
+        past = TX[(TX["event_ts"] >= t - horizon) & (TX["event_ts"] < t)]
+        assert set(group["customer_id"]) == set(past["customer_id"]), t
+    # customer 3 went quiet on day 20: a week later it is no longer active without views (it is with them, below)
+    t28 = pd.Timestamp(T0 + timedelta(days=28))
+    assert 3 not in set(out.loc[out["event_ts"] == t28, "customer_id"])
+
+
+def test_future_sum_label_is_zero_for_an_active_customer_who_spends_nothing(validated, spend_views):
     """Customer 3 is in the 30-day look-back but spends nothing next week: a real zero, not a missing row."""
-    out = label_rows(SPEND, validated, T0 + timedelta(days=28), T0 + timedelta(days=30))
+    out = label_rows(SPEND, validated, T0 + timedelta(days=28), T0 + timedelta(days=30), views=spend_views)
     c3 = out[out["customer_id"] == 3]
     assert len(c3) == 2 and (c3["label"] == 0.0).all()
 
@@ -169,6 +266,7 @@ def test_label_horizon_comes_from_the_spec(validated):
     )
     out = label_rows(three_days, validated, T0 + timedelta(days=35), T0 + timedelta(days=36))
     t = pd.Timestamp(T0 + timedelta(days=35))
+    assert len(out) > 0
     for row in out.itertuples(index=False):
         h = TX[TX["customer_id"] == row.customer_id]
         assert row.label == pytest.approx(
@@ -181,3 +279,20 @@ def test_categorical_columns_come_from_the_contract():
     assert list(cats) == ["channel", "category", "country"]  # amount is numeric
     assert cats["channel"] == ["pos", "online", "wallet"]
     assert categorical_columns(SPEND) == {}
+
+
+@pytest.mark.parametrize("warmup_days,first_row_day", [(7, 7), (None, 30), (0, 6)])
+def test_training_skips_rows_within_the_warm_up_after_history_starts(validated, tmp_path, monkeypatch, warmup_days,
+                                                                      first_row_day):
+    """Rows right after the first batch have half-filled window features: training starts `warmup_days` (default:
+    the views' lookback, 30 days) after it. Features are stubbed out: only the row window is under test."""
+    monkeypatch.setattr(training, "with_features", lambda spec, repo, rows, tables=None: rows)
+    spec = dataclasses.replace(FRAUD, warmup_days=warmup_days)
+    as_of = datetime(2026, 2, 19, tzinfo=UTC)  # unclamped train_start: T0 + 6 days
+    ts = build_training_set(spec, validated, FEATURE_REPO, as_of, tmp_path / "set")
+    assert ts.window["train_start"] == (T0 + timedelta(days=first_row_day)).isoformat()
+    rows = pd.concat([pd.read_parquet(ts.train_path), pd.read_parquet(ts.holdout_path)])
+    want = TX[(TX["event_ts"] >= pd.Timestamp(T0 + timedelta(days=first_row_day)))
+              & (TX["event_ts"] < pd.Timestamp(as_of - timedelta(days=2)))]
+    assert sorted(rows["transaction_id"]) == sorted(want["transaction_id"])
+    assert ts.train_rows + ts.holdout_rows == len(want)

@@ -1,4 +1,4 @@
-"""The validation gate on tiny batches built from the real transactions contract."""
+"""The validation gate on tiny batches built from the real transactions contract (and one of another shape)."""
 
 from __future__ import annotations
 
@@ -13,14 +13,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines.spec import REPO_ROOT, load_spec
+from pipelines.spec import REPO_ROOT, load_contract, load_spec, load_specs, readers
 from pipelines.validate import ValidationResult, validate_batch
 
 pytestmark = pytest.mark.unit
 
-SPEC = load_spec(REPO_ROOT / "models" / "fraud.yaml")
-CONTRACT = SPEC.dataset
+CONTRACT = load_contract(REPO_ROOT / "datasets" / "transactions.yaml")
+FRAUD = load_spec(REPO_ROOT / "models" / "fraud.yaml")
+SPEND = load_spec(REPO_ROOT / "models" / "spend.yaml")
+READERS = tuple(readers(CONTRACT.name, load_specs()))  # fraud and spend, as ingest_validate__transactions
 ROW_ID = CONTRACT.row_id
+TS = CONTRACT.timestamp
 START = datetime(2026, 1, 5, tzinfo=UTC)
 END = START + timedelta(days=7)
 KEY = "2026-01-05"
@@ -44,7 +47,7 @@ def good_rows(n: int = N) -> pd.DataFrame:
             values = [START + timedelta(minutes=30 * i) for i in range(n)]
         cols[c.name] = values
     df = pd.DataFrame(cols)
-    df[SPEC.event_timestamp] = pd.to_datetime(df[SPEC.event_timestamp], utc=True)
+    df[TS] = pd.to_datetime(df[TS], utc=True)
     return df
 
 
@@ -58,9 +61,10 @@ def land(tmp_path: Path, df: pd.DataFrame, name: str = f"transactions_{KEY}.parq
     return path
 
 
-def run(tmp_path: Path, batch: Path, spec=SPEC) -> ValidationResult:
+def run(tmp_path: Path, batch: Path, contract=CONTRACT, models=READERS) -> ValidationResult:
     return validate_batch(
-        batch, spec, START, END, tmp_path / "validated", tmp_path / "quarantine", tmp_path / "reports"
+        batch, contract, START, END, tmp_path / "validated", tmp_path / "quarantine", tmp_path / "reports",
+        readers=models,
     )
 
 
@@ -117,18 +121,18 @@ def test_csv_batch_is_read_with_contract_types(tmp_path):
 
     assert result.verdict == "accepted", result.summary
     clean = pd.read_parquet(result.clean_path)
-    assert str(clean[SPEC.event_timestamp].dtype) == "datetime64[ns, UTC]"
+    assert str(clean[TS].dtype) == "datetime64[ns, UTC]"
     assert clean[ROW_ID].tolist() == df[ROW_ID].tolist()
 
 
 def test_naive_timestamps_are_taken_as_utc(tmp_path):
     df = good_rows()
-    df[SPEC.event_timestamp] = df[SPEC.event_timestamp].dt.tz_localize(None)
+    df[TS] = df[TS].dt.tz_localize(None)
     result = run(tmp_path, land(tmp_path, df))
 
     assert result.verdict == "accepted", result.summary
     clean = pd.read_parquet(result.clean_path)
-    assert clean[SPEC.event_timestamp].iloc[0] == pd.Timestamp(START)
+    assert clean[TS].iloc[0] == pd.Timestamp(START)
 
 
 # -- blocked by batch rules --------------------------------------------------------------------
@@ -175,12 +179,12 @@ def test_wrong_column_type_blocks(tmp_path):
 
 
 def test_too_few_rows_blocks(tmp_path):
-    result = run(tmp_path, land(tmp_path, good_rows(SPEC.min_rows - 1)))
+    result = run(tmp_path, land(tmp_path, good_rows(CONTRACT.min_rows - 1)))
 
     assert result.verdict == "blocked"
     f = failure(result, "expect_table_row_count_to_be_between")
-    assert f"{SPEC.min_rows - 1} rows, below validation.min_rows={SPEC.min_rows}" in f.message
-    assert "models/fraud.yaml" in f.message
+    assert (f"{CONTRACT.min_rows - 1} rows, below validation.min_rows={CONTRACT.min_rows} in "
+            "datasets/transactions.yaml") in f.message
 
 
 def test_zero_byte_file_blocks_without_raising(tmp_path):
@@ -269,7 +273,7 @@ def test_null_key_is_quarantined(tmp_path):
 
 def test_timestamps_outside_the_interval_are_quarantined(tmp_path):
     df = good_rows()
-    ts = SPEC.event_timestamp
+    ts = TS
     df.loc[0, ts] = pd.Timestamp(START)  # start is inside
     df.loc[1, ts] = pd.Timestamp(START) - pd.Timedelta(seconds=1)
     df.loc[2, ts] = pd.Timestamp(END)  # end is outside: intervals are half-open
@@ -316,7 +320,7 @@ def test_a_row_breaking_two_rules_lists_both(tmp_path):
 
 def test_quarantine_share_above_limit_blocks(tmp_path):
     df = good_rows()
-    bad = int(N * SPEC.max_quarantine_share) + 1  # 11 of 200 = 5.5% > 5%
+    bad = int(N * CONTRACT.max_quarantine_share) + 1  # 11 of 200 = 5.5% > 5%
     df.loc[: bad - 1, "amount"] = -1.0
     result = run(tmp_path, land(tmp_path, df))
 
@@ -324,26 +328,27 @@ def test_quarantine_share_above_limit_blocks(tmp_path):
     assert (result.rows_clean, result.rows_quarantined) == (0, bad)
     f = failure(result, "max_quarantine_share")
     assert f.severity == "batch" and f.count == bad
-    assert f"{bad} of {N} rows (5.5%)" in f.message and "max_quarantine_share=0.05" in f.message
+    assert f"{bad} of {N} rows (5.5%)" in f.message
+    assert "validation.max_quarantine_share=0.05 in datasets/transactions.yaml" in f.message
     assert result.clean_path is None and not (tmp_path / "validated" / f"{KEY}.parquet").exists()
     assert len(quarantined(result)) == bad  # still written, so people can see the rows
 
 
 def test_share_at_the_limit_is_accepted(tmp_path):
     df = good_rows()
-    bad = int(N * SPEC.max_quarantine_share)  # exactly 5%
+    bad = int(N * CONTRACT.max_quarantine_share)  # exactly 5%
     df.loc[: bad - 1, "amount"] = -1.0
     result = run(tmp_path, land(tmp_path, df))
 
     assert result.verdict == "accepted" and result.rows_quarantined == bad
 
 
-def test_limits_come_from_the_model_spec(tmp_path):
+def test_limits_come_from_the_contract(tmp_path):
     df = good_rows()
     df.loc[:29, "amount"] = -1.0  # 15%
-    lenient = dataclasses.replace(SPEC, max_quarantine_share=0.2)
+    lenient = dataclasses.replace(CONTRACT, max_quarantine_share=0.2)
     assert run(tmp_path, land(tmp_path, df), lenient).verdict == "accepted"
-    assert run(tmp_path, land(tmp_path, df), SPEC).verdict == "blocked"
+    assert run(tmp_path, land(tmp_path, df), CONTRACT).verdict == "blocked"
 
 
 # -- outputs -----------------------------------------------------------------------------------
@@ -406,27 +411,27 @@ def test_report_is_json_and_messages_say_what_to_do(tmp_path):
 # -- row count, duplicate batches, re-landing ---------------------------------------------------
 
 
-def run_at(tmp_path: Path, batch: Path, start: datetime, spec=SPEC, docs: bool = False) -> ValidationResult:
-    return validate_batch(batch, spec, start, start + timedelta(days=7), tmp_path / "validated",
+def run_at(tmp_path: Path, batch: Path, start: datetime, contract=CONTRACT, docs: bool = False) -> ValidationResult:
+    return validate_batch(batch, contract, start, start + timedelta(days=7), tmp_path / "validated",
                           tmp_path / "quarantine", tmp_path / "reports",
-                          docs_dir=tmp_path / "docs" if docs else None)
+                          docs_dir=tmp_path / "docs" if docs else None, readers=READERS)
 
 
 def shifted(df: pd.DataFrame, weeks: int) -> pd.DataFrame:
     """The same rows one or more weeks later, with their own ids."""
     out = df.copy()
-    out[SPEC.event_timestamp] = out[SPEC.event_timestamp] + pd.Timedelta(weeks=weeks)
+    out[TS] = out[TS] + pd.Timedelta(weeks=weeks)
     out[ROW_ID] = f"w{weeks}-" + out[ROW_ID]
     return out
 
 
 def test_too_many_rows_blocks(tmp_path):
-    capped = dataclasses.replace(SPEC, max_rows=150)
+    capped = dataclasses.replace(CONTRACT, max_rows=150)
     result = run(tmp_path, land(tmp_path, good_rows()), capped)
 
     assert result.verdict == "blocked"
     f = failure(result, "expect_table_row_count_to_be_between", check="row_count")
-    assert f"{N} rows, above validation.max_rows=150" in f.message and "models/fraud.yaml" in f.message
+    assert f"{N} rows, above validation.max_rows=150 in datasets/transactions.yaml" in f.message
 
 
 def test_the_same_bytes_for_another_interval_block_as_a_duplicate(tmp_path):
@@ -474,6 +479,85 @@ def test_a_fixed_batch_relanded_after_a_block_is_accepted_and_registered(tmp_pat
     assert not (tmp_path / "reports" / "profiles" / f"{KEY}.json").exists()
 
 
+# -- null shares ---------------------------------------------------------------------------------
+
+
+METERS_YAML = """\
+name: meter_readings
+description: Smart-meter readings, one row per meter and read, exported daily.
+owners: [grid-data@example.com]
+file_pattern: "meter_readings_{start:%Y-%m-%d}.csv"
+row_id: reading_id
+timestamp: read_at
+cadence: "@daily"
+columns:
+  reading_id: {type: string, nullable: false, unique: true}
+  meter: {type: int, nullable: false, min: 1}
+  kwh: {type: float, nullable: true, min: 0, max_null_share: 0.1}
+  voltage: {type: float, nullable: true}
+  read_at: {type: timestamp, nullable: false}
+validation:
+  min_rows: 50
+"""
+
+
+@pytest.fixture
+def meters(tmp_path):
+    """A second contract of another shape: daily, CSV, nullable measures, no model reading it."""
+    path = tmp_path / "datasets" / "meter_readings.yaml"
+    path.parent.mkdir()
+    path.write_text(METERS_YAML)
+    return load_contract(path)
+
+
+def meter_rows(n: int = 100, null_kwh: int = 0) -> pd.DataFrame:
+    df = pd.DataFrame({
+        "reading_id": [f"r{i:04d}" for i in range(n)],
+        "meter": [1 + i % 7 for i in range(n)],
+        "kwh": [0.5 + i / 10 for i in range(n)],
+        "voltage": [None if i % 2 else 230.0 for i in range(n)],  # half null: no limit declared, accepted
+        "read_at": pd.to_datetime([START + timedelta(minutes=10 * i) for i in range(n)], utc=True),
+    })
+    df.loc[: null_kwh - 1, "kwh"] = None
+    return df
+
+
+def run_meters(tmp_path: Path, contract, df: pd.DataFrame) -> ValidationResult:
+    batch = land(tmp_path, df, f"meter_readings_{KEY}.csv")
+    return validate_batch(batch, contract, START, START + timedelta(days=1), tmp_path / "validated",
+                          tmp_path / "quarantine", tmp_path / "reports")
+
+
+def test_more_nulls_than_max_null_share_block_the_batch(tmp_path, meters):
+    result = run_meters(tmp_path, meters, meter_rows(null_kwh=11))  # 11% > 10%
+
+    assert result.verdict == "blocked" and result.rows_clean == 0 and result.clean_path is None
+    f = failure(result, "expect_column_values_to_not_be_null", "kwh", check="null_share")
+    assert (f.severity, f.count, f.sample) == ("batch", 11, ["r0000", "r0001", "r0002", "r0003", "r0004"])
+    for part in (f"meter_readings_{KEY}.csv", "`kwh`", "null in 11 of 100 rows (11.0%)",
+                 "columns.kwh.max_null_share=0.1 in", "meter_readings.yaml", "re-land", "raise max_null_share"):
+        assert part in f.message, f.message
+    assert result.rows_quarantined == 0  # nulls in a nullable column are not row problems
+    assert [x.check for x in result.failures] == ["null_share"]
+
+
+def test_nulls_up_to_max_null_share_pass(tmp_path, meters):
+    result = run_meters(tmp_path, meters, meter_rows(null_kwh=10))  # exactly 10%
+
+    assert result.verdict == "accepted", result.summary
+    assert (result.rows_clean, result.rows_quarantined, result.failures) == (100, 0, ())
+    clean = pd.read_parquet(result.clean_path)
+    assert list(clean.columns) == meters.column_names
+    assert int(clean["kwh"].isna().sum()) == 10 and int(clean["voltage"].isna().sum()) == 50
+
+
+def test_max_null_share_is_read_from_the_contract(tmp_path, meters):
+    lenient = dataclasses.replace(meters, columns=tuple(
+        dataclasses.replace(c, max_null_share=0.2) if c.name == "kwh" else c for c in meters.columns))
+    assert run_meters(tmp_path, lenient, meter_rows(null_kwh=15)).verdict == "accepted"
+    assert run_meters(tmp_path, meters, meter_rows(null_kwh=15)).verdict == "blocked"
+
+
 # -- all-null columns, labels --------------------------------------------------------------------
 
 
@@ -487,15 +571,16 @@ def test_an_all_null_column_blocks(tmp_path):
     assert f.severity == "batch" and f"null in all {N} rows" in f.message
 
 
-def test_a_label_outside_0_1_is_quarantined_by_the_label_rule(tmp_path):
+def test_a_label_outside_its_allowed_values_is_quarantined_by_the_contract_rule(tmp_path):
     df = good_rows()
     df.loc[3, "is_fraud"] = 2
     result = run(tmp_path, land(tmp_path, df))
 
     assert result.verdict == "accepted"
-    f = failure(result, "expect_column_values_to_be_in_set", "is_fraud", check="label")
-    assert f.sample == [2] and "label of the binary model fraud" in f.message
+    f = failure(result, "expect_column_values_to_be_in_set", "is_fraud", check="allowed")
+    assert f.sample == [2] and "must be one of [0, 1]" in f.message and "datasets/transactions.yaml" in f.message
     assert quarantined(result)[ROW_ID].tolist() == [df.loc[3, ROW_ID]]
+    assert not [x for x in result.failures if x.check == "label"]  # the label rules of a model run elsewhere
 
 
 def test_a_copy_of_the_label_under_another_name_is_a_leak(tmp_path):
@@ -504,19 +589,38 @@ def test_a_copy_of_the_label_under_another_name_is_a_leak(tmp_path):
 
     assert result.verdict == "blocked"
     f = failure(result, "leaked_label", "chargeback")
-    assert "values equal the label `is_fraud` in 100% of rows" in f.message
+    assert "values equal the label `is_fraud` in 100% of rows (read by fraud)" in f.message
+    assert "model fraud's label comes only from the contract column `is_fraud`" in f.message
     assert not [x for x in result.failures if x.rule == "expect_table_columns_to_match_set"]
 
 
 def test_a_label_named_column_is_a_leak_for_a_computed_label(tmp_path):
-    spend = load_spec(REPO_ROOT / "models" / "spend.yaml")
     df = good_rows().assign(spend_next_7d=1.0)
-    result = run(tmp_path, land(tmp_path, df), spend)
+    result = run(tmp_path, land(tmp_path, df), models=(SPEND,))
 
     assert result.verdict == "blocked"
     f = failure(result, "leaked_label", "spend_next_7d")
     assert "looks like the label of model spend" in f.message and "next" in f.message
     assert "sum of `amount` over the next 7 day(s)" in f.message
+
+
+def test_a_column_called_like_any_label_is_a_leak_for_every_reader(tmp_path):
+    result = run(tmp_path, land(tmp_path, good_rows().assign(target=0)))
+
+    f = failure(result, "leaked_label", "target")
+    assert "its name says it is a label (`target`)" in f.message
+    assert "model fraud's label" in f.message and "model spend's label" in f.message
+
+
+def test_without_readers_there_is_no_label_to_leak(tmp_path):
+    df = good_rows().assign(chargeback=lambda d: d["is_fraud"], fraud_label=lambda d: d["is_fraud"], target=0)
+    result = run(tmp_path, land(tmp_path, df), models=())
+
+    assert result.verdict == "blocked"  # still columns the contract does not know
+    assert not [f for f in result.failures if f.rule == "leaked_label"]
+    assert {(f.rule, f.column) for f in result.failures} == {
+        ("expect_table_columns_to_match_set", c) for c in ("chargeback", "fraud_label", "target")
+    }
 
 
 def test_an_unrelated_extra_column_is_not_called_a_leak(tmp_path):
@@ -556,12 +660,13 @@ def test_distribution_warns_against_the_accepted_batches_before_it(tmp_path):
     }
     mean = failure(result, "expect_column_mean_to_be_between", "amount")
     assert "max_ratio=3" in mean.message and KEY in mean.message and "proceeds" in mean.message
+    assert "validation.distribution.max_ratio=3 in datasets/transactions.yaml" in mean.message
     assert "Warnings:" in result.summary
 
 
-def test_distribution_blocks_when_the_spec_says_so(tmp_path):
-    strict = dataclasses.replace(SPEC, distribution=dataclasses.replace(SPEC.distribution, severity="block"))
-    run(tmp_path, land(tmp_path, good_rows()), strict)
+def test_distribution_blocks_when_the_contract_says_so(tmp_path):
+    strict = dataclasses.replace(CONTRACT, distribution=dataclasses.replace(CONTRACT.distribution, severity="block"))
+    run_at(tmp_path, land(tmp_path, good_rows()), START, strict)
     same = shifted(good_rows(), 1)
     assert run_at(tmp_path, land(tmp_path, same, "next.parquet"), END, strict).verdict == "accepted"
     cents = shifted(good_rows(), 2)
@@ -586,9 +691,10 @@ def test_data_docs_page_per_run_and_in_the_report(tmp_path):
 
     page = Path(result.data_docs_path)
     assert page.is_file() and page.suffix == ".html"
-    assert page.is_relative_to(tmp_path / "docs" / "site" / "validations")
+    validations = tmp_path / "docs" / "site" / "validations"
+    assert page.is_relative_to(validations)
+    assert page.relative_to(validations).parts[0] == "transactions"  # the suite is the dataset's
     text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page.read_text())).split())  # the page as read
-    assert "fraud.transactions" in text
     # rendered for people: the range rule in words, with the offending value and its count
     assert "greater than or equal to 0.01 and less than or equal to 20000.0" in text
     assert "1 unexpected values found" in text and "-1.0" in text
@@ -603,50 +709,70 @@ def test_data_docs_page_per_run_and_in_the_report(tmp_path):
     assert page.name in index and Path(other.data_docs_path).name in index
 
 
-def test_blocked_email_names_the_rule_and_links_the_data_docs(tmp_path):
+def test_blocked_email_names_the_dataset_the_models_and_the_rule(tmp_path):
     from pipelines.notify import blocked_batch_email
 
     result = run_at(tmp_path, land(tmp_path, good_rows().rename(columns={"amount": "amt"})), START, docs=True)
     payload = {**result.to_dict(), "summary": result.summary}
-    mail = blocked_batch_email(SPEC, payload, "http://airflow/run")
+    mail = blocked_batch_email(CONTRACT, READERS, payload, "http://airflow/run")
 
-    assert mail.to == SPEC.owners
-    assert "BLOCKED" in mail.subject and "fraud" in mail.subject and "expect_table_columns_to_match_set" in mail.subject
+    # the dataset's owners first, then each reader's, each address once
+    assert mail.to == ("payments-data@example.com", "fraud-ml@example.com", "risk-oncall@example.com",
+                       "growth-analytics@example.com")
+    assert mail.to == (*CONTRACT.owners, *FRAUD.owners, *SPEND.owners)
+    assert "BLOCKED" in mail.subject and "transactions" in mail.subject
+    assert "expect_table_columns_to_match_set" in mail.subject and "fraud, spend" in mail.subject
     assert "found `amt`" in mail.html and f"transactions_{KEY}.parquet" in mail.html
+    assert "dataset <code>transactions</code>" in mail.html
+    assert "<code>fraud</code>" in mail.html and "<code>spend</code>" in mail.html
     assert Path(result.data_docs_path).as_uri() in mail.html
-    assert "flywheel validate --model fraud" in mail.html
+    assert "flywheel validate --dataset transactions &lt;file&gt;" in mail.html and "--model" not in mail.html
     assert mail.attachments == (result.report_path,)
 
 
-# -- the spec's validation section ----------------------------------------------------------------
+def test_blocked_email_goes_to_each_owner_once(tmp_path):
+    from pipelines.notify import blocked_batch_email
+
+    result = run(tmp_path, land(tmp_path, good_rows().drop(columns=["country"])))
+    shared = dataclasses.replace(SPEND, owners=("fraud-ml@example.com", "Payments-Data@example.com", "new@example.com"))
+    mail = blocked_batch_email(CONTRACT, (FRAUD, shared), result.to_dict(), "http://airflow/run")
+
+    assert mail.to == ("payments-data@example.com", "fraud-ml@example.com", "risk-oncall@example.com",
+                       "new@example.com")
+    alone = blocked_batch_email(CONTRACT, (), result.to_dict(), "http://airflow/run")
+    assert alone.to == CONTRACT.owners and "no model reads" in alone.subject
 
 
-def test_validation_settings_come_from_the_spec(tmp_path):
+# -- the contract's validation section -------------------------------------------------------------
+
+
+def test_validation_settings_come_from_the_contract(tmp_path):
     import yaml
 
     from pipelines.spec import SpecError
 
-    assert SPEC.max_rows == 150000 and SPEC.min_rows == 100
-    assert SPEC.distribution.columns == ("amount", "is_fraud") and SPEC.distribution.severity == "warn"
-    raw = yaml.safe_load((REPO_ROOT / "models" / "fraud.yaml").read_text())
+    assert CONTRACT.max_rows == 150000 and CONTRACT.min_rows == 100 and CONTRACT.max_quarantine_share == 0.05
+    assert CONTRACT.distribution.columns == ("amount", "is_fraud") and CONTRACT.distribution.severity == "warn"
+    assert FRAUD.dataset == CONTRACT and FRAUD.event_timestamp == CONTRACT.timestamp == "event_ts"
+    raw = yaml.safe_load((REPO_ROOT / "datasets" / "transactions.yaml").read_text())
     for bad, words in (
         ({"min_rows": 10, "max_rows": 5}, "below validation.min_rows"),
         ({"distribution": {"columns": ["channel"]}}, "not an int or float column"),
         ({"distribution": {"severity": "loud"}}, "must be warn, block or off"),
         ({"max_row": 5}, "unknown key(s) ['max_row']"),
     ):
-        path = tmp_path / "models" / "fraud.yaml"
+        path = tmp_path / "datasets" / "transactions.yaml"
         path.parent.mkdir(exist_ok=True)
         path.write_text(yaml.safe_dump({**raw, "validation": bad}))
-        with pytest.raises(SpecError, match=words.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
-            load_spec(path)
+        with pytest.raises(SpecError, match=re.escape(words)):
+            load_contract(path)
 
 
 def test_a_lost_row_fails_the_run_and_publishes_nothing(tmp_path, monkeypatch):
-    import pipelines.validate as v
+    from pipelines.validate import outputs
 
-    real = v._clean_table
-    monkeypatch.setattr(v, "_clean_table", lambda clean, spec: real(clean, spec).slice(1))  # a writer bug
+    real = outputs.clean_table
+    monkeypatch.setattr(outputs, "clean_table", lambda clean, contract: real(clean, contract).slice(1))  # a bug
     with pytest.raises(RuntimeError, match=f"{N} rows landed but the clean and quarantine files hold {N - 1}"):
         run(tmp_path, land(tmp_path, good_rows()))
     assert not (tmp_path / "validated" / f"{KEY}.parquet").exists()

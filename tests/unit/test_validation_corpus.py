@@ -20,15 +20,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines.spec import REPO_ROOT, ModelSpec, load_spec
+from pipelines.spec import REPO_ROOT, DatasetContract, ModelSpec, load_contract, load_specs, readers
 from pipelines.validate import ValidationResult, validate_batch
 
 pytestmark = pytest.mark.unit
 
-SPEC = load_spec(REPO_ROOT / "models" / "fraud.yaml")
-CONTRACT = SPEC.dataset
+CONTRACT = load_contract(REPO_ROOT / "datasets" / "transactions.yaml")
+READERS = tuple(readers(CONTRACT.name, load_specs()))  # the models reading it: their labels must not leak
 ROW_ID = CONTRACT.row_id
-TS = SPEC.event_timestamp
+TS = CONTRACT.timestamp
 START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
 END = START + timedelta(days=7)
 KEY = f"{START:%Y-%m-%d}"
@@ -89,20 +89,20 @@ def truncated() -> Callable[[Path], Path]:
     return write
 
 
-def accepted_last_week(folder: Path, spec: ModelSpec) -> Path:
+def accepted_last_week(folder: Path, contract: DatasetContract) -> Path:
     """Land and accept last week's batch (the registry and the reference profile then know it)."""
     last = START - timedelta(days=7)
     path = folder / f"transactions_{last:%Y-%m-%d}.parquet"
     good_rows(start=last, prefix="lw").to_parquet(path, index=False)
-    result = validate_batch(path, spec, last, START, folder.parent / "validated", folder.parent / "quarantine",
-                            folder.parent / "reports")
+    result = validate_batch(path, contract, last, START, folder.parent / "validated", folder.parent / "quarantine",
+                            folder.parent / "reports", readers=READERS)
     assert result.verdict == "accepted", result.summary
     return path
 
 
 def same_bytes_as_last_week() -> Callable[[Path], Path]:
     def write(folder: Path) -> Path:
-        old = accepted_last_week(folder, SPEC)
+        old = accepted_last_week(folder, CONTRACT)
         path = folder / NAME
         path.write_bytes(old.read_bytes())  # last week's file, re-sent as this week's
         return path
@@ -112,7 +112,7 @@ def same_bytes_as_last_week() -> Callable[[Path], Path]:
 
 def after_last_week(df: pd.DataFrame) -> Callable[[Path], Path]:
     def write(folder: Path) -> Path:
-        accepted_last_week(folder, SPEC)
+        accepted_last_week(folder, CONTRACT)
         return parquet(df)(folder)
 
     return write
@@ -151,7 +151,8 @@ class Case:
     check: str
     quarantined: int = 0  # rows quarantined (a blocked batch still shows the rows that broke row rules)
     says: tuple[str, ...] = ()  # more words the message must hold
-    spec: ModelSpec = SPEC
+    contract: DatasetContract = CONTRACT
+    readers: tuple[ModelSpec, ...] = READERS
 
 
 CASES = [
@@ -181,7 +182,8 @@ CASES = [
     Case("unknown category", parquet(changed(category=([6], "casino"))), "accepted",
          "expect_column_values_to_be_in_set", "category", "allowed", quarantined=1, says=("casino", "'grocery'")),
     Case("label outside 0/1", parquet(changed(is_fraud=([8], 7))), "accepted",
-         "expect_column_values_to_be_in_set", "is_fraud", "label", quarantined=1, says=("label of the binary",)),
+         "expect_column_values_to_be_in_set", "is_fraud", "allowed", quarantined=1,
+         says=("must be one of [0, 1]", "datasets/transactions.yaml")),
     Case("timestamps in the future", parquet(changed(event_ts=([0, 1], pd.Timestamp("2099-01-01", tz="UTC")))),
          "accepted", "expect_column_values_to_be_between", TS, "not_in_future", quarantined=2,
          says=("2099-01-01T00:00:00+00:00", "future", "clock")),
@@ -195,7 +197,8 @@ CASES = [
     Case("empty CSV (header only)", csv(good_rows().iloc[:0]), "blocked",
          "expect_table_row_count_to_be_between", None, "row_count", says=("0 rows",)),
     Case("too many rows", parquet(good_rows()), "blocked", "expect_table_row_count_to_be_between", None, "row_count",
-         says=("above validation.max_rows=150",), spec=dataclasses.replace(SPEC, max_rows=150)),
+         says=("above validation.max_rows=150 in datasets/transactions.yaml",),
+         contract=dataclasses.replace(CONTRACT, max_rows=150)),
     Case("zero-byte file", raw(b"", NAME), "blocked", "readable_file", None, "readable_file",
          says=("empty (0 bytes)",)),
     Case("truncated parquet", truncated(), "blocked", "readable_file", None, "readable_file",
@@ -208,6 +211,15 @@ CASES = [
          says=("not valid UTF-8", "0xe9")),
     Case("leaked label column", parquet(good_rows().assign(fraud_label=lambda d: d["is_fraud"])), "blocked",
          "leaked_label", "fraud_label", "leaked_label", says=("label `is_fraud`", "Drop `fraud_label`")),
+    Case("label column, no model reads the dataset", parquet(good_rows().assign(fraud_label=lambda d: d["is_fraud"])),
+         "blocked", "expect_table_columns_to_match_set", "fraud_label", "schema", says=("not in the contract",),
+         readers=()),
+    Case("too many nulls in a nullable column", parquet(changed(channel=(list(range(21)), None))), "blocked",
+         "expect_column_values_to_not_be_null", "channel", "null_share",
+         says=(f"null in 21 of {N} rows (10.5%)", "columns.channel.max_null_share=0.1"),
+         contract=dataclasses.replace(CONTRACT, columns=tuple(
+             dataclasses.replace(c, nullable=True, max_null_share=0.1) if c.name == "channel" else c
+             for c in CONTRACT.columns))),
     Case("batch landed twice", same_bytes_as_last_week(), "blocked", "duplicate_batch", None, "duplicate_batch",
          quarantined=N,  # last week's rows are all outside this interval: shown in quarantine, nothing published
          says=("same bytes", "transactions_2026-02-23.parquet", "already accepted")),
@@ -221,8 +233,8 @@ def test_corpus(tmp_path: Path, case: Case) -> None:
     folder = tmp_path / "landing"
     folder.mkdir()
     batch = case.land(folder)
-    result = validate_batch(batch, case.spec, START, END, tmp_path / "validated", tmp_path / "quarantine",
-                            tmp_path / "reports")
+    result = validate_batch(batch, case.contract, START, END, tmp_path / "validated", tmp_path / "quarantine",
+                            tmp_path / "reports", readers=case.readers)
 
     assert result.verdict == case.verdict, result.summary
     found = [f for f in result.failures if (f.rule, f.column, f.check) == (case.rule, case.column, case.check)]

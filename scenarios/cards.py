@@ -186,3 +186,17 @@ def land_batch(sc: Scenario, plan: BatchPlan, landing_dir: Location, file_patter
     path = storage.write_parquet(df, storage.join(landing_dir, batch_file_name(file_pattern, start)))
     log.info("landed %s (%d rows, %s)", path, len(df), plan.kind)
     return path
+
+
+def short_scenario() -> Scenario:
+    """The same story in 8 batches: stable, first champion, blocked, quarantined, shift, retrain, experiment."""
+    return Scenario(batches=(
+        BatchPlan(0, "normal", "stable period"),
+        BatchPlan(1, "normal", "stable period"),
+        BatchPlan(2, "normal", "stable period"),
+        BatchPlan(3, "normal", "stable period; the first champion is trained after this batch"),
+        BatchPlan(4, "corrupted", "renamed `amount` to `amt`, absurd amounts: must be blocked"),
+        BatchPlan(5, "bad_rows", "a few bad rows: quarantined"),
+        BatchPlan(6, "shifted", "market shift: drift, email, automatic retrain"),
+        BatchPlan(7, "shifted", "shift continues; a cheaper experiment is rejected by the gate"),
+    ), train_after=3, experiment_after=7)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines.datagen import BatchPlan, Scenario, batch_file_name, generate_week, land_batch
+from scenarios.cards import BatchPlan, Scenario, batch_file_name, generate_week, land_batch
 from pipelines.spec import REPO_ROOT, load_dataset
 
 pytestmark = pytest.mark.unit

@@ -1,0 +1,194 @@
+"""Feature tables: each computed view's snapshots, one parquet file per interval of its source dataset.
+
+`build_view_table` reads the dataset's validated batches over [start - lookback, end), computes the view
+with the generic engine (pipelines/feature_engine.py) and writes `<features root>/<view>/<key>.parquet`,
+the files the view's Feast FileSource reads. Re-running an interval rewrites the same file; no
+(entity, snapshot time) is ever written twice, within a file or across files.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipelines import storage
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from pipelines.features.declarations import DeclaredView
+    from pipelines.storage import Location
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ViewTable:
+    view: str
+    interval_key: str
+    path: str | None     # None: no snapshot in the interval (no file)
+    rows: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def validated_keys(validated_dir: Location) -> list[str]:
+    """The interval keys of the validated batches under `validated_dir` (a path or URI), oldest first."""
+    return [storage.stem(p) for p in storage.list_files(validated_dir, ".parquet")]
+
+
+def _time_range(path: Location, column: str) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    """(min, max) of a parquet file's `column` from its statistics; None when they don't say."""
+    import pandas as pd
+
+    md = storage.parquet_metadata(path)
+    if column not in md.schema.names:
+        return None
+    col = md.schema.names.index(column)
+    stats = [md.row_group(i).column(col).statistics for i in range(md.num_row_groups)]
+    if not stats or any(st is None or not st.has_min_max for st in stats):
+        return None
+    try:
+        lo, hi = (pd.Timestamp(x) for x in (min(st.min for st in stats), max(st.max for st in stats)))
+    except (TypeError, ValueError):
+        return None
+    return (lo.tz_localize("UTC") if lo.tzinfo is None else lo, hi.tz_localize("UTC") if hi.tzinfo is None else hi)
+
+
+def read_validated(validated_dir: Location, timestamp: str, start: datetime, end: datetime,
+                   columns: list[str] | None = None) -> pd.DataFrame:
+    """The clean rows of every validated batch with events in [start, end), filtered to that window.
+
+    Files are skipped by their parquet statistics of `timestamp` (the dataset's event-time column), so
+    the cadence of the batches does not matter. `validated_dir` is a local path or a URI.
+    """
+    import pandas as pd
+
+    lo, hi = pd.Timestamp(start), pd.Timestamp(end)
+    frames = []
+    for path in storage.list_files(validated_dir, ".parquet"):
+        rng = _time_range(path, timestamp)
+        if rng is not None and (rng[1] < lo or rng[0] >= hi):
+            continue
+        frames.append(storage.read_parquet(path, columns=columns))
+    if not frames:
+        return pd.DataFrame(columns=columns) if columns else pd.DataFrame()
+    df = pd.concat(frames, ignore_index=True)
+    ts = pd.to_datetime(df[timestamp], utc=True)
+    return df[(ts >= lo) & (ts < hi)].reset_index(drop=True)
+
+
+def build_view_table(view: DeclaredView, validated_dir: Location, features_root: Location,
+                     start: datetime, end: datetime, key: str) -> ViewTable:
+    """Compute `view`'s snapshots for [start, end) and write them as the interval's table. Idempotent.
+
+    Refuses (ValueError naming the view and the keys) to write a table that would put two rows with the
+    same (entity, snapshot time) into the view's folder, within the file or across files.
+    """
+    from pipelines.feature_engine import compute_view
+
+    spec = view.engine
+    needed = [*dict.fromkeys([*spec.join_keys, spec.timestamp, *(a.column for a in spec.aggregations)])]
+    history = read_validated(validated_dir, spec.timestamp, start + spec.granularity - spec.lookback, end,
+                             columns=needed)
+    snap = compute_view(history, spec, start, end)
+    out = storage.join(features_root, view.name, f"{key}.parquet")
+    if snap.empty:
+        storage.delete(out)
+        log.info("feature view %s: no snapshot for %s..%s (no events in the lookback)", view.name, start, end)
+        return ViewTable(view.name, key, None, 0)
+    keys = list(spec.join_keys)
+    _check_unique(snap, view.name, keys, spec.feature_timestamp, out)
+    _check_no_overlap(snap, view.name, keys, spec.feature_timestamp, out)
+    storage.write_parquet(snap, out)
+    log.info("feature table %s: %d snapshots for %s..%s", out, len(snap), start, end)
+    return ViewTable(view.name, key, str(out), len(snap))
+
+
+def dependent_keys(view: DeclaredView, table_keys: list[str], start: datetime, end: datetime) -> list[str]:
+    """Keys of the view's existing tables AFTER [start, end) whose snapshots see events of [start, end).
+
+    A snapshot at t sees [t - W, t): events of [start, end) reach every snapshot up to end + lookback. When a
+    past batch is (re-)validated, these tables are rebuilt too, so no snapshot misses its late events.
+    """
+    horizon = end + view.lookback
+    out = []
+    for k in table_keys:
+        try:
+            t = datetime.fromisoformat(k).replace(tzinfo=start.tzinfo)
+        except ValueError:
+            continue
+        if end <= t < horizon:
+            out.append(k)
+    return sorted(out)
+
+
+def table_keys(features_root: Location, view: str) -> list[str]:
+    return [storage.stem(p) for p in storage.list_files(storage.join(features_root, view), ".parquet")]
+
+
+def _check_unique(snap: pd.DataFrame, view: str, keys: list[str], ts: str, out: Location) -> None:
+    """A table must hold one row per (entity, snapshot time): Feast would otherwise pick one by created time."""
+    dup = snap.duplicated([*keys, ts], keep=False)
+    if dup.any():
+        pairs = snap.loc[dup, [*keys, ts]].drop_duplicates().head(5)
+        shown = ", ".join(str(tuple(r)) for r in pairs.itertuples(index=False))
+        raise ValueError(f"feature view {view}: {int(dup.sum())} rows share ({', '.join(keys)}, {ts}), e.g. {shown}; "
+                         f"refusing to write {out}. The engine must emit one snapshot per entity and time: "
+                         "report this as a Flywheel bug rather than rely on Feast's created-time tie-break.")
+
+
+def _check_no_overlap(snap: pd.DataFrame, view: str, keys: list[str], ts: str, out: Location) -> None:
+    """No other file of the view may hold the same (entity, snapshot time): one snapshot, one file."""
+    lo, hi = snap[ts].min(), snap[ts].max()
+    for other in storage.list_files(storage.parent(out), ".parquet"):
+        if storage.name(other) == storage.name(out):
+            continue
+        rng = _time_range(other, ts)
+        if rng is not None and (rng[1] < lo or rng[0] > hi):
+            continue
+        theirs = storage.read_parquet(other, columns=[*keys, ts])
+        shared = snap[[*keys, ts]].merge(theirs, on=[*keys, ts])
+        if not shared.empty:
+            first = shared.iloc[0]
+            raise ValueError(
+                f"feature view {view}: {len(shared)} snapshots for {storage.name(out)} are already in {other} "
+                f"(e.g. {dict(first[keys])} at {first[ts].isoformat()}); the same (entity, time) in two "
+                f"files would be resolved by created time, not by you. Rebuild that interval under its own key "
+                f"({storage.stem(other)}), or delete {other} if it is stale.")
+
+
+def sync_feature_tables(features_root: Location, cache_root: Path, views: list[str]) -> int:
+    """Make the local cache Feast reads (`cache_root/<view>/*.parquet`) equal the store's tables.
+
+    Copies the table files of `views` from `features_root` (a folder or s3:// prefix) that are new or
+    were rewritten since cached (size or modification time differ) and removes cached files the store
+    no longer has; returns the number of files copied. Nothing to do when the store is the cache
+    itself (the embedded default).
+    """
+    if not storage.is_remote(features_root) and storage.local_path(features_root).resolve() == cache_root.resolve():
+        return 0
+    copied = 0
+    for view in views:
+        files = storage.list_files(storage.join(features_root, view), ".parquet")
+        wanted = {storage.name(f) for f in files}
+        folder = cache_root / view
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.parquet"):
+            if stale.name not in wanted:
+                stale.unlink()
+        for f in files:
+            cached = folder / storage.name(f)
+            if cached.exists() and storage.version(cached) == storage.version(f):
+                continue
+            storage.copy(f, cached, keep_mtime=True)
+            copied += 1
+    log.info("feature tables: %d files of %s synced from %s into %s", copied, ", ".join(views), features_root,
+             cache_root)
+    return copied
+
+

@@ -1,0 +1,81 @@
+"""What the gate says about a batch: a `RuleFailure` per broken rule, one `ValidationResult` (the report)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+REASONS = "_quarantine_reasons"  # the column of the quarantine file that says why each row is there
+
+
+@dataclass(frozen=True)
+class RuleFailure:
+    rule: str  # GX expectation type, or readable_file / duplicate_batch / leaked_label / max_quarantine_share
+    column: str | None
+    severity: str  # "batch" (blocks the batch), "row" (rows quarantined) or "warn" (recorded only)
+    count: int  # offending rows (0 for batch rules where not applicable)
+    sample: list[Any]  # up to 5 offending values (JSON-able)
+    message: str  # for people: file, column, rule, values and what to do next
+    check: str = ""  # Flywheel's short name: schema, type, row_count, null_share, not_null, all_null, unique, ...
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    dataset: str  # the contract's name (datasets/<dataset>.yaml)
+    batch_file: str
+    interval_start: str
+    interval_end: str
+    verdict: str  # "accepted" or "blocked"
+    rows_landed: int
+    rows_clean: int
+    rows_quarantined: int
+    clean_path: str | None
+    quarantine_path: str | None
+    report_path: str
+    failures: tuple[RuleFailure, ...]
+    batch_sha256: str | None = None  # of the landed file (None when it could not be read)
+    data_docs_path: str | None = None  # this run's GX Data Docs validation page
+    reference_batches: tuple[str, ...] = ()  # interval keys whose profiles were the distribution reference
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able (lists, not tuples: XCom and the REST API keep the shape)."""
+        d = dataclasses.asdict(self)
+        d["failures"] = [dataclasses.asdict(f) for f in self.failures]
+        d["reference_batches"] = list(self.reference_batches)
+        return d
+
+    @property
+    def summary(self) -> str:
+        head = (
+            f"Dataset {self.dataset}, batch {self.batch_file} for {self.interval_start} to "
+            f"{self.interval_end}: {self.verdict.upper()}. {self.rows_landed} rows landed, "
+            f"{self.rows_clean} clean, {self.rows_quarantined} quarantined."
+        )
+        parts = [head]
+        blocking = [f for f in self.failures if f.severity == "batch"]
+        row_rules = [f for f in self.failures if f.severity == "row"]
+        warnings = [f for f in self.failures if f.severity == "warn"]
+        if blocking:
+            parts.append("Nothing was published. Blocking problems: " + " | ".join(f.message for f in blocking))
+        if row_rules:
+            parts.append(
+                "Row rules broken: "
+                + ", ".join(f"{rule_label(f.rule, f.column, f.check)} x{f.count}" for f in row_rules)
+                + "."
+            )
+        if warnings:
+            parts.append("Warnings: " + " | ".join(f.message for f in warnings))
+        if self.clean_path:
+            parts.append(f"Clean rows: {self.clean_path}.")
+        if self.quarantine_path:
+            parts.append(f"Quarantined rows: {self.quarantine_path}.")
+        parts.append(f"Full report: {self.report_path}.")
+        if self.data_docs_path:
+            parts.append(f"Data Docs: {self.data_docs_path}.")
+        return " ".join(parts)
+
+
+def rule_label(rule: str, column: str | None, check: str = "") -> str:
+    """The quarantine reason of a row rule: `rule(column)`, qualified where one rule checks two things."""
+    return f"{rule}({column}, {check})" if check in ("not_in_future", "in_interval") else f"{rule}({column})"
