@@ -192,11 +192,11 @@ def duckdb_asof(rows: Any, features_root: Path, views: dict[str, tuple[str, list
         secs = int(ttl.total_seconds())
         for f in feats:
             select.append(
-                f"CASE WHEN {alias}.event_ts >= e.event_ts - INTERVAL {secs} SECOND THEN {alias}.{f} END AS {f}"
+                f"CASE WHEN {alias}.feature_ts >= e.event_ts - INTERVAL {secs} SECOND THEN {alias}.{f} END AS {f}"
             )
         joins.append(
             f"ASOF LEFT JOIN read_parquet('{glob}') {alias} "
-            f"ON e.{key} = {alias}.{key} AND e.event_ts >= {alias}.event_ts"
+            f"ON e.{key} = {alias}.{key} AND e.event_ts >= {alias}.feature_ts"
         )
     sql = f"SELECT {', '.join(select)} FROM entity_rows e {' '.join(joins)}"
     out = con.execute(sql).df()
@@ -293,12 +293,13 @@ from pipelines import features, gate, model, monitor, score, training, validate
         with bench.quiet(f"validate week {p.week}"), vclk:
             res = validate.validate_batch(
                 path,
-                spec,
+                spec.dataset,
                 start,
                 end,
-                lay.validated(spec.name),
-                lay.quarantine(spec.name),
-                lay.validation_reports(spec.name),
+                lay.validated(spec.dataset.name),
+                lay.quarantine(spec.dataset.name),
+                lay.validation_reports(spec.dataset.name),
+                readers=[spec],
             )
         v_rows += res.rows_landed
         results.append(res)
@@ -318,20 +319,20 @@ from pipelines import features, gate, model, monitor, score, training, validate
     extra["validate_seconds"] = v_times
 
     # 3. features: tables per interval, apply once, materialize per interval
-    views = list(spec.feature_views)
+    declared = features.load_repo(repo)
+    views = list(declared.service_views(spec.feature_service))
     fclk, f_rows, per_interval = Clock(), 0, []
     for p in plans:
         start, end = p.interval(sc.start)
         with bench.quiet(f"feature tables week {p.week}"), fclk:
-            tables = features.build_feature_tables(
-                lay.validated(spec.name), lay.home / "features", views, start, end, interval_key(start)
-            )
-        n = sum(tables.rows.values())
+            tables = [features.build_view_table(declared.views[v], lay.validated(spec.dataset.name),
+                                                lay.home / "features", start, end, interval_key(start)) for v in views]
+        n = sum(t.rows for t in tables)
         f_rows += n
         per_interval.append((start, end, n))
     bench.add(
         "3",
-        f"build_feature_tables x{len(plans)}",
+        f"build_view_table ({len(views)} views) x{len(plans)}",
         sum(fclk.wall),
         f_rows,
         note=f"mean {sum(fclk.wall) / len(fclk.wall):.2f}s per interval",
@@ -363,7 +364,7 @@ from pipelines import features, gate, model, monitor, score, training, validate
         f"build_training_set as of {as_of:%Y-%m-%d}",
         training.build_training_set,
         spec,
-        lay.validated(spec.name),
+        lay.validated(spec.dataset.name),
         repo,
         as_of,
         lay.home / "training" / spec.name / run_key,
@@ -378,7 +379,7 @@ from pipelines import features, gate, model, monitor, score, training, validate
         view_specs = {}
         for proj in fs.feature_view_projections:
             fv = store.get_feature_view(proj.name)
-            view_specs[proj.name] = (features.VIEW_ENTITY[proj.name], [f.name for f in proj.features], fv.ttl)
+            view_specs[proj.name] = (declared.views[proj.name].join_keys[0], [f.name for f in proj.features], fv.ttl)
         feature_names = {f for _, fl, _ in view_specs.values() for f in fl}
         both = pd.concat([pd.read_parquet(tset.train_path), pd.read_parquet(tset.holdout_path)], ignore_index=True)
         rows = both[[c for c in both.columns if c not in feature_names]]
@@ -452,7 +453,7 @@ from pipelines import features, gate, model, monitor, score, training, validate
             f"score_interval week {p.week} ({p.kind})",
             score.score_interval,
             spec,
-            lay.validated(spec.name),
+            lay.validated(spec.dataset.name),
             repo,
             start,
             end,
@@ -470,7 +471,7 @@ from pipelines import features, gate, model, monitor, score, training, validate
         lay.reports(spec.name),
         end,
         interval_key(start),
-        validated_dir=lay.validated(spec.name),
+        validated_dir=lay.validated(spec.dataset.name),
         rows=lambda r: r[0].rows_current + r[0].rows_reference,
         note="current + reference rows",
     )

@@ -2,17 +2,18 @@
 
     .venv/bin/python bench/validation.py [--rows 100000 1000000] [--repeats 3] [--json out.json]
 
-For each size, the demo's generator (`pipelines.datagen.generate_week` on a `Scenario` with
+For each size, the demo's generator (`scenarios.cards.generate_week` on a `Scenario` with
 `tx_per_week` = rows) lands two batches of the same shape: a clean week and the demo's "bad rows"
 week (12 bad rows: negative amounts, an unknown channel, null customers). A previous week is
 validated first, so the distribution check has a reference profile, as in a running loop.
 
-Both implementations check the same rules of models/fraud.yaml on the same batch (schema, types,
-row count, duplicate batch, non-null, unique ids, allowed values, ranges, the binary label, the
-timestamp not in the future and inside the interval, quarantine share, distribution against the
-reference), and must find the same bad rows and the same verdict (checked, printed).
-`validation.max_rows` (150,000 in the spec) is lifted for the run: the 1M-row batches would be
-blocked by it, and a blocked batch stops before the interesting work.
+Both implementations check the same rules of datasets/transactions.yaml on the same batch (schema,
+types, row count, null shares, duplicate batch, non-null, unique ids, allowed values (the label's
+0/1 included), ranges, the timestamp not in the future and inside the interval, quarantine share,
+distribution against the reference), and must find the same bad rows and the same verdict (checked,
+printed). The GX gate runs with the dataset's readers (fraud, spend), as ingest_validate__transactions
+does. `validation.max_rows` (150,000 in the contract) is lifted for the run: the 1M-row batches would
+be blocked by it, and a blocked batch stops before the interesting work.
 
 Figures, per size and batch (min of --repeats runs, the two implementations interleaved):
 
@@ -34,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -45,7 +45,7 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -58,30 +58,43 @@ WEEK1 = WEEK0 + timedelta(days=7)  # the benchmarked week
 KINDS = ("normal", "bad_rows")
 
 
-def spec_for_bench() -> Any:
+def contract_for_bench() -> Any:
     from pipelines.spec import REPO_ROOT as ROOT
-    from pipelines.spec import load_spec
+    from pipelines.spec import load_contract
 
-    return dataclasses.replace(load_spec(ROOT / "models" / "fraud.yaml"), max_rows=None)
+    return dataclasses.replace(load_contract(ROOT / "datasets" / "transactions.yaml"), max_rows=None)
+
+
+@cache
+def readers_for_bench() -> tuple[Any, ...]:
+    """The models reading the dataset (their labels must not leak), loaded once: not part of the timings."""
+    from pipelines.spec import load_specs, readers
+
+    return tuple(readers("transactions", load_specs()))
 
 
 # ----------------------------------------------------------------------------------------------
 # the plain implementation
 
 
-def plain_rules(df: Any, spec: Any, start: datetime, end: datetime, references: list[dict[str, Any]]) -> dict[str, Any]:
+def plain_rules(
+    df: Any, contract: Any, start: datetime, end: datetime, references: list[dict[str, Any]]
+) -> dict[str, Any]:
     """The gate's rules in plain pandas/numpy: the bad-row mask, per-rule counts, batch problems."""
     import numpy as np
     import pandas as pd
 
-    contract = spec.dataset
     problems: list[str] = []
     expected = contract.column_names
     if set(df.columns) != set(expected):
         problems.append("schema")
     n = len(df)
-    if n < spec.min_rows or (spec.max_rows is not None and n > spec.max_rows):
+    if n < contract.min_rows or (contract.max_rows is not None and n > contract.max_rows):
         problems.append("row_count")
+    for c in contract.columns:
+        if c.name in df.columns and c.nullable and c.max_null_share is not None and n:
+            if df[c.name].isna().sum() / n > c.max_null_share:
+                problems.append(f"null_share({c.name})")
     ok = []
     for c in contract.columns:
         if c.name not in df.columns:
@@ -107,22 +120,17 @@ def plain_rules(df: Any, spec: Any, start: datetime, end: datetime, references: 
             counts[name] = k
             bad[mask] = True
 
-    label = spec.label.column
     for c in ok:
         s = df[c.name]
         null = s.isna().to_numpy()
-        is_label = spec.task == "binary" and c.name == label
-        if not c.nullable or is_label:
+        if not c.nullable:
             hit(f"not_null({c.name})", null)
             if n and null.all():
                 problems.append(f"all_null({c.name})")
         if c.unique or c.name == contract.row_id:
             hit(f"unique({c.name})", s.duplicated(keep=False).to_numpy() & ~null)
-        allowed = list(c.allowed) if c.allowed is not None else None
-        if is_label:
-            allowed = [v for v in (allowed if allowed is not None else [0, 1]) if v in (0, 1)]
-        if allowed is not None:
-            hit(f"in_set({c.name})", ~s.isin(allowed).to_numpy(dtype=bool, na_value=True) & ~null)
+        if c.allowed is not None:
+            hit(f"in_set({c.name})", ~s.isin(list(c.allowed)).to_numpy(dtype=bool, na_value=True) & ~null)
         if c.type in ("int", "float") and (c.min is not None or c.max is not None):
             v = s.to_numpy(dtype="float64", na_value=np.nan)
             out = np.zeros(n, dtype=bool)
@@ -131,19 +139,19 @@ def plain_rules(df: Any, spec: Any, start: datetime, end: datetime, references: 
             if c.max is not None:
                 out |= v > c.max
             hit(f"range({c.name})", out & ~null)
-    ts_col = spec.event_timestamp
+    ts_col = contract.timestamp
     if ts_col in [c.name for c in ok]:
         ts = df[ts_col]
         valid = ts.notna().to_numpy()
         hit(f"not_in_future({ts_col})", (ts >= pd.Timestamp(end)).to_numpy() & valid)
         hit(f"in_interval({ts_col})", (ts < pd.Timestamp(start)).to_numpy() & valid)
     bad_rows = np.flatnonzero(bad)
-    if n and len(bad_rows) / n > spec.max_quarantine_share:
+    if n and len(bad_rows) / n > contract.max_quarantine_share:
         problems.append("max_quarantine_share")
     warnings = []
     if references:
         keep = ~bad
-        for name in spec.distribution.columns:
+        for name in contract.distribution.columns:
             stats = [p["columns"][name] for p in references if name in p["columns"]]
             if not stats or name not in df.columns:
                 continue
@@ -151,11 +159,11 @@ def plain_rules(df: Any, spec: Any, start: datetime, end: datetime, references: 
             v = df[name].to_numpy(dtype="float64", na_value=np.nan)[keep]
             v = v[~np.isnan(v)]
             observed = {"mean": float(v.mean())}
-            if spec.dataset.column(name).type == "float":
+            if contract.column(name).type == "float":
                 q = np.quantile(v, [0.05, 0.5, 0.95], method="closest_observation")
                 observed.update(p05=float(q[0]), p50=float(q[1]), p95=float(q[2]))
             for k, x in observed.items():
-                lo, hi = band(ref[k], ref["std"], spec.distribution.max_ratio)
+                lo, hi = band(ref[k], ref["std"], contract.distribution.max_ratio)
                 if not lo <= x <= hi:
                     warnings.append(f"{name}.{k}")
     return {"bad_rows": bad_rows, "counts": counts, "problems": problems, "warnings": warnings}
@@ -163,13 +171,13 @@ def plain_rules(df: Any, spec: Any, start: datetime, end: datetime, references: 
 
 def band(ref: float, std: float, ratio: float) -> tuple[float, float]:
     """The same tolerance band as the gate (one definition, so both sides check the same rule)."""
-    from pipelines.validate import _band
+    from pipelines.validate.distribution import band as gate_band
 
-    return _band(ref, std, ratio)
+    return gate_band(ref, std, ratio)
 
 
 def plain_gate(
-    path: Path, spec: Any, start: datetime, end: datetime, out: Path, references: list[dict[str, Any]]
+    path: Path, contract: Any, start: datetime, end: datetime, out: Path, references: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """End to end in plain pandas: read, hash, check, split, write clean + quarantine + report + profile."""
     import numpy as np
@@ -177,23 +185,21 @@ def plain_gate(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    digest = h.hexdigest()
+    from pipelines.util import sha256_file
+
+    digest = sha256_file(path)
     registry = out / "registry.json"
     seen = json.loads(registry.read_text()) if registry.exists() else {}
     table = pq.read_table(path)
     arrow_strings = pd.StringDtype("pyarrow")
     df = table.to_pandas(types_mapper={pa.string(): arrow_strings, pa.large_string(): arrow_strings}.get)
-    for c in spec.dataset.columns:  # the same normalisation as the gate: nullable whole floats -> ints
+    for c in contract.columns:  # the same normalisation as the gate: nullable whole floats -> ints
         s = df[c.name]
         if c.type == "int" and pd.api.types.is_float_dtype(s.dtype):
             df[c.name] = s.astype("Int64")
         if c.type == "timestamp" and s.dt.tz is None:
             df[c.name] = s.dt.tz_localize("UTC")
-    res = plain_rules(df, spec, start, end, references)
+    res = plain_rules(df, contract, start, end, references)
     if any(k != start.date().isoformat() and v == digest for k, v in seen.items()):
         res["problems"].append("duplicate_batch")
     bad_rows = res["bad_rows"]
@@ -202,8 +208,8 @@ def plain_gate(
     if not blocked:
         keep = np.ones(len(df), dtype=bool)
         keep[bad_rows] = False
-        clean = df.loc[keep, spec.dataset.column_names].reset_index(drop=True)
-        clean = clean.astype({c.name: "int64" for c in spec.dataset.columns if c.type == "int"})
+        clean = df.loc[keep, contract.column_names].reset_index(drop=True)
+        clean = clean.astype({c.name: "int64" for c in contract.columns if c.type == "int"})
         pq.write_table(pa.Table.from_pandas(clean, preserve_index=False), out / "clean.parquet")
         v = clean["amount"].to_numpy()
         profile = {
@@ -232,31 +238,38 @@ def plain_gate(
 # the GX implementation, split where validate_batch is
 
 
-def gx_rules(df: Any, spec: Any, start: datetime, end: datetime, references: list[dict[str, Any]]) -> dict[str, Any]:
-    from pipelines import validate as v
+def gx_rules(
+    df: Any, contract: Any, start: datetime, end: datetime, references: list[dict[str, Any]]
+) -> dict[str, Any]:
+    from pipelines.validate import distribution, outputs, rules
+    from pipelines.validate.gx import GXBatch
 
-    gx_batch = v._GXBatch()
-    failures, ok, _ = v._check_batch_rules(gx_batch, df, spec, "bench", "contract")
-    row_failures, bad_rows, _, _ = v._check_row_rules(gx_batch, df, spec, ok, start, end, "bench", "contract", "q")
+    gx_batch = GXBatch()
+    failures, ok, _ = rules.check_batch_rules(gx_batch, df, contract, readers_for_bench(), "bench", "contract")
+    row_failures, bad_rows, _, _ = rules.check_row_rules(
+        gx_batch, df, contract, ok, start, end, "bench", "contract", "q"
+    )
     failures += row_failures
-    cols = [c for c in spec.distribution.columns if c in ok]
+    cols = [c for c in contract.distribution.columns if c in ok]
     if references and cols:
-        failures += v._check_distribution(gx_batch, v._without(df[cols], bad_rows), spec, references, "bench")[0]
+        clean = outputs.without(df[cols], bad_rows)
+        failures += distribution.check_distribution(gx_batch, clean, contract, references, "bench", "contract")[0]
     return {"bad_rows": bad_rows, "failures": failures}
 
 
-def gx_gate(path: Path, spec: Any, start: datetime, end: datetime, home: Path, docs: bool = False) -> Any:
+def gx_gate(path: Path, contract: Any, start: datetime, end: datetime, home: Path, docs: bool = False) -> Any:
     from pipelines.validate import validate_batch
 
     return validate_batch(
         path,
-        spec,
+        contract,
         start,
         end,
         home / "validated",
         home / "quarantine",
         home / "reports",
         docs_dir=home / "docs" if docs else None,
+        readers=readers_for_bench(),
     )
 
 
@@ -295,15 +308,15 @@ def worker(args: argparse.Namespace) -> None:
     import pyarrow
     import pyarrow.parquet
 
-    from pipelines.validate import _reference_profiles
+    from pipelines.validate.registry import reference_profiles
 
     logging.disable(logging.WARNING)
-    spec = spec_for_bench()
+    contract = contract_for_bench()
     home = Path(args.home)
     path = Path(args.file)
     out = Path(tempfile.mkdtemp(dir=home))
     shutil.copytree(home / "reports", out / "reports")  # the reference profile, not shared between workers
-    refs = _reference_profiles(out / "reports", WEEK1.strftime("%Y-%m-%d"), spec)
+    refs = reference_profiles(out / "reports", WEEK1.strftime("%Y-%m-%d"), contract.distribution.reference_batches)
     small = out / "warmup" / path.name  # a warm-up on 1,000 rows: lazy imports are not per-row memory
     small.parent.mkdir()
     first = next(pyarrow.parquet.ParquetFile(path).iter_batches(batch_size=1000))
@@ -311,9 +324,9 @@ def worker(args: argparse.Namespace) -> None:
 
     def once(file: Path, where: Path) -> None:
         if args.worker == "gx":
-            gx_gate(file, spec, WEEK1, WEEK1 + timedelta(days=7), where)
+            gx_gate(file, contract, WEEK1, WEEK1 + timedelta(days=7), where)
         else:
-            plain_gate(file, spec, WEEK1, WEEK1 + timedelta(days=7), where / "plain", refs)
+            plain_gate(file, contract, WEEK1, WEEK1 + timedelta(days=7), where / "plain", refs)
 
     once(small, out / "warm")
     before = rss_mb()
@@ -331,10 +344,11 @@ def measure_memory(kind: str, path: Path, home: Path) -> dict[str, float]:
 
 
 def bench_size(rows: int, repeats: int, tmp: Path) -> list[dict[str, Any]]:
-    from pipelines.datagen import Scenario, generate_week
-    from pipelines.validate import _read_batch, _reference_profiles
+    from pipelines.validate.reading import read_batch
+    from pipelines.validate.registry import reference_profiles
+    from scenarios.cards import Scenario, generate_week
 
-    spec = spec_for_bench()
+    contract = contract_for_bench()
     home = tmp / f"rows{rows}"
     landing = home / "landing"
     landing.mkdir(parents=True)
@@ -347,39 +361,40 @@ def bench_size(rows: int, repeats: int, tmp: Path) -> list[dict[str, Any]]:
         df.to_parquet(p, index=False)
         paths[(week, kind)] = p
     logging.disable(logging.WARNING)
-    ref = gx_gate(paths[(0, "normal")], spec, WEEK0, WEEK1, home)  # the reference profile for week 1
+    ref = gx_gate(paths[(0, "normal")], contract, WEEK0, WEEK1, home)  # the reference profile for week 1
     assert ref.verdict == "accepted", ref.summary
     key1 = WEEK1.strftime("%Y-%m-%d")
-    references = _reference_profiles(home / "reports", key1, spec)
+    references = reference_profiles(home / "reports", key1, contract.distribution.reference_batches)
     end = WEEK1 + timedelta(days=7)
     rows_out = []
     for kind in KINDS:
         path = paths[(1, kind)]
-        frame, problem = _read_batch(path, spec)
+        frame, problem = read_batch(str(path), contract)
         assert problem is None and frame is not None
         n = len(frame)
         # same answer from both implementations
-        g, p = gx_rules(frame, spec, WEEK1, end, references), plain_rules(frame, spec, WEEK1, end, references)
+        g = gx_rules(frame, contract, WEEK1, end, references)
+        p = plain_rules(frame, contract, WEEK1, end, references)
         same_rows = bool((g["bad_rows"] == p["bad_rows"]).all()) and len(g["bad_rows"]) == len(p["bad_rows"])
         run_home = home / f"run_{kind}"
         shutil.copytree(home / "reports", run_home / "reports")
         plain_out = run_home / "plain"
-        gx_result = gx_gate(path, spec, WEEK1, end, run_home)
-        plain_result = plain_gate(path, spec, WEEK1, end, plain_out, references)
+        gx_result = gx_gate(path, contract, WEEK1, end, run_home)
+        plain_result = plain_gate(path, contract, WEEK1, end, plain_out, references)
         same_verdict = gx_result.verdict == plain_result["verdict"]
         rules = best_of(
             repeats,
             {
-                "gx": partial(gx_rules, frame, spec, WEEK1, end, references),
-                "plain": partial(plain_rules, frame, spec, WEEK1, end, references),
+                "gx": partial(gx_rules, frame, contract, WEEK1, end, references),
+                "plain": partial(plain_rules, frame, contract, WEEK1, end, references),
             },
         )
         gate = best_of(
             repeats,
             {
-                "gx": partial(gx_gate, path, spec, WEEK1, end, run_home),
-                "plain": partial(plain_gate, path, spec, WEEK1, end, plain_out, references),
-                "gx_docs": partial(gx_gate, path, spec, WEEK1, end, run_home, docs=True),
+                "gx": partial(gx_gate, path, contract, WEEK1, end, run_home),
+                "plain": partial(plain_gate, path, contract, WEEK1, end, plain_out, references),
+                "gx_docs": partial(gx_gate, path, contract, WEEK1, end, run_home, docs=True),
             },
         )
         mem_gx = measure_memory("gx", path, home)

@@ -17,6 +17,7 @@ deployment sets the same variables explicitly.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -361,9 +362,11 @@ def _commands(env: dict[str, str], lay: Layout, ports: Ports) -> dict[str, list[
                    "--default-artifact-root", env["FLYWHEEL_MLFLOW_ARTIFACT_ROOT"], "--no-serve-artifacts",
                    "--workers", "1"],
         "api-server": [af, "api-server", "--port", str(ports.airflow), "--host", "127.0.0.1"],
-        "scheduler": [af, "scheduler"],
+        # no log servers: they bind every interface (uvicorn host "" in airflow.utils.serve_logs) and the API
+        # server reads the task and trigger logs from the local disk anyway; the Celery worker keeps its own
+        "scheduler": [af, "scheduler", "--skip-serve-logs"],
         "dag-processor": [af, "dag-processor"],
-        "triggerer": [af, "triggerer"],
+        "triggerer": [af, "triggerer", "--skip-serve-logs"],
         **({"worker": [af, "celery", "worker", "--concurrency", env["AIRFLOW__CELERY__WORKER_CONCURRENCY"]]}
            if services else {}),
     }
@@ -373,18 +376,78 @@ def _pid_file(lay: Layout, name: str) -> Path:
     return lay.run() / f"{name}.pid"
 
 
-def running(lay: Layout) -> dict[str, int]:
+def _recorded(lay: Layout) -> dict[str, int]:
+    """Every service with a pid file: its leader's pid, which is also its process group (own session)."""
     out = {}
     for name in SERVICES:
         pf = _pid_file(lay, name)
-        if pf.exists():
-            pid = int(pf.read_text())
-            try:
-                os.kill(pid, 0)
-                out[name] = pid
-            except ProcessLookupError:
-                pf.unlink(missing_ok=True)
+        try:
+            out[name] = int(pf.read_text())
+        except (OSError, ValueError):
+            continue
     return out
+
+
+def running(lay: Layout) -> dict[str, int]:
+    """The services whose leader process is alive (pid files of dead leaders are kept: see `reap`)."""
+    return {name: pid for name, pid in _recorded(lay).items() if _alive(pid)}
+
+
+def _proc_stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, process group) of a live, non-zombie process; None when gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] == "Z" else (int(fields[1]), int(fields[2]))
+
+
+def leftovers(lay: Layout) -> dict[int, str]:
+    """Processes of this install that no running service owns: members of the group of a service whose
+    leader died (a SIGKILLed scheduler leaves its LocalExecutor workers behind, re-parented to init), and
+    orphans whose environment points at this FLYWHEEL_HOME. pid -> command line."""
+    live_groups = set(running(lay).values())
+    dead_groups = {pid for pid in _recorded(lay).values() if pid not in live_groups}
+    marker = f"FLYWHEEL_HOME={lay.home}".encode()
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        pid = int(proc.name)
+        stat = _proc_stat(pid)
+        if stat is None or stat[1] in live_groups:
+            continue
+        ppid, pgid = stat
+        try:
+            ours = pgid in dead_groups or (ppid == 1 and marker in (proc / "environ").read_bytes().split(b"\0"))
+            if ours:
+                found[pid] = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:120]
+        except OSError:
+            continue
+    return found
+
+
+def reap(lay: Layout, timeout: float = 10) -> dict[int, str]:
+    """Stop what a crashed run left behind (see `leftovers`): SIGTERM, then SIGKILL (idle LocalExecutor
+    workers ignore SIGTERM). Pid files of dead leaders are removed. Returns what was stopped."""
+    found = leftovers(lay)
+    for pid in found:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_alive(p) for p in found):
+        time.sleep(0.2)
+    for pid in found:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    alive = running(lay)
+    for name in _recorded(lay):
+        if name not in alive:
+            _pid_file(lay, name).unlink(missing_ok=True)
+    if found:
+        log.warning("stopped %d process(es) left by an earlier run: %s", len(found),
+                    "; ".join(f"{p} {c}" for p, c in found.items()))
+    return found
 
 
 def wait_http(url: str, timeout: float, what: str) -> None:
@@ -424,11 +487,11 @@ def up(lay: Layout, ports: Ports, env: dict[str, str] | None = None) -> dict[str
     """Start every service that is not running yet; wait until each answers."""
     env = env or environment(lay, ports)
     services = env["FLYWHEEL_TOPOLOGY"] == "services"
+    reap(lay)   # a crashed run's children (e.g. the workers of a SIGKILLed scheduler) hold ports and the DB
     already = running(lay)
-    wanted = {"smtp": ports.smtp, "mlflow": ports.mlflow, "api-server": ports.airflow,
-              "worker" if services else "scheduler": ports.worker_logs, "triggerer": ports.trigger_logs}
+    wanted = {"smtp": ports.smtp, "mlflow": ports.mlflow, "api-server": ports.airflow}
     if services:
-        wanted["s3"] = ports.s3
+        wanted.update({"s3": ports.s3, "worker": ports.worker_logs})
     busy = [f"{port} ({name})" for name, port in wanted.items() if name not in already and _in_use(port)]
     if busy:
         raise RuntimeError(f"port(s) already in use: {', '.join(busy)}. Stop what uses them (`make down` if it is "
@@ -496,6 +559,45 @@ def processes_of(home: Path) -> list[str]:
     return found
 
 
+def listening_sockets(home: Path) -> list[tuple[str, int, str]]:
+    """(address, port, command) of every TCP socket in LISTEN state held by a process of this install
+    (`processes_of`), read from /proc: what `ss -ltnp` would show for them."""
+    import ipaddress
+
+    marker = f"FLYWHEEL_HOME={home}".encode()
+    owners: dict[str, str] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if marker not in (proc / "environ").read_bytes().split(b"\0"):
+                continue
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:80]
+            for fd in (proc / "fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    owners[target[8:-1]] = cmd
+        except OSError:
+            continue
+    out = []
+    for table, family in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 6)):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] != "0A" or fields[9] not in owners:   # 0A: LISTEN
+                continue
+            hexaddr, hexport = fields[1].split(":")
+            raw = bytes.fromhex(hexaddr)
+            # /proc/net/tcp* print each 32-bit word in host (little-endian) order
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            addr = str(ipaddress.ip_address(raw)) if family == 6 else str(ipaddress.IPv4Address(raw))
+            out.append((addr, int(hexport, 16), owners[fields[9]]))
+    return sorted(set(out))
+
+
 def _alive(pid: int) -> bool:
     """True while `pid` runs (a zombie child of ours is reaped and counts as gone)."""
     try:
@@ -514,7 +616,9 @@ def _alive(pid: int) -> bool:
 
 
 def down(lay: Layout, timeout: float = 20) -> list[str]:
-    """Stop everything `up` started (whole process groups), politely then firmly."""
+    """Stop everything `up` started (whole process groups), politely then firmly, and whatever an earlier
+    crashed run left behind (`reap`)."""
+    reap(lay)
     procs = running(lay)
     for pid in procs.values():
         try:

@@ -16,8 +16,9 @@ if TYPE_CHECKING:
 _ORDER = {"batch": 0, "row": 1, "warn": 2}
 
 
-def blocked_batch_email(contract: DatasetContract, readers: Sequence[ModelSpec], result: dict[str, Any],
-                        run_url: str) -> Email:
+def blocked_batch_email(
+    contract: DatasetContract, readers: Sequence[ModelSpec], result: dict[str, Any], run_url: str
+) -> Email:
     """To the dataset's owners and the owners of every model reading it: which batch of which dataset was
     blocked, which models wait for it, which rules failed, and where to look.
 
@@ -73,9 +74,8 @@ def blocked_batch_email(contract: DatasetContract, readers: Sequence[ModelSpec],
         f"or check it first with <code>flywheel validate --dataset {e(contract.name)} &lt;file&gt;</code>.</p>"
         f"<p><a href='{e(run_url)}'>Airflow run</a> · report: <code>{e(str(result['report_path']))}</code></p>"
     )
-    subject = (
-        f"[Flywheel] {contract.name}: batch {result['interval_start'][:10]} BLOCKED ({rules or 'no rule'}); "
-        + (f"models waiting: {', '.join(models)}" if models else "no model reads it")
+    subject = f"[Flywheel] {contract.name}: batch {result['interval_start'][:10]} BLOCKED ({rules or 'no rule'}); " + (
+        f"models waiting: {', '.join(models)}" if models else "no model reads it"
     )
     to = _once([*contract.owners, *(o for m in readers for o in m.owners)])
     return Email(to=to, subject=subject, html=body, attachments=(result["report_path"],))

@@ -72,8 +72,9 @@ def validate_batch(
         assert df is not None
         n = len(df)
         gx_batch = GXBatch()
-        batch_failures, ok_columns, batch_results = rules.check_batch_rules(gx_batch, df, contract, readers, where,
-                                                                            contract_file)
+        batch_failures, ok_columns, batch_results = rules.check_batch_rules(
+            gx_batch, df, contract, readers, where, contract_file
+        )
         failures += batch_failures
         gx_parts += batch_results
         row_failures, bad_rows, reasons, row_results = rules.check_row_rules(
@@ -83,8 +84,11 @@ def validate_batch(
         gx_parts += row_results
         share = len(bad_rows) / n if n else 0.0
         if n and share > contract.max_quarantine_share:
-            failures.append(messages.quarantine_share(df, contract, bad_rows, row_failures, share, where,
-                                                      contract_file, messages.show(quarantine_file)))
+            failures.append(
+                messages.quarantine_share(
+                    df, contract, bad_rows, row_failures, share, where, contract_file, messages.show(quarantine_file)
+                )
+            )
         if contract.distribution.severity != "off":
             references = registry.reference_profiles(reports_dir, key, contract.distribution.reference_batches)
             cols = [c for c in contract.distribution.columns if c in ok_columns]
@@ -131,20 +135,25 @@ def validate_batch(
             registry.remove_profile(reports_dir, key)
         else:
             assert df is not None and digest is not None
-            registry.record(reports_dir, key, {
-                "sha256": digest,
-                "file": storage.name(batch_file),
-                "rows_landed": n,
-                "rows_clean": rows_clean,
-                "rows_quarantined": rows_quarantined,
-            })
+            registry.record(
+                reports_dir,
+                key,
+                {
+                    "sha256": digest,
+                    "file": storage.name(batch_file),
+                    "rows_landed": n,
+                    "rows_clean": rows_clean,
+                    "rows_quarantined": rows_quarantined,
+                },
+            )
             registry.write_profile(reports_dir, key, distribution.profile(clean, contract, key))
 
     docs_path = None
     if docs_dir is not None and gx_parts and gx_batch is not None:
         try:
-            docs_path = build_data_docs(Path(docs_dir), contract, readers, key, start, end, batch_file, digest,
-                                        gx_parts, blocked, gx_batch)
+            docs_path = build_data_docs(
+                Path(docs_dir), contract, readers, key, start, end, batch_file, digest, gx_parts, blocked, gx_batch
+            )
         except Exception:  # noqa: BLE001 - the docs are a view of the gate, never a reason to fail it
             logger.exception("could not build the Data Docs page for %s", where)
 

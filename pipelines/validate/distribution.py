@@ -78,13 +78,18 @@ def check_distribution(
         ref = {k: float(np.mean([s[k] for s in stats])) for k in stats[0]}
         refs[name] = ref
         lo, hi = band(ref["mean"], ref["std"], dist.max_ratio)
-        exps.append(E.ExpectColumnMeanToBeBetween(column=name, min_value=lo, max_value=hi,
-                                                  meta={"check": "distribution"}))
+        exps.append(
+            E.ExpectColumnMeanToBeBetween(column=name, min_value=lo, max_value=hi, meta={"check": "distribution"})
+        )
         if types.get(name) == "float":
             ranges = [list(band(ref[qname(q)], ref["std"], dist.max_ratio)) for q in QUANTILES]
-            exps.append(E.ExpectColumnQuantileValuesToBeBetween(
-                column=name, quantile_ranges={"quantiles": list(QUANTILES), "value_ranges": ranges},
-                meta={"check": "distribution"}))
+            exps.append(
+                E.ExpectColumnQuantileValuesToBeBetween(
+                    column=name,
+                    quantile_ranges={"quantiles": list(QUANTILES), "value_ranges": ranges},
+                    meta={"check": "distribution"},
+                )
+            )
     results = gx_batch.run(clean, "distribution", exps, {"result_format": "SUMMARY"})
     severity = "batch" if dist.severity == "block" else "warn"
     failures = []
@@ -99,16 +104,33 @@ def check_distribution(
             continue
         kw, observed, ref = r.expectation_config.kwargs, r.result.get("observed_value"), refs[column]
         if rule == "expect_column_mean_to_be_between":
-            found = [f"mean {messages.num(observed)} (reference {messages.num(ref['mean'])}, allowed "
-                     f"{messages.num(kw['min_value'])}..{messages.num(kw['max_value'])})"]
+            found = [
+                f"mean {messages.num(observed)} (reference {messages.num(ref['mean'])}, allowed "
+                f"{messages.num(kw['min_value'])}..{messages.num(kw['max_value'])})"
+            ]
             shown = [json_safe(observed, nonfinite_as_text=True)]
         else:
             values = (observed or {}).get("values") or []
             ranges = kw["quantile_ranges"]["value_ranges"]
-            found = [f"{qname(q)} {messages.num(v)} (reference {messages.num(ref[qname(q)])}, allowed "
-                     f"{messages.num(lo)}..{messages.num(hi)})"
-                     for q, v, (lo, hi) in zip(QUANTILES, values, ranges, strict=False) if not lo <= v <= hi]
+            found = [
+                f"{qname(q)} {messages.num(v)} (reference {messages.num(ref[qname(q)])}, allowed "
+                f"{messages.num(lo)}..{messages.num(hi)})"
+                for q, v, (lo, hi) in zip(QUANTILES, values, ranges, strict=False)
+                if not lo <= v <= hi
+            ]
             shown = [json_safe(v, nonfinite_as_text=True) for v in values]
-        failures.append(messages.distribution_shift(rule, column, severity, int(clean[column].notna().sum()), shown,
-                                                    found, references, dist.max_ratio, where, contract_file))
+        failures.append(
+            messages.distribution_shift(
+                rule,
+                column,
+                severity,
+                int(clean[column].notna().sum()),
+                shown,
+                found,
+                references,
+                dist.max_ratio,
+                where,
+                contract_file,
+            )
+        )
     return failures, results

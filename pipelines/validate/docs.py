@@ -55,11 +55,14 @@ def build_data_docs(
         if fresh or SITE not in (context.config.data_docs_sites or {}):
             for name in list(context.config.data_docs_sites or {}):
                 context.delete_data_docs_site(name)
-            context.add_data_docs_site(SITE, {
-                "class_name": "SiteBuilder",
-                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(site_dir)},
-                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            })
+            context.add_data_docs_site(
+                SITE,
+                {
+                    "class_name": "SiteBuilder",
+                    "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(site_dir)},
+                    "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                },
+            )
         for r in parts:  # numpy scalars in some results (quantile checks) break GX's own JSON store
             r.success = bool(r.success)
             r.result = convert_to_json_serializable(r.result)
@@ -81,8 +84,11 @@ def build_data_docs(
             },
             "batch_markers": {
                 "sha256": digest,
-                **{k: v for k, v in (gx_batch.meta.get("batch_markers") or {}).items()
-                   if k != "pandas_data_fingerprint"},
+                **{
+                    k: v
+                    for k, v in (gx_batch.meta.get("batch_markers") or {}).items()
+                    if k != "pandas_data_fingerprint"
+                },
             },
             "active_batch_definition": gx_batch.meta.get("active_batch_definition") or {},
         }

@@ -67,11 +67,16 @@ def _ids_of(df: pd.DataFrame, row_id: str, rows: Any) -> list[Any]:
 # batch rules
 
 
-def unevaluated(rule: str, column: str | None, error: str, where: str, what: str, contract_file: str,
-                check: str) -> RuleFailure:
+def unevaluated(
+    rule: str, column: str | None, error: str, where: str, what: str, contract_file: str, check: str
+) -> RuleFailure:
     """A rule GX could not evaluate blocks the batch (fail closed), saying what to check."""
     return RuleFailure(
-        rule, column, "batch", 0, [],
+        rule,
+        column,
+        "batch",
+        0,
+        [],
         f"{where}: rule {rule} on column `{column}` could not be evaluated ({error}); the "
         f"batch is blocked until it can: check the {what} against {contract_file}.",
         check,
@@ -84,7 +89,11 @@ def unreadable(message: str) -> RuleFailure:
 
 def timestamp_not_a_column(contract: DatasetContract, contract_file: str) -> RuleFailure:
     return RuleFailure(
-        "expect_table_columns_to_match_set", contract.timestamp or None, "batch", 0, [],
+        "expect_table_columns_to_match_set",
+        contract.timestamp or None,
+        "batch",
+        0,
+        [],
         f"{contract_file}: timestamp `{contract.timestamp}` is not a column of the contract "
         f"({', '.join(contract.column_names)}); fix `timestamp:` in {contract_file} (batches cannot be placed "
         "in their interval without it).",
@@ -95,32 +104,64 @@ def timestamp_not_a_column(contract: DatasetContract, contract_file: str) -> Rul
 def row_count(rule: str, rows: Any, contract: DatasetContract, where: str, contract_file: str) -> RuleFailure:
     if contract.max_rows is not None and isinstance(rows, int) and rows > contract.max_rows:
         bound = f"above validation.max_rows={contract.max_rows}"
-        fix = ("check that the producer did not append another batch or repeat rows, and re-land it, or raise "
-               "validation.max_rows if batches this big are expected")
+        fix = (
+            "check that the producer did not append another batch or repeat rows, and re-land it, or raise "
+            "validation.max_rows if batches this big are expected"
+        )
     else:
         bound = f"below validation.min_rows={contract.min_rows}"
-        fix = ("check that the producer wrote the whole batch and re-land it, or lower validation.min_rows "
-               "if small batches are expected")
-    return RuleFailure(rule, None, "batch", 0, [rows],
-                       f"{where}: {rows} rows, {bound} in {contract_file} (rule {rule}); {fix}.", "row_count")
+        fix = (
+            "check that the producer wrote the whole batch and re-land it, or lower validation.min_rows "
+            "if small batches are expected"
+        )
+    return RuleFailure(
+        rule,
+        None,
+        "batch",
+        0,
+        [rows],
+        f"{where}: {rows} rows, {bound} in {contract_file} (rule {rule}); {fix}.",
+        "row_count",
+    )
 
 
 def missing_column(name: str, hint: str | None, where: str, contract_file: str) -> RuleFailure:
     rule = "expect_table_columns_to_match_set"
     if hint is not None:
-        return RuleFailure(rule, name, "batch", 0, [hint],
-                           f"{where}: column `{name}` missing; found `{hint}`: rename it upstream or map it in the "
-                           f"contract {contract_file} (rule {rule}).", "schema")
-    return RuleFailure(rule, name, "batch", 0, [],
-                       f"{where}: column `{name}` missing; the contract {contract_file} requires it (rule {rule}): add "
-                       "it upstream and re-land the file.", "schema")
+        return RuleFailure(
+            rule,
+            name,
+            "batch",
+            0,
+            [hint],
+            f"{where}: column `{name}` missing; found `{hint}`: rename it upstream or map it in the "
+            f"contract {contract_file} (rule {rule}).",
+            "schema",
+        )
+    return RuleFailure(
+        rule,
+        name,
+        "batch",
+        0,
+        [],
+        f"{where}: column `{name}` missing; the contract {contract_file} requires it (rule {rule}): add "
+        "it upstream and re-land the file.",
+        "schema",
+    )
 
 
 def extra_column(name: str, where: str, contract_file: str) -> RuleFailure:
     rule = "expect_table_columns_to_match_set"
-    return RuleFailure(rule, name, "batch", 0, [name],
-                       f"{where}: column `{name}` is not in the contract {contract_file} (rule {rule}): drop it "
-                       "upstream, or add it to the contract if models need it.", "schema")
+    return RuleFailure(
+        rule,
+        name,
+        "batch",
+        0,
+        [name],
+        f"{where}: column `{name}` is not in the contract {contract_file} (rule {rule}): drop it "
+        "upstream, or add it to the contract if models need it.",
+        "schema",
+    )
 
 
 def rename_hint(name: str, candidates: list[str]) -> str | None:
@@ -142,11 +183,16 @@ def _is_abbreviation(short: str, long: str) -> bool:
     return all(ch in it for ch in s)
 
 
-def leaked_label(name: str, df: pd.DataFrame, reason: str, models: list[ModelSpec], where: str,
-                 contract_file: str) -> RuleFailure:
+def leaked_label(
+    name: str, df: pd.DataFrame, reason: str, models: list[ModelSpec], where: str, contract_file: str
+) -> RuleFailure:
     sources = "; ".join(f"model {m.name}'s label comes only from {label_source(m)}" for m in models)
     return RuleFailure(
-        "leaked_label", name, "batch", int(df[name].notna().sum()), sample(df[name].head(50).tolist()),
+        "leaked_label",
+        name,
+        "batch",
+        int(df[name].notna().sum()),
+        sample(df[name].head(50).tolist()),
         f"{where}: column `{name}` is not in the contract {contract_file} and {reason} (rule leaked_label): "
         f"a label must never arrive as a feature column. Drop `{name}` upstream and re-land the file; {sources}.",
         "leaked_label",
@@ -156,8 +202,10 @@ def leaked_label(name: str, df: pd.DataFrame, reason: str, models: list[ModelSpe
 def label_source(model: ModelSpec) -> str:
     if model.label.kind == "column":
         return f"the contract column `{model.label.column}` (known {model.label.delay_days} day(s) after the event)"
-    return (f"Flywheel, as the sum of `{model.label.column}` over the next {model.label.horizon_days} day(s) of "
-            "later batches")
+    return (
+        f"Flywheel, as the sum of `{model.label.column}` over the next {model.label.horizon_days} day(s) of "
+        "later batches"
+    )
 
 
 def wrong_type(r: Any, df: pd.DataFrame, col: ColumnRule, where: str, contract_file: str) -> RuleFailure:
@@ -169,7 +217,11 @@ def wrong_type(r: Any, df: pd.DataFrame, col: ColumnRule, where: str, contract_f
         count = int(df[col.name].notna().sum())
     shown = sample(values)
     return RuleFailure(
-        rule, col.name, "batch", count, shown,
+        rule,
+        col.name,
+        "batch",
+        count,
+        shown,
         f"{where}: column `{col.name}` has type {df[col.name].dtype} (e.g. {shown}); the contract "
         f"{contract_file} says {col.type} (rule {rule}): write it as {col.type} upstream and re-land "
         "the file, or change the type in the contract.",
@@ -177,8 +229,9 @@ def wrong_type(r: Any, df: pd.DataFrame, col: ColumnRule, where: str, contract_f
     )
 
 
-def null_share(rule: str, df: pd.DataFrame, col: ColumnRule, row_id: str, nulls: int, where: str,
-               contract_file: str) -> RuleFailure:
+def null_share(
+    rule: str, df: pd.DataFrame, col: ColumnRule, row_id: str, nulls: int, where: str, contract_file: str
+) -> RuleFailure:
     """More nulls in a nullable column than `max_null_share` of the rows: the feed broke for part of them."""
     n = len(df)
     share = nulls / n if n else 0.0
@@ -186,7 +239,11 @@ def null_share(rule: str, df: pd.DataFrame, col: ColumnRule, row_id: str, nulls:
     ids = sample(df[row_id][df[col.name].isna().to_numpy()].head(50).tolist()) if has_ids else []
     which = f" (e.g. in rows with {row_id} {ids})" if ids else ""
     return RuleFailure(
-        rule, col.name, "batch", nulls, ids,
+        rule,
+        col.name,
+        "batch",
+        nulls,
+        ids,
         f"{where}: column `{col.name}` is null in {nulls} of {n} rows ({share:.1%}){which}, above its limit "
         f"columns.{col.name}.max_null_share={col.max_null_share:g} in {contract_file} (rule {rule}, check "
         "null_share); the whole batch is blocked: the producer stopped filling it for part of the rows. Fix the "
@@ -197,19 +254,35 @@ def null_share(rule: str, df: pd.DataFrame, col: ColumnRule, row_id: str, nulls:
 
 def all_null(rule: str, column: str | None, n: int, where: str) -> RuleFailure:
     return RuleFailure(
-        rule, column, "batch", n, [],
+        rule,
+        column,
+        "batch",
+        n,
+        [],
         f"{where}: column `{column}` is null in all {n} rows (rule {rule}, check all_null): the producer stopped "
         "filling it. Fix the export and re-land the file.",
         "all_null",
     )
 
 
-def quarantine_share(df: pd.DataFrame, contract: DatasetContract, bad_rows: Any, row_failures: list[RuleFailure],
-                     share: float, where: str, contract_file: str, quarantine_file: str) -> RuleFailure:
+def quarantine_share(
+    df: pd.DataFrame,
+    contract: DatasetContract,
+    bad_rows: Any,
+    row_failures: list[RuleFailure],
+    share: float,
+    where: str,
+    contract_file: str,
+    quarantine_file: str,
+) -> RuleFailure:
     top = sorted((f for f in row_failures if f.severity == "row"), key=lambda f: -f.count)[:3]
     causes = "; ".join(f"{rule_label(f.rule, f.column, f.check)} x{f.count}" for f in top)
     return RuleFailure(
-        "max_quarantine_share", None, "batch", len(bad_rows), _ids_of(df, contract.row_id, bad_rows),
+        "max_quarantine_share",
+        None,
+        "batch",
+        len(bad_rows),
+        _ids_of(df, contract.row_id, bad_rows),
         f"{where}: {len(bad_rows)} of {len(df)} rows ({share:.1%}) broke row rules, above "
         f"validation.max_quarantine_share={contract.max_quarantine_share:g} in {contract_file}; the "
         f"whole batch is blocked (main causes: {causes}). See {quarantine_file}; fix the producer "
@@ -220,7 +293,11 @@ def quarantine_share(df: pd.DataFrame, contract: DatasetContract, bad_rows: Any,
 
 def duplicate_batch(other: str, entry: dict[str, Any], digest: str, where: str) -> RuleFailure:
     return RuleFailure(
-        "duplicate_batch", None, "batch", int(entry.get("rows_landed") or 0), [other],
+        "duplicate_batch",
+        None,
+        "batch",
+        int(entry.get("rows_landed") or 0),
+        [other],
         f"{where}: the file has the same bytes (sha256 {digest[:12]}) as `{entry.get('file')}`, already "
         f"accepted for the interval starting {other} (rule duplicate_batch): the producer sent an old "
         "batch again. Land this interval's own data, then rerun the task.",
@@ -232,8 +309,17 @@ def duplicate_batch(other: str, entry: dict[str, Any], digest: str, where: str) 
 # row rules
 
 
-def broken_rows(r: Any, df: pd.DataFrame, row_id: str, rows: Any, start: datetime, end: datetime, where: str,
-                contract_file: str, quarantine_file: str) -> RuleFailure:
+def broken_rows(
+    r: Any,
+    df: pd.DataFrame,
+    row_id: str,
+    rows: Any,
+    start: datetime,
+    end: datetime,
+    where: str,
+    contract_file: str,
+    quarantine_file: str,
+) -> RuleFailure:
     """A row rule's failure: the rows are quarantined, the rest of the batch proceeds."""
     rule, column = r.expectation_config.type, r.expectation_config.kwargs.get("column")
     check = str((r.expectation_config.meta or {}).get("check", ""))
@@ -262,15 +348,23 @@ def broken_rows(r: Any, df: pd.DataFrame, row_id: str, rows: Any, start: datetim
             what = f"must be between {kw.get('min_value')} and {kw.get('max_value')}"
         else:
             what = "broke the rule"
-    fix = (f"fix them upstream and re-land the file to recover them, or change the rule in {contract_file} if "
-           "these values are legitimate")
+    fix = (
+        f"fix them upstream and re-land the file to recover them, or change the rule in {contract_file} if "
+        "these values are legitimate"
+    )
     if check == "not_in_future":
-        fix = ("check the producer's clock and time zone (UTC expected); rows that belong to a later interval "
-               "go in that interval's batch")
+        fix = (
+            "check the producer's clock and time zone (UTC expected); rows that belong to a later interval "
+            "go in that interval's batch"
+        )
     elif check == "in_interval":
         fix = "land late rows in the batch of their own interval"
     return RuleFailure(
-        rule, column, "row", count, shown_values,
+        rule,
+        column,
+        "row",
+        count,
+        shown_values,
         f"{where}: column `{column}` {what} (rule {rule}, check {check}); {count} row(s), {shown}. "
         f"They were quarantined to {quarantine_file}: {fix}.",
         check,
@@ -282,19 +376,41 @@ def broken_rows(r: Any, df: pd.DataFrame, row_id: str, rows: Any, start: datetim
 
 
 def distribution_unevaluated(rule: str, column: str, severity: str, error: str, where: str) -> RuleFailure:
-    return RuleFailure(rule, column, severity, 0, [],
-                       f"{where}: the distribution of `{column}` could not be checked ({error}) (rule {rule}).",
-                       "distribution")
-
-
-def distribution_shift(rule: str, column: str, severity: str, count: int, shown: list[Any], found: list[str],
-                       references: list[dict[str, Any]], max_ratio: float, where: str,
-                       contract_file: str) -> RuleFailure:
-    span = f"{references[0]['key']}..{references[-1]['key']}" if len(references) > 1 else references[0]["key"]
-    then = (f"the batch is blocked (validation.distribution.severity: block in {contract_file})"
-            if severity == "batch" else "the batch proceeds; this is recorded as a warning")
     return RuleFailure(
-        rule, column, severity, count, shown,
+        rule,
+        column,
+        severity,
+        0,
+        [],
+        f"{where}: the distribution of `{column}` could not be checked ({error}) (rule {rule}).",
+        "distribution",
+    )
+
+
+def distribution_shift(
+    rule: str,
+    column: str,
+    severity: str,
+    count: int,
+    shown: list[Any],
+    found: list[str],
+    references: list[dict[str, Any]],
+    max_ratio: float,
+    where: str,
+    contract_file: str,
+) -> RuleFailure:
+    span = f"{references[0]['key']}..{references[-1]['key']}" if len(references) > 1 else references[0]["key"]
+    then = (
+        f"the batch is blocked (validation.distribution.severity: block in {contract_file})"
+        if severity == "batch"
+        else "the batch proceeds; this is recorded as a warning"
+    )
+    return RuleFailure(
+        rule,
+        column,
+        severity,
+        count,
+        shown,
         f"{where}: column `{column}` is far from the {len(references)} batch(es) accepted before it ({span}): "
         f"{'; '.join(found)} (rule {rule}, check distribution, validation.distribution.max_ratio={max_ratio:g} "
         f"in {contract_file}); {then}. If the producer changed units or the feed broke, fix it and re-land the "

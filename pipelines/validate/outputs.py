@@ -41,11 +41,13 @@ def clean_table(clean: pd.DataFrame, contract: DatasetContract) -> Any:
     cols = contract.columns
     frame = clean[[c.name for c in cols]].reset_index(drop=True)
     pandas_type = {"int": "int64", "float": "float64"}  # no nulls in accepted non-nullable columns
-    frame = frame.astype({
-        c.name: ("Int64" if c.nullable and c.type == "int" else pandas_type[c.type])
-        for c in cols
-        if c.type in pandas_type and str(frame[c.name].dtype) != pandas_type[c.type]
-    })
+    frame = frame.astype(
+        {
+            c.name: ("Int64" if c.nullable and c.type == "int" else pandas_type[c.type])
+            for c in cols
+            if c.type in pandas_type and str(frame[c.name].dtype) != pandas_type[c.type]
+        }
+    )
     schema = pa.schema([pa.field(c.name, arrow_type(c.type), nullable=c.nullable) for c in cols])
     table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
     return table.replace_schema_metadata(None)  # readers get plain int64/float64/object dtypes

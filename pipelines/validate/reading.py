@@ -33,32 +33,42 @@ def read_batch(path: str, contract: DatasetContract) -> tuple[pd.DataFrame | Non
 
     where = show(path)
     if not storage.is_file(path):
-        return None, (f"{where}: file not found (rule readable_file); check that the producer "
-                      "landed the batch for this interval, then rerun the task.")
+        return None, (
+            f"{where}: file not found (rule readable_file); check that the producer "
+            "landed the batch for this interval, then rerun the task."
+        )
     suffix = storage.suffix(path).lower()
     if suffix not in SUFFIXES:
-        return None, (f"{where}: unsupported file type `{storage.suffix(path)}` (rule readable_file); "
-                      "land the batch as .parquet (or .csv).")
+        return None, (
+            f"{where}: unsupported file type `{storage.suffix(path)}` (rule readable_file); "
+            "land the batch as .parquet (or .csv)."
+        )
     if storage.size(path) == 0:
-        return None, (f"{where}: the file is empty (0 bytes) (rule readable_file); the producer "
-                      "probably crashed while writing it: re-land the batch, then rerun the task.")
+        return None, (
+            f"{where}: the file is empty (0 bytes) (rule readable_file); the producer "
+            "probably crashed while writing it: re-land the batch, then rerun the task."
+        )
     try:
         df = read_csv(path, contract) if suffix == ".csv" else read_parquet(path, contract)
     except Unreadable as exc:
         return None, f"{where}: {exc} (rule readable_file); re-land the batch, then rerun the task."
     except Exception as exc:  # noqa: BLE001 - any reader error means "cannot read this file"
         kind = suffix.lstrip(".")
-        return None, (f"{where}: cannot be read as {kind} ({type(exc).__name__}: {exc}) (rule readable_file); "
-                      f"the file is truncated or not {kind}: re-land a valid file, then rerun the task.")
+        return None, (
+            f"{where}: cannot be read as {kind} ({type(exc).__name__}: {exc}) (rule readable_file); "
+            f"the file is truncated or not {kind}: re-land a valid file, then rerun the task."
+        )
     df = df.reset_index(drop=True)  # positions are row labels: GX's unexpected_index_list is used as positions
     if suffix == ".csv" and len(df.columns) == 1:
         header = str(df.columns[0])
         delimiter = next((d for d in (";", "\t", "|") if d in header), None)
         if delimiter is not None:
             shown = {"\t": "tab"}.get(delimiter, delimiter)
-            return None, (f"{where}: the CSV header is one column `{header[:80]}`: the file looks {shown}-delimited "
-                          f"(rule readable_file); write it comma-separated (the contract {show(contract.path)} "
-                          "expects one column per field), re-land it, then rerun the task.")
+            return None, (
+                f"{where}: the CSV header is one column `{header[:80]}`: the file looks {shown}-delimited "
+                f"(rule readable_file); write it comma-separated (the contract {show(contract.path)} "
+                "expects one column per field), re-land it, then rerun the task."
+            )
     for col in contract.columns:
         if col.name not in df.columns:
             continue
@@ -93,8 +103,9 @@ def arrow_type(contract_type: str) -> Any:
     """The arrow type a contract type is written as (the clean file's schema)."""
     import pyarrow as pa
 
-    return {"string": pa.string(), "int": pa.int64(), "float": pa.float64(),
-            "timestamp": pa.timestamp("ns", tz="UTC")}[contract_type]
+    return {"string": pa.string(), "int": pa.int64(), "float": pa.float64(), "timestamp": pa.timestamp("ns", tz="UTC")}[
+        contract_type
+    ]
 
 
 def read_parquet(path: str, contract: DatasetContract) -> pd.DataFrame:
@@ -124,12 +135,15 @@ def _read_local_csv(path: Path, contract: DatasetContract) -> pd.DataFrame:
     with path.open("rb") as fh:
         head = fh.read(4)
     if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        raise Unreadable("the CSV is UTF-16 encoded (byte-order mark); the contract expects UTF-8: re-export it "
-                         "as UTF-8")
+        raise Unreadable(
+            "the CSV is UTF-16 encoded (byte-order mark); the contract expects UTF-8: re-export it as UTF-8"
+        )
     strings = {c.name: pd.StringDtype("pyarrow") for c in contract.columns if c.type == "string"}
     try:
         return pd.read_csv(path, dtype=strings, encoding="utf-8", encoding_errors="strict")  # type: ignore[arg-type]
     except UnicodeDecodeError as exc:
         bad = exc.object[exc.start : exc.start + 1]
-        raise Unreadable(f"the CSV is not valid UTF-8 (byte 0x{bad.hex()} at offset {exc.start}; latin-1 or another "
-                         "encoding?): re-export it as UTF-8") from None
+        raise Unreadable(
+            f"the CSV is not valid UTF-8 (byte 0x{bad.hex()} at offset {exc.start}; latin-1 or another "
+            "encoding?): re-export it as UTF-8"
+        ) from None

@@ -70,9 +70,11 @@ def duplicate_failures(reports_dir: Location, key: str, digest: str, where: str)
     The same bytes for this same interval are a rerun (a retry, a cleared task, `flywheel validate`
     run twice): the gate is idempotent and gives the same result again.
     """
-    return [messages.duplicate_batch(other, entry, digest, where)
-            for other, entry in sorted(accepted_batches(reports_dir).items())
-            if other != key and entry.get("sha256") == digest]
+    return [
+        messages.duplicate_batch(other, entry, digest, where)
+        for other, entry in sorted(accepted_batches(reports_dir).items())
+        if other != key and entry.get("sha256") == digest
+    ]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -80,8 +82,9 @@ def duplicate_failures(reports_dir: Location, key: str, digest: str, where: str)
 
 
 def write_profile(reports_dir: Location, key: str, profile: dict[str, Any]) -> None:
-    storage.write_text(json.dumps(profile, indent=2, sort_keys=True) + "\n",
-                       storage.join(reports_dir, PROFILES, f"{key}.json"))
+    storage.write_text(
+        json.dumps(profile, indent=2, sort_keys=True) + "\n", storage.join(reports_dir, PROFILES, f"{key}.json")
+    )
 
 
 def remove_profile(reports_dir: Location, key: str) -> None:

@@ -30,8 +30,22 @@ _GENERIC_WORDS = {"is", "has", "was", "flag", "id", "the", "of", "value", "amoun
 # GX type names accepted for each numeric contract type (pandas dtypes; object columns are checked
 # value by value against the Python types).
 _INT_TYPES = [
-    "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-    "Int8Dtype", "Int16Dtype", "Int32Dtype", "Int64Dtype", "UInt8Dtype", "UInt16Dtype", "UInt32Dtype", "UInt64Dtype",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "Int8Dtype",
+    "Int16Dtype",
+    "Int32Dtype",
+    "Int64Dtype",
+    "UInt8Dtype",
+    "UInt16Dtype",
+    "UInt32Dtype",
+    "UInt64Dtype",
     "int",
 ]
 _FLOAT_TYPES = ["float16", "float32", "float64", "Float32Dtype", "Float64Dtype", "float", *_INT_TYPES]
@@ -56,13 +70,17 @@ def check_batch_rules(
     extra = [c for c in df.columns if c not in expected]
     exps: list[Any] = [
         E.ExpectTableColumnsToMatchSet(column_set=expected, exact_match=True, meta={"check": "schema"}),
-        E.ExpectTableRowCountToBeBetween(min_value=contract.min_rows, max_value=contract.max_rows,
-                                         meta={"check": "row_count"}),
+        E.ExpectTableRowCountToBeBetween(
+            min_value=contract.min_rows, max_value=contract.max_rows, meta={"check": "row_count"}
+        ),
     ]
     # leak probes: an extra column whose values equal a reader's label column (success here = a leak)
     probe = {"check": "leak_probe"}
-    exps += [E.ExpectColumnPairValuesToBeEqual(column_A=c, column_B=label, mostly=0.99, meta=probe)
-             for label in _label_columns(readers, df) for c in extra]
+    exps += [
+        E.ExpectColumnPairValuesToBeEqual(column_A=c, column_B=label, mostly=0.99, meta=probe)
+        for label in _label_columns(readers, df)
+        for c in extra
+    ]
     for col in contract.columns:
         if col.name not in df.columns:
             continue
@@ -77,16 +95,22 @@ def check_batch_rules(
             exps.append(E.ExpectColumnValuesToBeInTypeList(column=col.name, type_list=types, meta={"check": "type"}))
         if col.nullable and col.max_null_share is not None:
             # non-null in at least (1 - share) of the rows: more nulls than the share blocks the batch
-            exps.append(E.ExpectColumnValuesToNotBeNull(column=col.name, mostly=1.0 - col.max_null_share,
-                                                        meta={"check": "null_share"}))
+            exps.append(
+                E.ExpectColumnValuesToNotBeNull(
+                    column=col.name, mostly=1.0 - col.max_null_share, meta={"check": "null_share"}
+                )
+            )
     results = gx_batch.run(df, "batch_rules", exps, {"result_format": "SUMMARY"})
 
     failures: list[RuleFailure] = []
     if contract.timestamp not in expected:  # the loader rejects this; a contract built in code might not
         failures.append(messages.timestamp_not_a_column(contract, contract_file))
     ok_columns = {c for c in expected if c in df.columns}
-    probes = {(r.expectation_config.kwargs["column_A"], r.expectation_config.kwargs["column_B"]): r
-              for r in results if check_of(r) == "leak_probe"}
+    probes = {
+        (r.expectation_config.kwargs["column_A"], r.expectation_config.kwargs["column_B"]): r
+        for r in results
+        if check_of(r) == "leak_probe"
+    }
     for r in results:
         rule, column = rule_of(r)
         check = check_of(r)
@@ -106,8 +130,9 @@ def check_batch_rules(
         elif check == "null_share":
             assert column is not None
             nulls = int(r.result.get("unexpected_count") or 0)
-            failures.append(messages.null_share(rule, df, contract.column(column), contract.row_id, nulls, where,
-                                                contract_file))
+            failures.append(
+                messages.null_share(rule, df, contract.column(column), contract.row_id, nulls, where, contract_file)
+            )
         else:
             assert column is not None
             ok_columns.discard(column)
@@ -116,8 +141,14 @@ def check_batch_rules(
     return failures, ok_columns, kept
 
 
-def _schema_failures(result: dict[str, Any], df: pd.DataFrame, readers: Sequence[ModelSpec],
-                     probes: dict[tuple[str, str], Any], where: str, contract_file: str) -> list[RuleFailure]:
+def _schema_failures(
+    result: dict[str, Any],
+    df: pd.DataFrame,
+    readers: Sequence[ModelSpec],
+    probes: dict[tuple[str, str], Any],
+    where: str,
+    contract_file: str,
+) -> list[RuleFailure]:
     mismatched = (result.get("details") or {}).get("mismatched") or {}
     missing = sorted(mismatched.get("missing") or [])
     extra = sorted(mismatched.get("unexpected") or [])
@@ -149,8 +180,9 @@ def _words(name: str) -> set[str]:
     return {w for w in re.split(r"[^a-z0-9]+", name.lower()) if w}
 
 
-def leak_reason(name: str, readers: Sequence[ModelSpec],
-                probes: dict[tuple[str, str], Any]) -> tuple[str, list[ModelSpec]] | None:
+def leak_reason(
+    name: str, readers: Sequence[ModelSpec], probes: dict[tuple[str, str], Any]
+) -> tuple[str, list[ModelSpec]] | None:
     """Why an extra column looks like the label of a model reading the dataset, and those models; or None.
 
     With no readers there is no label to leak (the column is just not in the contract). By content
@@ -166,8 +198,8 @@ def leak_reason(name: str, readers: Sequence[ModelSpec],
         if probe is not None and probe.success and not raised(probe):
             equal = 100 - float(probe.result.get("unexpected_percent") or 0)
             models = [m for m in readers if m.label.kind == "column" and m.label.column == label]
-            return (f"its values equal the label `{label}` in {equal:.0f}% of rows (read by "
-                    f"{', '.join(m.name for m in models)})"), models
+            whose = f"model{'s' if len(models) > 1 else ''} {', '.join(m.name for m in models)}"
+            return f"its values equal the label `{label}` in {equal:.0f}% of rows (the label of {whose})", models
     words = _words(name)
     squashed = re.sub(r"[^a-z0-9]", "", name.lower())
     for model in readers:
@@ -191,8 +223,9 @@ def leak_reason(name: str, readers: Sequence[ModelSpec],
 # row rules
 
 
-def row_expectations(E: Any, contract: DatasetContract, ok_columns: set[str], start: datetime,
-                     end: datetime) -> list[Any]:
+def row_expectations(
+    E: Any, contract: DatasetContract, ok_columns: set[str], start: datetime, end: datetime
+) -> list[Any]:
     exps: list[Any] = []
     for col in contract.columns:
         if col.name not in ok_columns:
@@ -202,19 +235,34 @@ def row_expectations(E: Any, contract: DatasetContract, ok_columns: set[str], st
         if col.unique or col.name == contract.row_id:
             exps.append(E.ExpectColumnValuesToBeUnique(column=col.name, meta={"check": "unique"}))
         if col.allowed is not None:
-            exps.append(E.ExpectColumnValuesToBeInSet(column=col.name, value_set=list(col.allowed),
-                                                      meta={"check": "allowed"}))
+            exps.append(
+                E.ExpectColumnValuesToBeInSet(column=col.name, value_set=list(col.allowed), meta={"check": "allowed"})
+            )
         if col.type in ("int", "float") and (col.min is not None or col.max is not None):
-            exps.append(E.ExpectColumnValuesToBeBetween(column=col.name, min_value=col.min, max_value=col.max,
-                                                        meta={"check": "range"}))
+            exps.append(
+                E.ExpectColumnValuesToBeBetween(
+                    column=col.name, min_value=col.min, max_value=col.max, meta={"check": "range"}
+                )
+            )
     ts = contract.timestamp
     if ts in ok_columns:
-        exps.append(E.ExpectColumnValuesToBeBetween(
-            column=ts, max_value=end, strict_max=True, meta={"check": "not_in_future"},
-            notes=f"Flywheel: no `{ts}` at or after the interval end (the batch's 'now')."))
-        exps.append(E.ExpectColumnValuesToBeBetween(
-            column=ts, min_value=start, meta={"check": "in_interval"},
-            notes=f"Flywheel: no `{ts}` before the interval start."))
+        exps.append(
+            E.ExpectColumnValuesToBeBetween(
+                column=ts,
+                max_value=end,
+                strict_max=True,
+                meta={"check": "not_in_future"},
+                notes=f"Flywheel: no `{ts}` at or after the interval end (the batch's 'now').",
+            )
+        )
+        exps.append(
+            E.ExpectColumnValuesToBeBetween(
+                column=ts,
+                min_value=start,
+                meta={"check": "in_interval"},
+                notes=f"Flywheel: no `{ts}` before the interval start.",
+            )
+        )
     return exps
 
 
@@ -251,7 +299,9 @@ def check_row_rules(
         needed = sorted({r.expectation_config.kwargs["column"] for r in broken})
         again = [r.expectation_config.to_domain_obj() for r in broken]
         results += gx_batch.run(
-            frame[needed], "row_rules_failed", again,
+            frame[needed],
+            "row_rules_failed",
+            again,
             {"result_format": "COMPLETE", "partial_unexpected_count": PARTIAL, "return_unexpected_index_query": False},
         )
 
@@ -263,8 +313,9 @@ def check_row_rules(
         check = check_of(r)
         rows = np.asarray(r.result.get("unexpected_index_list") or [], dtype=np.int64)
         hits.append((rule_label(rule, column, check), rows))
-        failures.append(messages.broken_rows(r, df, contract.row_id, rows, start, end, where, contract_file,
-                                             quarantine_file))
+        failures.append(
+            messages.broken_rows(r, df, contract.row_id, rows, start, end, where, contract_file, quarantine_file)
+        )
         if check == "not_null" and n and len(rows) == n:
             failures.append(messages.all_null(rule, column, n, where))
         # keep the page small: the full lists were only needed for the row positions above

@@ -31,4 +31,16 @@ def test_embedded_topology_keeps_everything_in_flywheel_home(demo):
     assert (home / "airflow" / "airflow.db").is_file()       # Airflow metadata on SQLite
     assert (home / "mlflow" / "mlflow.db").is_file()         # MLflow backend store on SQLite
     assert any((home / "mlflow" / "artifacts").rglob("MLmodel"))
-    assert any((home / "data" / "quarantine" / "fraud").glob("*.parquet"))
+    assert any((home / "data" / "quarantine" / "transactions").glob("*.parquet"))
+
+
+def test_every_listening_socket_is_on_loopback(demo):
+    """What the README promises: the embedded default listens on 127.0.0.1 only (Airflow's log servers,
+    which bind every interface, are not started)."""
+    from flywheel.runtime import listening_sockets
+
+    sockets = listening_sockets(demo["home"])
+    ports = demo["ports"]
+    assert {ports.airflow, ports.mlflow, ports.smtp} <= {port for _, port, _ in sockets}, sockets
+    outside = [s for s in sockets if s[0] not in ("127.0.0.1", "::1")]
+    assert not outside, f"listening outside loopback: {outside}"

@@ -39,8 +39,8 @@ def good_rows(n: int = N) -> pd.DataFrame:
     return df
 
 
-def flywheel(*args: str, home: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "GX_ANALYTICS_ENABLED": "false"}
+def flywheel(*args: str, home: Path | None = None, **extra_env: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "GX_ANALYTICS_ENABLED": "false", **extra_env}
     if home is not None:
         env["FLYWHEEL_HOME"] = str(home)
     return subprocess.run([sys.executable, "-m", "flywheel.cli", "validate", *args], cwd=REPO_ROOT, env=env,
@@ -103,7 +103,8 @@ def test_the_labels_of_the_models_reading_the_dataset_must_not_leak(tmp_path):
 
     assert out.returncode == 2, out.stderr
     (f,) = [f for f in json.loads(out.stdout)["failures"] if f["severity"] == "batch"]
-    assert f["rule"] == "leaked_label" and "label `is_fraud`" in f["message"] and "read by fraud" in f["message"]
+    assert f["rule"] == "leaked_label" and "the label `is_fraud`" in f["message"]
+    assert "(the label of model fraud)" in f["message"]  # the readers come from models/
 
 
 def test_errors_exit_1_with_a_clear_message(tmp_path):
@@ -130,3 +131,39 @@ def test_errors_exit_1_with_a_clear_message(tmp_path):
     bad_start = flywheel("--dataset", "transactions", str(batch), "--start", "last monday", home=tmp_path)
     assert bad_start.returncode == 1 and "--start 'last monday' is not an ISO 8601" in bad_start.stderr
     assert not (tmp_path / "data").exists()  # nothing written on a usage error
+
+
+METERS = """\
+name: meter_readings
+owners: [grid-data@example.com]
+file_pattern: "meters_{start:%Y%m%dT%H}.csv"
+row_id: reading_id
+timestamp: read_at
+cadence: "0 * * * *"
+columns:
+  reading_id: {type: string, nullable: false, unique: true}
+  kwh: {type: float, nullable: true, max_null_share: 0.5}
+  read_at: {type: timestamp, nullable: false}
+validation: {min_rows: 5}
+"""
+
+
+def test_the_interval_follows_the_contract_cadence(tmp_path):
+    """Another dataset, another cadence (hourly): the interval of the data is the hour holding its first event."""
+    datasets, models = tmp_path / "datasets", tmp_path / "models"
+    datasets.mkdir()
+    models.mkdir()  # no model reads this dataset
+    (datasets / "meter_readings.yaml").write_text(METERS)
+    first = START + timedelta(hours=3, minutes=20)
+    batch = tmp_path / "export.csv"  # no interval in the name
+    reads = [(first + timedelta(minutes=3 * i)).isoformat() for i in range(10)]
+    pd.DataFrame({"reading_id": [f"r{i}" for i in range(10)], "kwh": 1.5, "read_at": reads}).to_csv(batch, index=False)
+
+    out = flywheel("--dataset", "meter_readings", str(batch), "--json", home=tmp_path / "home",
+                   FLYWHEEL_DATASETS_DIR=str(datasets), FLYWHEEL_MODELS_DIR=str(models))
+
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert (result["dataset"], result["verdict"], result["rows_clean"]) == ("meter_readings", "accepted", 10)
+    assert result["interval_start"] == (START + timedelta(hours=3)).isoformat()
+    assert result["interval_end"] == (START + timedelta(hours=4)).isoformat()  # the next tick, not a week later

@@ -232,3 +232,56 @@ def test_heavy_libraries_are_preloaded_where_tasks_are_forked(monkeypatch, capsy
     monkeypatch.delenv("FLYWHEEL_PRELOAD", raising=False)
     exec(LOCAL_SETTINGS.format(modules=("json",)), {})
     assert ("flywheel: preloaded 1 modules" in capsys.readouterr().err) is preloads
+
+
+def test_a_crashed_service_leaves_no_orphan_behind_up_and_down_reap_them(tmp_path):
+    """A SIGKILLed leader (the scheduler) leaves its children (LocalExecutor workers that ignore SIGTERM)
+    re-parented to init in its process group: `leftovers` finds them, `reap` stops them and forgets the
+    dead service, so `up` can start it again on its ports and `down` leaves nothing."""
+    import os
+    import signal
+    import sys
+    import time
+
+    from flywheel import runtime
+
+    lay = Layout(tmp_path / "home")
+    lay.run().mkdir(parents=True)
+    lay.logs().mkdir(parents=True)
+    child = ("import signal, socket, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+             "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); time.sleep(600)")
+    leader = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {child!r}]); time.sleep(600)"
+    env = {**os.environ, "FLYWHEEL_HOME": str(lay.home)}
+    pid = runtime.start(lay, "scheduler", [sys.executable, "-c", leader], env)
+    deadline = time.monotonic() + 20
+    while len(runtime.processes_of(lay.home)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert runtime.running(lay) == {"scheduler": pid}
+    assert runtime.leftovers(lay) == {}                      # a live service owns its children
+    os.kill(pid, signal.SIGKILL)                             # the crash
+    deadline = time.monotonic() + 10
+    while runtime.running(lay) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert runtime.running(lay) == {}
+    orphans = runtime.leftovers(lay)
+    assert len(orphans) == 1 and "SIG_IGN" in next(iter(orphans.values()))
+    assert [a for a, _, _ in runtime.listening_sockets(lay.home)] == ["127.0.0.1"]   # still holding its port
+    assert runtime.reap(lay, timeout=2) == orphans           # SIGTERM ignored: SIGKILL after the timeout
+    deadline = time.monotonic() + 10
+    while runtime.processes_of(lay.home) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert runtime.processes_of(lay.home) == []
+    assert not (lay.run() / "scheduler.pid").exists()        # `up` will start it again
+    assert runtime.down(lay) == []
+
+
+def test_embedded_services_start_no_log_server_on_every_interface(tmp_path):
+    """Airflow's serve-logs binds every interface (uvicorn host ""): the embedded topology does not start it
+    (the API server reads task logs from the local disk); every service binds 127.0.0.1 explicitly."""
+    from flywheel import runtime
+
+    lay = Layout(tmp_path / "home")
+    cmds = runtime._commands(environment(lay, PORTS), lay, PORTS)
+    assert "--skip-serve-logs" in cmds["scheduler"] and "--skip-serve-logs" in cmds["triggerer"]
+    for name in ("api-server", "mlflow"):
+        assert cmds[name][cmds[name].index("--host") + 1] == "127.0.0.1", name

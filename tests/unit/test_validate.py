@@ -589,7 +589,7 @@ def test_a_copy_of_the_label_under_another_name_is_a_leak(tmp_path):
 
     assert result.verdict == "blocked"
     f = failure(result, "leaked_label", "chargeback")
-    assert "values equal the label `is_fraud` in 100% of rows (read by fraud)" in f.message
+    assert "values equal the label `is_fraud` in 100% of rows (the label of model fraud)" in f.message
     assert "model fraud's label comes only from the contract column `is_fraud`" in f.message
     assert not [x for x in result.failures if x.rule == "expect_table_columns_to_match_set"]
 
