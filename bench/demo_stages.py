@@ -241,10 +241,10 @@ def run(args: argparse.Namespace, home: Path, bench: Bench) -> dict[str, Any]:
     for name in ("mlflow", "feast", "great_expectations", "evidently", "alembic", "urllib3"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
-    from scenarios import cards as datagen
-from pipelines import features, gate, model, monitor, score, training, validate
+    from pipelines import features, gate, model, monitor, score, training, validate
     from pipelines.layout import Layout, interval_key
     from pipelines.spec import load_specs
+    from scenarios import cards as datagen
 
     spec = load_specs()[MODEL]
     lay = Layout(home)

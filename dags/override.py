@@ -52,7 +52,8 @@ def build(spec: ModelSpec) -> DAG:
                                   fc.run_key(context["dag_run"].run_id))
             except PromotionError as exc:   # unknown version, no fallback champion...: retrying cannot help
                 raise AirflowFailException(str(exc)) from exc
-            context["outlet_events"][fc.champion_asset(spec.name)].extra = {**result, "reason": reason}
+            context["outlet_events"][fc.champion_asset(spec.name)].extra = fc.champion_event(
+                spec, "override", result, reason, context)
             log.info("OVERRIDE %s: %s v%s (%s); champion is v%s", spec.name, action, version, reason,
                      result["champion"])
             return result

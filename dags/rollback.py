@@ -43,7 +43,8 @@ def build(spec: ModelSpec) -> DAG:
                 moved = rollback(spec, reason, fc.actor(context), fc.run_key(context["dag_run"].run_id))
             except PromotionError as exc:   # nothing to roll back to: retrying cannot help
                 raise AirflowFailException(str(exc)) from exc
-            context["outlet_events"][fc.champion_asset(spec.name)].extra = {**moved, "reason": reason}
+            context["outlet_events"][fc.champion_asset(spec.name)].extra = fc.champion_event(
+                spec, "rollback", moved, reason, context)
             log.info("ROLLBACK %s: champion v%s -> v%s (%s)", spec.name, moved["rolled_back"], moved["champion"],
                      reason)
             return moved

@@ -109,7 +109,8 @@ def build(spec: ModelSpec) -> DAG:
                                 expected_champion=decision["champion_version"])
             except PromotionError as exc:   # the champion moved since the gate ran: a retry cannot help
                 raise AirflowFailException(str(exc)) from exc
-            context["outlet_events"][fc.champion_asset(spec.name)].extra = {**moved, "reason": decision["reason"]}
+            context["outlet_events"][fc.champion_asset(spec.name)].extra = fc.champion_event(
+                spec, "promote", moved, decision["reason"], context)
             log.info("champion of %s is now v%s (previous: %s)", spec.name, moved["champion"], moved["previous"])
             return moved
 

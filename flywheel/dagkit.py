@@ -68,6 +68,19 @@ def retrain_asset(model: str) -> Asset:
     return Asset(name=f"{model}__retrain_request", uri=f"x-flywheel://{model}/retrain", group="flywheel")
 
 
+def champion_event(spec: ModelSpec, event: str, result: dict[str, Any], reason: str,
+                   context: dict[str, Any]) -> dict[str, Any]:
+    """The `extra` of every `<model>__champion` event, the same keys whatever moved the alias:
+    event (promote | rollback | override), model, registered_model, champion (the version now serving,
+    None when an override took it away), previous (the version it replaced), reason, actor, run_id,
+    plus the move's own details (`rolled_back` for a rollback; `action`, `version` for an override)."""
+    previous = result.get("previous", result.get("rolled_back"))
+    return {**result, "event": event, "model": spec.name, "registered_model": spec.registered_model_name,
+            "champion": None if result.get("champion") is None else str(result["champion"]),
+            "previous": None if previous is None else str(previous), "reason": reason,
+            "actor": actor(context), "run_id": context["dag_run"].run_id}
+
+
 def champion_asset(model: str) -> Asset:
     return Asset(name=f"{model}__champion", uri=f"x-flywheel://{model}/champion", group="flywheel")
 

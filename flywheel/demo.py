@@ -19,9 +19,9 @@ from typing import Any
 from flywheel import runtime
 from flywheel.airflow_api import AirflowAPI, AirflowAPIError
 from pipelines import storage
-from scenarios.cards import BatchPlan, Scenario, land_batch, short_scenario
 from pipelines.layout import Layout, default_data_uri
 from pipelines.spec import DatasetContract, ModelSpec, load_specs
+from scenarios.cards import BatchPlan, Scenario, land_batch, short_scenario
 
 MODEL_STAGES = ("score", "monitor", "train", "rollback", "override")
 EXPERIMENT = {"max_depth": 1, "num_boost_round": 3}

@@ -12,7 +12,7 @@ import pytest
 pytestmark = pytest.mark.dags
 
 REPO = Path(__file__).resolve().parents[2]
-DAG_FILES = sorted((REPO / "dags").glob("*.py"))
+DAG_FILES = sorted((REPO / "dags").rglob("*.py"))
 HEAVY = ("pandas", "numpy", "xgboost", "mlflow", "feast", "evidently", "great_expectations", "sklearn", "pyarrow")
 MODEL_STAGES = ("train", "score", "monitor", "rollback", "override")
 
@@ -68,6 +68,8 @@ def test_owners_retries_tags(dagbag, specs, datasets, declarations_index):
             assert t.owner and t.owner != "airflow", f"{dag_id}.{t.task_id} has no owner"
             if not (dag_id.startswith("ingest_validate") and t.task_id == "gate_batch"):
                 assert t.retries >= 1, f"{dag_id}.{t.task_id} has no retries"
+        if stage == "example":
+            continue
         if stage == "ingest_validate":
             owners, tag = datasets[subject].owners, f"dataset:{subject}"
         elif stage == "features":
@@ -120,6 +122,17 @@ def test_assets_close_the_loop(dagbag, specs, declarations_index):
         for producer, consumer in [("score", "monitor"), ("monitor", "train")]:
             shared = outlets(f"{producer}__{m}") & scheduled_on(f"{consumer}__{m}")
             assert shared, f"{producer}__{m} does not trigger {consumer}__{m} through an Asset"
+
+
+def test_the_example_reacts_to_every_models_champion_events(dagbag, specs):
+    """The documented extension point parses and subscribes to each `<model>__champion` Asset (any of them)."""
+    dag = dagbag.dags["example__on_new_champion"]
+    cond = dag.timetable.asset_condition
+    assert type(cond).__name__ == "AssetAny"
+    assert {a.uri for a in cond.objects} == {f"x-flywheel://{m}/champion" for m in specs}
+    champion_producers = {t.dag_id for d in dagbag.dags.values() for t in d.tasks
+                          if any(a.uri.endswith("/champion") for a in t.outlets)}
+    assert champion_producers == {f"{stage}__{m}" for m in specs for stage in ("train", "rollback", "override")}
 
 
 def test_train_dag_params_let_an_engineer_experiment(dagbag):

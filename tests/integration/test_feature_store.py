@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scenarios import cards as datagen
 from pipelines import features, training
 from pipelines.spec import REPO_ROOT, load_specs
+from scenarios import cards as datagen
 
 pytestmark = pytest.mark.integration
 

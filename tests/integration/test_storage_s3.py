@@ -18,10 +18,10 @@ import pandas as pd
 import pytest
 
 from pipelines import storage
-from scenarios.cards import BatchPlan, Scenario, land_batch
 from pipelines.layout import Layout, interval_key
 from pipelines.spec import REPO_ROOT, load_specs
 from pipelines.validate import REASONS, preserve_blocked, validate_batch
+from scenarios.cards import BatchPlan, Scenario, land_batch
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +64,7 @@ def test_validation_gate_reads_and_writes_the_bucket(world):
     w, spec = world, world["spec"]
     uri, start, end = _land(w, 6, "bad_rows")
     key = interval_key(start)
-    name = batch_file_name(spec.dataset.file_pattern, start)
+    name = spec.dataset.file_name(start)
     assert uri == f"s3://{w['bucket']}/flywheel/data/landing/transactions/{name}"
     landed = w["body"](f"data/landing/transactions/{name}")
 
@@ -95,7 +95,8 @@ def test_validation_gate_reads_and_writes_the_bucket(world):
     storage.clear_cache()
     again = _validate(w, uri, start, end)
     assert again.to_dict() == result.to_dict()
-    assert len(pd.read_parquet(io.BytesIO(w["body"](f"data/validated/transactions/{key}.parquet")))) == result.rows_clean
+    clean = pd.read_parquet(io.BytesIO(w["body"](f"data/validated/transactions/{key}.parquet")))
+    assert len(clean) == result.rows_clean
     assert w["body"](f"data/landing/transactions/{name}") == landed  # raw data never modified
 
     # the same bytes re-sent for the next week: the registry in the bucket says it was accepted before
@@ -179,7 +180,8 @@ def test_scoring_and_drift_report_live_in_the_bucket(world, monkeypatch):
     assert set(in_bucket["model_version"]) == {tv.version} and in_bucket["prediction"].between(0, 1).all()
     assert len(read_scores(lay.scores(spec.name), start, end)) == len(in_bucket)
     # scoring the interval again overwrites its partition
-    score_interval(spec, lay.validated(spec.dataset.name), REPO_ROOT / "feature_repo", start, end, key, lay.scores(spec.name))
+    score_interval(spec, lay.validated(spec.dataset.name), REPO_ROOT / "feature_repo", start, end, key,
+                   lay.scores(spec.name))
     assert len(read_scores(lay.scores(spec.name), start - timedelta(weeks=4), end)) == len(in_bucket)
 
     result, decision = check_drift(spec, lay.scores(spec.name), lay.reports(spec.name), end, key,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from scenarios.cards import BatchPlan, Scenario, batch_file_name, generate_week, land_batch
 from pipelines.spec import REPO_ROOT, load_dataset
+from scenarios.cards import BatchPlan, Scenario, batch_file_name, generate_week, land_batch
 
 pytestmark = pytest.mark.unit
 
