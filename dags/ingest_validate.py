@@ -33,13 +33,19 @@ def build(contract: DatasetContract, readers: list[ModelSpec]) -> DAG:
     ) as dag:
 
         @task
-        def validate_batch(data_interval_start=None, data_interval_end=None) -> dict:
+        def validate_batch(data_interval_start=None, data_interval_end=None, dag_run=None) -> dict:
             from pipelines import storage
             from pipelines.layout import Layout, interval_key
             from pipelines.validate import validate_batch as run_validation
 
             lay = Layout.from_env()
-            path = storage.join(lay.landing(name), contract.file_name(data_interval_start))
+            # started by land__<dataset> for a landed file (any name the interval can be read from), else the
+            # file the contract names for this interval
+            landed = (dag_run.conf or {}).get("file") if dag_run is not None else None
+            if landed and storage.parent(landed) != storage.parent(storage.join(lay.landing(name), "x")):
+                raise AirflowFailException(f"conf.file {landed} is not in the landing area of {name} "
+                                           f"({lay.landing(name)}); land the file there instead.")
+            path = landed or storage.join(lay.landing(name), contract.file_name(data_interval_start))
             if not storage.exists(path):
                 raise AirflowSkipException(f"no batch landed for {data_interval_start:%Y-%m-%d %H:%M} → "
                                            f"{data_interval_end:%Y-%m-%d %H:%M} (expected {path})")

@@ -15,6 +15,10 @@ class AirflowAPIError(RuntimeError):
     pass
 
 
+class AirflowUnreachable(AirflowAPIError):
+    """The API server does not answer at all (stopped, crashed, wrong port)."""
+
+
 class AirflowAPI:
     def __init__(self, base_url: str, username: str, password: str) -> None:
         self.base = base_url.rstrip("/")
@@ -33,6 +37,9 @@ class AirflowAPI:
         except urllib.error.HTTPError as e:
             detail = e.read().decode(errors="replace")[:500]
             raise AirflowAPIError(f"{method} {path} -> {e.code}: {detail}") from e
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
+            reason = getattr(e, "reason", e)
+            raise AirflowUnreachable(f"Airflow's API server at {self.base} does not answer ({reason})") from e
         return json.loads(raw) if raw else None
 
     def token(self) -> str:

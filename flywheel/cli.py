@@ -28,6 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="stop everything `up` started")
     sub.add_parser("status", help="which services run, and the URLs")
     sub.add_parser("feast-apply", help="register feature_repo/ definitions (programmatic `feast apply`)")
+    ing = sub.add_parser("ingest", help="land a file for a dataset (a copy): the landing watcher ingests it",
+                         description="Copy FILE into the dataset's landing area, unchanged. The landing watcher of "
+                         "land__<dataset> then starts ingest_validate__<dataset> for the interval the file's name "
+                         "(or its earliest event) places it in. Past intervals are backfills.")
+    ing.add_argument("file", type=Path)
+    ing.add_argument("--dataset", required=True, help="datasets/<name>.yaml")
     demo = sub.add_parser("demo", help="play the demo scenario through the real scheduler")
     demo.add_argument("--short", action="store_true", help="the short scenario used by the integration test")
     demo.add_argument("--resume", action="store_true", help="keep the previous state instead of resetting")
@@ -56,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     from flywheel import runtime
 
     ports = runtime.Ports.from_env()
+    if args.cmd == "ingest":
+        return ingest_command(args, lay)
     if args.cmd == "init":
         runtime.init(lay, ports)
     elif args.cmd == "up":
@@ -77,9 +85,48 @@ def main(argv: list[str] | None = None) -> int:
 
         print("applied: " + ", ".join(apply_feature_repo(REPO_ROOT / "feature_repo")))
     elif args.cmd == "demo":
+        from flywheel.airflow_api import AirflowUnreachable
         from flywheel.demo import run_demo
 
-        return run_demo(lay, ports, short=args.short, resume=args.resume)
+        try:
+            return run_demo(lay, ports, short=args.short, resume=args.resume)
+        except AirflowUnreachable as exc:
+            print(f"flywheel demo: stopped: {exc}. The services went away (`flywheel status` says which); "
+                  "`make up` restarts them and `flywheel demo --resume` plays what was not played yet.",
+                  file=sys.stderr)
+            return 1
+    return 0
+
+
+def ingest_command(args: argparse.Namespace, lay: Layout) -> int:
+    """`flywheel ingest FILE --dataset NAME`: copy the file into landing and say which interval it lands in."""
+    from pipelines import storage
+    from pipelines.landing import interval_of
+    from pipelines.layout import interval_key
+    from pipelines.spec import SpecError, load_datasets
+
+    try:
+        contracts = load_datasets()
+    except SpecError as exc:
+        print(f"flywheel ingest: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.dataset not in contracts:
+        print(f"flywheel ingest: error: unknown dataset {args.dataset!r}; known: {', '.join(sorted(contracts))} "
+              "(datasets/<name>.yaml)", file=sys.stderr)
+        return EXIT_ERROR
+    if not args.file.is_file():
+        print(f"flywheel ingest: error: {args.file} is not a file", file=sys.stderr)
+        return EXIT_ERROR
+    contract = contracts[args.dataset]
+    try:
+        start, end = interval_of(contract, str(args.file))
+    except ValueError as exc:
+        print(f"flywheel ingest: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    dest = storage.join(lay.landing(contract.name), args.file.name)
+    storage.copy(str(args.file), dest)
+    print(f"landed {dest} for {start.isoformat()} → {end.isoformat()}; land__{contract.name} starts "
+          f"ingest_validate__{contract.name} run batch__{interval_key(start)} when its watcher sees it")
     return 0
 
 

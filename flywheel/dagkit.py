@@ -50,6 +50,23 @@ def model_views(spec: ModelSpec) -> list[str]:
 
 
 # --- Assets: the loop as an asset graph. One function per concept, used by producer and consumer.
+LANDING_POLL_ENV = "FLYWHEEL_LANDING_POLL_SECONDS"   # how often the landing watcher looks (default 10 s)
+
+
+def landed_asset(dataset: str) -> Asset:
+    """A file landed in the dataset's landing area (or a new version of one), seen by the landing watcher.
+    extra: {"from_trigger": true, "payload": {dataset, file, interval_start, interval_end, key, sha256}}."""
+    import os
+
+    from airflow.sdk import AssetWatcher
+
+    from flywheel.triggers import LandingTrigger
+
+    poll = float(os.environ.get(LANDING_POLL_ENV) or 10)
+    return Asset(name=f"{dataset}__landed", uri=f"x-flywheel://datasets/{dataset}/landed", group="flywheel",
+                 watchers=[AssetWatcher(name=f"{dataset}__landing_watch", trigger=LandingTrigger(dataset, poll))])
+
+
 def validated_asset(dataset: str) -> Asset:
     """A batch of `dataset` passed its gate. extra: interval_start, interval_end, key, clean_path, rows_*."""
     return Asset(name=f"{dataset}__validated", uri=f"x-flywheel://datasets/{dataset}/validated", group="flywheel")

@@ -14,17 +14,40 @@ import os
 import shutil
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from flywheel import runtime
 from flywheel.airflow_api import AirflowAPI, AirflowAPIError
 from pipelines import storage
-from pipelines.layout import Layout, default_data_uri
+from pipelines.layout import Layout, default_data_uri, interval_key
 from pipelines.spec import DatasetContract, ModelSpec, load_specs
 from scenarios.cards import BatchPlan, Scenario, land_batch, short_scenario
 
 MODEL_STAGES = ("score", "monitor", "train", "rollback", "override")
 EXPERIMENT = {"max_depth": 1, "num_boost_round": 3}
+
+
+class Ledger:
+    """The demo's steps already played (`FLYWHEEL_HOME/demo-played.json`): `--resume` plays only the others.
+
+    Landing, re-landing a fixed file, each engineer-triggered training and the on-call drill are steps;
+    everything else follows from them through Airflow (and is idempotent per interval)."""
+
+    def __init__(self, path: Path, fresh: bool) -> None:
+        self.path = path
+        self.done: list[str] = [] if fresh or not path.exists() else list(json.loads(path.read_text()))
+        if fresh:
+            self.path.unlink(missing_ok=True)
+
+    def played(self, step: str) -> bool:
+        return step in self.done
+
+    def mark(self, step: str) -> None:
+        self.done.append(step)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.done, indent=1))
+        tmp.replace(self.path)
 
 
 class Timeline:
@@ -55,21 +78,42 @@ def _dag_ids(chosen: list[ModelSpec]) -> list[str]:
     from flywheel.dagkit import model_views
 
     views = dict.fromkeys(v for s in chosen for v in model_views(s))
-    return ([f"ingest_validate__{d.name}" for d in _datasets(chosen)] + [f"features__{v}" for v in views]
+    return ([f"{stage}__{d.name}" for d in _datasets(chosen) for stage in ("land", "ingest_validate")]
+            + [f"features__{v}" for v in views]
             + [f"{stage}__{s.name}" for s in chosen for stage in MODEL_STAGES])
 
 
-def _ingest(api: AirflowAPI, chosen: list[ModelSpec], start: datetime, end: datetime, note: str) -> dict[str, str]:
-    runs = {}
-    for contract in _datasets(chosen):
-        dag_id = f"ingest_validate__{contract.name}"
-        runs[dag_id] = f"batch__{start:%Y-%m-%d}"
-        try:
-            api.trigger(dag_id, logical_date=end, interval=(start, end), run_id=runs[dag_id], note=note)
-        except AirflowAPIError as e:   # --resume: this batch was already ingested
-            if "409" not in str(e):
-                raise
+def _ingest_run(api: AirflowAPI, dag_id: str, run_id: str) -> dict[str, Any] | None:
+    try:
+        return api.get(f"/dags/{dag_id}/dagRuns/{run_id}")
+    except AirflowAPIError:
+        return None
+
+
+def _await_ingest(api: AirflowAPI, chosen: list[ModelSpec], start: datetime,
+                  before: dict[str, dict[str, Any] | None], timeout: float = 180) -> dict[str, str]:
+    """Landing is enough: wait until the landing watcher has started (or restarted, for a re-landed file)
+    each dataset's `batch__<key>` ingest run; `before` is what those runs looked like before the landing."""
+    runs = {f"ingest_validate__{c.name}": f"batch__{interval_key(start)}" for c in _datasets(chosen)}
+    deadline = time.monotonic() + timeout
+    waiting = dict(runs)
+    while waiting and time.monotonic() < deadline:
+        for dag_id, run_id in list(waiting.items()):
+            now, was = _ingest_run(api, dag_id, run_id), before.get(dag_id)
+            if now is not None and (was is None or now.get("queued_at") != was.get("queued_at")
+                                    or now.get("start_date") != was.get("start_date")):
+                del waiting[dag_id]
+        time.sleep(1)
+    if waiting:
+        raise TimeoutError(f"the landing watcher did not start {sorted(waiting.values())} within {timeout:.0f}s: "
+                           "is the triggerer running (`flywheel status`), and land__<dataset> unpaused?")
     return runs
+
+
+def _ingest_state(api: AirflowAPI, chosen: list[ModelSpec], start: datetime) -> dict[str, dict[str, Any] | None]:
+    run_id = f"batch__{interval_key(start)}"
+    return {f"ingest_validate__{c.name}": _ingest_run(api, f"ingest_validate__{c.name}", run_id)
+            for c in _datasets(chosen)}
 
 
 def _rollback_drill(api: AirflowAPI, tl: Timeline, spec: ModelSpec, dag_ids: list[str], since: str,
@@ -109,6 +153,10 @@ def _describe(api: AirflowAPI, run: dict[str, Any]) -> str:
     def skipped(task: str) -> bool:
         return tis.get(task, {}).get("state") == "skipped"
 
+    if stage == "land":
+        planned = api.xcom(dag_id, run_id, "plan_ingestion") or []
+        return "landed: " + (", ".join(f"{p['conf']['file'].rsplit('/', 1)[-1]} → {p['trigger_run_id']}"
+                                       for p in planned) or state)
     if stage == "ingest_validate":
         res = api.xcom(dag_id, run_id, "validate_batch")
         if skipped("validate_batch"):
@@ -272,26 +320,33 @@ def run_demo(lay: Layout, ports: runtime.Ports, short: bool = False, resume: boo
     all_runs: list[dict[str, Any]] = []
     batches = []
     t_loop = time.monotonic()
+    ledger = Ledger(lay.home / "demo-played.json", fresh=not resume)
     for plan in sc.batches:
         start, end = plan.interval(sc.start)
+        key = interval_key(start)
         tl.say(f"batch {plan.week + 1:02d}  {start:%Y-%m-%d} → {end:%Y-%m-%d}  [{plan.kind}] {plan.note}")
-        for contract in _datasets(chosen):
-            landing = lay.landing(contract.name)
-            if not (resume and storage.exists(storage.join(landing, contract.file_name(start)))):
-                land_batch(sc, plan, landing, contract.file_pattern)
-        ingest_runs = _ingest(api, chosen, start, end, plan.note)
-        api.wait_settled(dag_ids)
-        runs = _print_runs(api, tl, dag_ids, since, seen)
-        if plan.kind == "corrupted":
+        runs: list[dict[str, Any]] = []
+        if ledger.played(f"land:{key}"):
+            tl.say("already played (--resume): not landed again", indent=1)
+        else:
+            before = _ingest_state(api, chosen, start)
+            for contract in _datasets(chosen):
+                land_batch(sc, plan, lay.landing(contract.name), contract.file_pattern)
+            _await_ingest(api, chosen, start, before)   # landing is enough: the watcher starts the ingest run
+            api.wait_settled(dag_ids)
+            ledger.mark(f"land:{key}")
+            runs = _print_runs(api, tl, dag_ids, since, seen)
+        if plan.kind == "corrupted" and not ledger.played(f"reland:{key}"):
             tl.say("upstream fixes its export and re-lands the batch (the blocked file is kept as evidence); "
-                   "an engineer clears `validate_batch` of the failed runs, as the email says")
+                   "the landing watcher sees the new file and runs the interval's ingestion again")
+            before = _ingest_state(api, chosen, start)
             for contract in _datasets(chosen):
                 land_batch(sc, BatchPlan(plan.week, "normal", "re-landed"), lay.landing(contract.name),
                            contract.file_pattern)
-            for dag_id, run_id in ingest_runs.items():
-                api.clear(dag_id, run_id, ["validate_batch"], note="re-landed after the upstream fix")
+            for dag_id, run_id in _await_ingest(api, chosen, start, before).items():
                 seen.discard(f"{dag_id}/{run_id}")
             api.wait_settled(dag_ids)
+            ledger.mark(f"reland:{key}")
             runs += _print_runs(api, tl, dag_ids, since, seen)
         all_runs += runs
         batches.append({"batch": plan.week + 1, "interval": [start.isoformat(), end.isoformat()],
@@ -303,14 +358,18 @@ def run_demo(lay: Layout, ports: runtime.Ports, short: bool = False, resume: boo
         if plan.week == sc.experiment_after:
             asks = [(chosen[0], {"as_of": end.isoformat(), "params": EXPERIMENT,
                                  "reason": "experiment: a cheaper model (depth 1, 3 rounds)"})]
+        asks = [(spec, conf) for spec, conf in asks if not ledger.played(f"train:{spec.name}:{key}")]
         for spec, conf in asks:
             tl.say(f"engineer triggers train__{spec.name}: {conf['reason']}")
             api.trigger(f"train__{spec.name}", conf=conf, run_id=f"manual__{spec.name}__{int(time.time())}")
         if asks:
             api.wait_settled(dag_ids)
+            for spec, _ in asks:
+                ledger.mark(f"train:{spec.name}:{key}")
             all_runs += _print_runs(api, tl, dag_ids, since, seen)
-        if plan.week == sc.experiment_after:
+        if plan.week == sc.experiment_after and not ledger.played(f"drill:{chosen[0].name}"):
             all_runs += _rollback_drill(api, tl, chosen[0], dag_ids, since, seen)
+            ledger.mark(f"drill:{chosen[0].name}")
     loop_s = time.monotonic() - t_loop
     # refresh final states and build the summary
     final = {f"{r['dag_id']}/{r['dag_run_id']}": r for r in _runs_since(api, dag_ids, since)}

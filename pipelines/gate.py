@@ -49,6 +49,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipelines import tags
+from pipelines.util import json_safe
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
@@ -59,7 +62,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous-champion", "challenger"
-HISTORY_PREFIX = "flywheel.alias_history."
 DEFAULT_RESAMPLES = 1000
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_SLICE_MIN_ROWS = 100
@@ -154,20 +156,10 @@ class GateDecision:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able (NaN/inf become None: the reason and the checks say what was undefined)."""
-        return _jsonable(asdict(self))
+        return json_safe(asdict(self))
 
     def check(self, name: str) -> Check | None:
         return next((c for c in self.checks if c.name == name), None)
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return obj
 
 
 def _finite(x: Any) -> bool:
@@ -595,29 +587,29 @@ def record_decision(spec: ModelSpec, decision: GateDecision, out_dir: Path) -> P
     client = MlflowClient()
     name = spec.registered_model_name
     iv = decision.improvement
-    tags = {"flywheel.gate.decision": "promoted" if decision.promote else "rejected",
-            "flywheel.gate.reason": decision.reason[:5000],
-            "flywheel.gate.mode": decision.mode,
-            "flywheel.gate.metric": decision.metric,
-            "flywheel.gate.challenger_value": str(decision.challenger_value),
-            "flywheel.gate.champion_value": str(decision.champion_value),
-            "flywheel.gate.champion_version": str(decision.champion_version),
-            "flywheel.gate.holdout_rows": str(decision.holdout_rows),
-            "flywheel.gate.improvement": (f"{_fmt(iv.estimate, True)} [{_fmt(iv.low, True)}, {_fmt(iv.high, True)}] "
-                                          f"{iv.confidence:.0%} CI, {iv.resamples} resamples, seed {iv.seed}"
-                                          if iv is not None else "n/a"),
-            "flywheel.gate.artifact": f"gate/{path.name}"}
+    values = {tags.GATE_DECISION: "promoted" if decision.promote else "rejected",
+              tags.GATE_REASON: decision.reason[:5000],
+              tags.GATE_MODE: decision.mode,
+              tags.GATE_METRIC: decision.metric,
+              tags.GATE_CHALLENGER_VALUE: str(decision.challenger_value),
+              tags.GATE_CHAMPION_VALUE: str(decision.champion_value),
+              tags.GATE_CHAMPION_VERSION: str(decision.champion_version),
+              tags.GATE_HOLDOUT_ROWS: str(decision.holdout_rows),
+              tags.GATE_IMPROVEMENT: (f"{_fmt(iv.estimate, True)} [{_fmt(iv.low, True)}, {_fmt(iv.high, True)}] "
+                                      f"{iv.confidence:.0%} CI, {iv.resamples} resamples, seed {iv.seed}"
+                                      if iv is not None else "n/a"),
+              tags.GATE_ARTIFACT: f"gate/{path.name}"}
     for c in decision.checks:
-        tags[f"flywheel.gate.check.{c.name}"] = (f"{'PASS' if c.passed else 'FAIL'} value={_fmt(c.value)} "
-                                                 f"threshold={_fmt(c.threshold)} | {c.detail}")[:5000]
+        values[f"{tags.GATE_CHECK_PREFIX}{c.name}"] = (f"{'PASS' if c.passed else 'FAIL'} value={_fmt(c.value)} "
+                                                       f"threshold={_fmt(c.threshold)} | {c.detail}")[:5000]
     if decision.slices:
         counts: dict[str, int] = {}
         for s in decision.slices:
             counts[s.status] = counts.get(s.status, 0) + 1
         bad = [f"{s.column}={s.value}" for s in decision.slices if s.status in ("regressed", "undefined")]
-        tags["flywheel.gate.slices"] = (", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
-                                        + (f"; blocking: {', '.join(bad)}" if bad else ""))
-    for k, v in tags.items():
+        values[tags.GATE_SLICES] = (", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+                                    + (f"; blocking: {', '.join(bad)}" if bad else ""))
+    for k, v in values.items():
         client.set_model_version_tag(name, decision.challenger_version, k, v)
     run_id = client.get_model_version(name, decision.challenger_version).run_id
     client.log_artifact(run_id, str(path), artifact_path="gate")
@@ -636,7 +628,7 @@ def read_decision(spec: ModelSpec, version: str, download_dir: Path) -> dict[str
 
     client = MlflowClient()
     mv = client.get_model_version(spec.registered_model_name, version)
-    rel = mv.tags.get("flywheel.gate.artifact")
+    rel = mv.tags.get(tags.GATE_ARTIFACT)
     if not rel:
         return None
     download_dir.mkdir(parents=True, exist_ok=True)
@@ -678,17 +670,17 @@ def alias_history(spec: ModelSpec, client: Any = None) -> list[dict[str, Any]]:
     from mlflow.exceptions import MlflowException
 
     try:
-        tags = client.get_registered_model(spec.registered_model_name).tags
+        model_tags = client.get_registered_model(spec.registered_model_name).tags
     except MlflowException as exc:
         if "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower():
             return []
         raise
-    return [json.loads(v) for k, v in sorted(tags.items()) if k.startswith(HISTORY_PREFIX)]
+    return [json.loads(v) for k, v in sorted(model_tags.items()) if k.startswith(tags.ALIAS_HISTORY_PREFIX)]
 
 
 def _record(client: Any, name: str, entry: dict[str, Any]) -> dict[str, Any]:
     at = datetime.fromisoformat(entry["at"])
-    key = f"{HISTORY_PREFIX}{at:%Y%m%dT%H%M%S%f}Z.{uuid.uuid4().hex[:8]}"
+    key = f"{tags.ALIAS_HISTORY_PREFIX}{at:%Y%m%dT%H%M%S%f}Z.{uuid.uuid4().hex[:8]}"
     client.set_registered_model_tag(name, key, json.dumps(entry, default=str))
     return entry
 
@@ -746,8 +738,8 @@ def promote(spec: ModelSpec, version: str, reason: str, when: datetime, *, actor
                                  f"v{expected}; re-run the train DAG so the gate compares with the current champion.")
     targets: dict[str, str | None] = {PREVIOUS: old, CHAMPION: version} if old is not None else {CHAMPION: version}
     _move_aliases(spec, action, targets, actor, reason, run_key, client, {"data_as_of": when.isoformat()})
-    client.set_model_version_tag(name, version, "flywheel.promoted_at", when.isoformat())
-    client.set_model_version_tag(name, version, "flywheel.promoted_reason", reason[:5000])
+    client.set_model_version_tag(name, version, tags.PROMOTED_AT, when.isoformat())
+    client.set_model_version_tag(name, version, tags.PROMOTED_REASON, reason[:5000])
     log.info("%s: champion -> v%s (was %s)", name, version, old)
     return {"champion": version, "previous": old}
 
@@ -780,8 +772,8 @@ def rollback(spec: ModelSpec, reason: str, actor: str, run_key: str | None = Non
         targets, extra = {}, {}
     entry = _move_aliases(spec, "rollback", targets, actor, reason, run_key, client, extra)
     if entry.get("from_version") is not None:
-        client.set_model_version_tag(name, entry["from_version"], "flywheel.rolled_back_at", entry["at"])
-        client.set_model_version_tag(name, entry["from_version"], "flywheel.rolled_back_reason", reason[:5000])
+        client.set_model_version_tag(name, entry["from_version"], tags.ROLLED_BACK_AT, entry["at"])
+        client.set_model_version_tag(name, entry["from_version"], tags.ROLLED_BACK_REASON, reason[:5000])
     return {"champion": entry["to_version"], "rolled_back": entry["from_version"], "at": entry["at"]}
 
 
@@ -820,8 +812,8 @@ def override(spec: ModelSpec, version: str, action: str, reason: str, actor: str
         elif previous == version:
             targets = {PREVIOUS: None}
         _move_aliases(spec, kind, targets, actor, reason, run_key, client, extra, always_record=True)
-    for k, v in {"flywheel.override.action": action, "flywheel.override.reason": reason[:5000],
-                 "flywheel.override.by": actor, "flywheel.override.at": _now().isoformat()}.items():
+    for k, v in {tags.OVERRIDE_ACTION: action, tags.OVERRIDE_REASON: reason[:5000],
+                 tags.OVERRIDE_BY: actor, tags.OVERRIDE_AT: _now().isoformat()}.items():
         client.set_model_version_tag(name, version, k, v)
     log.info("%s override %s v%s by %s: %s", name, action, version, actor, reason)
     return {"action": action, "version": version, "champion": _alias(client, name, CHAMPION),

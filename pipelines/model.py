@@ -12,7 +12,6 @@ value gets the same code at training and at scoring; a value unseen at training 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -22,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipelines import tags
 from pipelines.spec import REPO_ROOT, ModelSpec
 from pipelines.training import LABEL
+from pipelines.util import sha256_file
 
 if TYPE_CHECKING:
     import numpy as np
@@ -238,7 +239,7 @@ class TrainedVersion:
 def _existing_version(client: Any, spec: ModelSpec, run_key: str) -> Any:
     """A version already registered for this orchestrator run (re-runs must not duplicate it)."""
     for mv in client.search_model_versions(f"name='{spec.registered_model_name}'"):
-        if mv.tags.get("flywheel.run_key") == run_key:
+        if mv.tags.get(tags.RUN_KEY) == run_key:
             return mv
     return None
 
@@ -278,15 +279,15 @@ def train_and_register(spec: ModelSpec, training_set: dict[str, Any], features: 
     sha = code_version()
     mlflow.set_experiment(f"flywheel/{spec.name}")
     with mlflow.start_run(run_name=f"{spec.name}-{run_key}") as run:
-        mlflow.set_tags({"flywheel.model": spec.name, "flywheel.run_key": run_key, "flywheel.reason": reason,
-                         "flywheel.code_version": sha,
-                         "flywheel.feature_service": spec.feature_service,
-                         "flywheel.train_sha256": training_set["train_sha256"],
-                         "flywheel.holdout_sha256": training_set["holdout_sha256"],
-                         "flywheel.spec_sha256": hashlib.sha256(spec.path.read_bytes()).hexdigest(),
-                         "flywheel.seed": str(spec.seed),
-                         **{f"flywheel.lib.{k}": v for k, v in library_versions().items()},
-                         **{f"flywheel.window.{k}": v for k, v in training_set["window"].items()}})
+        mlflow.set_tags({tags.MODEL: spec.name, tags.RUN_KEY: run_key, tags.REASON: reason,
+                         tags.CODE_VERSION: sha,
+                         tags.FEATURE_SERVICE: spec.feature_service,
+                         tags.TRAIN_SHA256: training_set["train_sha256"],
+                         tags.HOLDOUT_SHA256: training_set["holdout_sha256"],
+                         tags.SPEC_SHA256: sha256_file(spec.path),
+                         tags.SEED: str(spec.seed),
+                         **{f"{tags.LIB_PREFIX}{k}": v for k, v in library_versions().items()},
+                         **{f"{tags.WINDOW_PREFIX}{k}": v for k, v in training_set["window"].items()}})
         mlflow.log_params({"seed": spec.seed, **params, "features": ",".join(features),
                            "train_rows": training_set["train_rows"],
                            "holdout_rows": training_set["holdout_rows"]})
@@ -299,14 +300,14 @@ def train_and_register(spec: ModelSpec, training_set: dict[str, Any], features: 
                                         registered_model_name=spec.registered_model_name)
         run_id = run.info.run_id
     version = str(info.registered_model_version)
-    for k, v in {"flywheel.run_key": run_key, "flywheel.reason": reason,
-                 "flywheel.trained_until": training_set["window"]["labelled_until"],
+    for k, v in {tags.RUN_KEY: run_key, tags.REASON: reason,
+                 tags.TRAINED_UNTIL: training_set["window"]["labelled_until"],
                  # when the retrain happened in data time: the retrain cooldown counts from here
-                 "flywheel.trained_as_of": str(training_set.get("as_of") or training_set["window"]["labelled_until"]),
-                 "flywheel.train_rows": str(training_set["train_rows"]),
-                 "flywheel.code_version": sha,
-                 **{f"flywheel.lib.{k}": v for k, v in library_versions().items() if k in ("xgboost", "mlflow",
-                                                                                             "pandas")}}.items():
+                 tags.TRAINED_AS_OF: str(training_set.get("as_of") or training_set["window"]["labelled_until"]),
+                 tags.TRAIN_ROWS: str(training_set["train_rows"]),
+                 tags.CODE_VERSION: sha,
+                 **{f"{tags.LIB_PREFIX}{k}": v for k, v in library_versions().items() if k in ("xgboost", "mlflow",
+                                                                                                 "pandas")}}.items():
         client.set_model_version_tag(spec.registered_model_name, version, k, v)
     log.info("registered %s v%s (run %s): %s", spec.registered_model_name, version, run_id,
              json.dumps({k: round(v, 4) for k, v in metrics.items()}))
@@ -385,7 +386,7 @@ def champion_info(model_name: str, download_dir: Path) -> ChampionInfo | None:
     download_dir.mkdir(parents=True, exist_ok=True)
     meta = json.loads(Path(client.download_artifacts(champ.run_id, "features.json", str(download_dir))).read_text())
     ref = client.download_artifacts(champ.run_id, "reference/reference.parquet", str(download_dir))
-    return ChampionInfo(str(champ.version), champ.run_id, champ.tags.get("flywheel.trained_until"),
-                        champ.tags.get("flywheel.trained_as_of") or champ.tags.get("flywheel.trained_until"),
+    return ChampionInfo(str(champ.version), champ.run_id, champ.tags.get(tags.TRAINED_UNTIL),
+                        champ.tags.get(tags.TRAINED_AS_OF) or champ.tags.get(tags.TRAINED_UNTIL),
                         list(meta["features"]), sorted(meta.get("categorical", {})), ref,
                         run_categories(client, str(champ.run_id)))

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipelines import tags
+
 if TYPE_CHECKING:
     from pipelines.spec import ModelSpec
 
@@ -62,8 +64,8 @@ def card_markdown(spec: ModelSpec, f: CardFacts) -> str:
     """The model card of one version, as Markdown."""
     t, d = f.run_tags, f.decision or {}
     name = spec.registered_model_name
-    window = {k.split(".")[-1]: v for k, v in t.items() if k.startswith("flywheel.window.")}
-    override = f.version_tags.get("flywheel.override.action")
+    window = {k.split(".")[-1]: v for k, v in t.items() if k.startswith(tags.WINDOW_PREFIX)}
+    override = f.version_tags.get(tags.OVERRIDE_ACTION)
     if "champion" in f.aliases:
         status = "**champion** (serving)"
     elif override == "reject":
@@ -93,17 +95,17 @@ def card_markdown(spec: ModelSpec, f: CardFacts) -> str:
         ["training window", f"{window.get('train_start', '?')} → {window.get('holdout_start', '?')}"],
         ["holdout (never trained on)", f"{window.get('holdout_start', '?')} → {window.get('labelled_until', '?')}"],
         ["rows", f"{f.params.get('train_rows', '?')} train / {f.params.get('holdout_rows', '?')} holdout"],
-        ["train data sha256", f"`{t.get('flywheel.train_sha256', '?')}`"],
-        ["holdout data sha256", f"`{t.get('flywheel.holdout_sha256', '?')}`"],
-        ["feature service", f"`{t.get('flywheel.feature_service', spec.feature_service)}` (Feast, point in time)"],
-        ["why it was trained", t.get("flywheel.reason", "?")],
+        ["train data sha256", f"`{t.get(tags.TRAIN_SHA256, '?')}`"],
+        ["holdout data sha256", f"`{t.get(tags.HOLDOUT_SHA256, '?')}`"],
+        ["feature service", f"`{t.get(tags.FEATURE_SERVICE, spec.feature_service)}` (Feast, point in time)"],
+        ["why it was trained", t.get(tags.REASON, "?")],
     ])
     lines += ["## Reproducibility", ""]
-    libs = ", ".join(f"{k.split('.')[-1]} {v}" for k, v in sorted(t.items()) if k.startswith("flywheel.lib."))
+    libs = ", ".join(f"{k.split('.')[-1]} {v}" for k, v in sorted(t.items()) if k.startswith(tags.LIB_PREFIX))
     lines += _table(["what", "value"], [
-        ["code version (git)", f"`{t.get('flywheel.code_version', '?')}`"],
-        ["seed", t.get("flywheel.seed", f.params.get("seed", "?"))],
-        ["spec sha256", f"`{t.get('flywheel.spec_sha256', '?')}` (copy under `spec/` in the run)"],
+        ["code version (git)", f"`{t.get(tags.CODE_VERSION, '?')}`"],
+        ["seed", t.get(tags.SEED, f.params.get("seed", "?"))],
+        ["spec sha256", f"`{t.get(tags.SPEC_SHA256, '?')}` (copy under `spec/` in the run)"],
         ["libraries", libs or "?"],
         ["boosted rounds kept", _num(f.metrics.get("boosted_rounds"), 0)],
         ["parameters", ", ".join(f"{k}={v}" for k, v in sorted(f.params.items())
@@ -156,8 +158,8 @@ def card_markdown(spec: ModelSpec, f: CardFacts) -> str:
         lines += ["The gate has not evaluated this version.", ""]
     if override:
         vt = f.version_tags
-        lines += [f"**Override:** {override} by {vt.get('flywheel.override.by', '?')} at "
-                  f"{vt.get('flywheel.override.at', '?')}: {vt.get('flywheel.override.reason', '')}", ""]
+        lines += [f"**Override:** {override} by {vt.get(tags.OVERRIDE_BY, '?')} at "
+                  f"{vt.get(tags.OVERRIDE_AT, '?')}: {vt.get(tags.OVERRIDE_REASON, '')}", ""]
     if f.history:
         lines += ["## Registry history of this version", ""]
         lines += _table(["when", "action", "moves", "by", "why"],
@@ -249,7 +251,7 @@ def write_model_card(spec: ModelSpec, version: str, out_dir: Path) -> dict[str, 
     client = MlflowClient()
     for p in (md_path, html_path):
         client.log_artifact(facts.run_id, str(p), artifact_path=ARTIFACT_DIR)
-    client.set_model_version_tag(spec.registered_model_name, version, "flywheel.model_card",
+    client.set_model_version_tag(spec.registered_model_name, version, tags.MODEL_CARD,
                                  f"{ARTIFACT_DIR}/{html_path.name}")
     log.info("model card of %s v%s: %s", spec.registered_model_name, version, html_path)
     return {"markdown": str(md_path), "html": str(html_path), "artifact": f"{ARTIFACT_DIR}/{html_path.name}",

@@ -11,7 +11,6 @@ from the Feast registry's definitions (tested equal to Feast's own `get_historic
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.features import historical_features, read_validated, sync_feature_tables, validated_keys
+from pipelines.util import sha256_file
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -141,6 +141,11 @@ def label_rows(spec: ModelSpec, validated_dir: Location, start: datetime, end: d
             out = out[~bad.to_numpy()].copy()
             out[LABEL] = pd.to_numeric(df.loc[~bad, spec.label.column]).astype("float64").to_numpy()
     elif spec.label.kind == "future_sum":
+        extra = [k for k in views.join_keys if k != spec.entity_key]
+        if extra:
+            raise ValueError(f"{spec.path}: a future_sum label has one row per `{spec.entity_key}`, but the views of "
+                             f"{spec.feature_service} are also keyed by {extra}; use a FeatureService whose views are "
+                             f"keyed by `{spec.entity_key}` only.")
         horizon = timedelta(days=spec.label.horizon_days)
         active = views.lookback if views.lookback > timedelta(0) else horizon
         hist = read_validated(validated_dir, ts, start - active, end + horizon)
@@ -192,10 +197,6 @@ def first_batch_start(validated_dir: Location, as_of: datetime) -> datetime | No
     return datetime.fromisoformat(keys[0]).replace(tzinfo=as_of.tzinfo)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def build_training_set(spec: ModelSpec, validated_dir: Location, repo_path: Path, as_of: datetime,
                        out_dir: Path, tables: tuple[Location, Path] | None = None) -> TrainingSet:
     """Train and holdout frames for a training run as of `as_of`, written as parquet."""
@@ -222,4 +223,4 @@ def build_training_set(spec: ModelSpec, validated_dir: Location, repo_path: Path
     log.info("%s training set as of %s: %d train rows, %d holdout rows", spec.name, as_of,
              int((~hold).sum()), int(hold.sum()))
     return TrainingSet(str(train_path), str(holdout_path), int((~hold).sum()), int(hold.sum()),
-                       _sha256(train_path), _sha256(holdout_path), window.to_dict(), spec.feature_service)
+                       sha256_file(train_path), sha256_file(holdout_path), window.to_dict(), spec.feature_service)

@@ -9,9 +9,11 @@ from __future__ import annotations
 import logging
 import os
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pipelines.util import as_utc
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -77,10 +79,6 @@ def apply_feature_repo(repo_path: Path) -> list[str]:
     return sorted(getattr(o, "name", "?") for o in repo.objects)
 
 
-def _utc(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-
-
 def materialize(repo_path: Path, views: list[str], start: datetime, end: datetime,
                 tables: tuple[Location, Path] | None = None) -> dict[str, str]:
     """Load the latest feature values of [start, end] into the online store; returns view -> end used.
@@ -97,9 +95,9 @@ def materialize(repo_path: Path, views: list[str], start: datetime, end: datetim
     store = feature_store(repo_path)
     used = {}
     for view in views:
-        done = [_utc(e) for _, e in store.get_feature_view(view).materialization_intervals]
-        until = max([_utc(end), *done])
-        if until > _utc(end):
+        done = [as_utc(e) for _, e in store.get_feature_view(view).materialization_intervals]
+        until = max([as_utc(end), *done])
+        if until > as_utc(end):
             log.info("%s: backfill of %s..%s widened to end at %s (already materialized up to there)",
                      view, start, end, until)
         store.materialize(start_date=start, end_date=until, feature_views=[view])
@@ -121,7 +119,7 @@ def online_features(repo_path: Path, service: str, entity_rows: list[dict[str, A
     if as_of is None:
         return response.to_dict()
     got = response.to_dict(include_event_timestamps=True)
-    at = _utc(as_of).timestamp()
+    at = as_utc(as_of).timestamp()
     for proj in fs.feature_view_projections:
         ttl = store.get_feature_view(proj.name).ttl
         for f in proj.features:

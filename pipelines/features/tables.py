@@ -136,7 +136,8 @@ def _check_unique(snap: pd.DataFrame, view: str, keys: list[str], ts: str, out: 
     dup = snap.duplicated([*keys, ts], keep=False)
     if dup.any():
         pairs = snap.loc[dup, [*keys, ts]].drop_duplicates().head(5)
-        shown = ", ".join(str(tuple(r)) for r in pairs.itertuples(index=False))
+        shown = ", ".join("(" + ", ".join(v.isoformat() if hasattr(v, "isoformat") else str(v) for v in r) + ")"
+                          for r in pairs.itertuples(index=False))
         raise ValueError(f"feature view {view}: {int(dup.sum())} rows share ({', '.join(keys)}, {ts}), e.g. {shown}; "
                          f"refusing to write {out}. The engine must emit one snapshot per entity and time: "
                          "report this as a Flywheel bug rather than rely on Feast's created-time tie-break.")

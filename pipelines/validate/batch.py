@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines import storage
 from pipelines.util import as_utc, sha256_file
-from pipelines.validate import distribution, messages, outputs, registry, rules
+from pipelines.validate import distribution, messages, outputs, registry, row_ids, rules
 from pipelines.validate.docs import build_data_docs
 from pipelines.validate.gx import GXBatch
 from pipelines.validate.reading import read_batch
@@ -64,6 +64,8 @@ def validate_batch(
     n = 0
     bad_rows: Any = np.zeros(0, dtype=np.int64)
     reasons: Any = np.zeros(0, dtype=object)
+    row_failures: list[RuleFailure] = []
+    ok_columns: set[str] = set()
     references: list[dict[str, Any]] = []
     gx_batch: GXBatch | None = None
     if read_problem is not None:
@@ -82,14 +84,36 @@ def validate_batch(
         )
         failures += row_failures
         gx_parts += row_results
+
+    # The rules that read the dataset's history (row ids of the accepted batches, their profiles), the verdict
+    # and the history's update happen under one lock: two runs of the dataset cannot both accept the same id.
+    with registry.locked(reports_dir):
+        ids = row_ids.BatchIds.of(df, contract) if df is not None and contract.row_id in ok_columns else None
+        if ids is not None:
+            assert df is not None
+            found = row_ids.seen_elsewhere(ids, key, validated_dir, reports_dir)
+            if found:
+                seen_rows, seen_reasons = row_ids.quarantined_rows(found, contract.row_id)
+                accepted = registry.accepted_batches(reports_dir)
+                seen = messages.unique_across_batches(
+                    contract.row_id,
+                    len(seen_rows),
+                    messages.sample(df[contract.row_id].iloc[seen_rows[:50]].tolist()),
+                    [(k, len(found[k]), accepted.get(k, {}).get("file")) for k in sorted(found)],
+                    where,
+                    messages.show(validated_dir),
+                    messages.show(quarantine_file),
+                )
+                row_failures.append(seen)
+                failures.append(seen)
+                bad_rows, reasons = rules.merge_reasons(n, [(reasons, bad_rows), (seen_reasons, seen_rows)])
         share = len(bad_rows) / n if n else 0.0
         if n and share > contract.max_quarantine_share:
+            assert df is not None
             failures.append(
-                messages.quarantine_share(
-                    df, contract, bad_rows, row_failures, share, where, contract_file, messages.show(quarantine_file)
-                )
+                messages.quarantine_share(df, contract, bad_rows, row_failures, share, where, contract_file)
             )
-        if contract.distribution.severity != "off":
+        if df is not None and gx_batch is not None and contract.distribution.severity != "off":
             references = registry.reference_profiles(reports_dir, key, contract.distribution.reference_batches)
             cols = [c for c in contract.distribution.columns if c in ok_columns]
             if references and cols and n > len(bad_rows):
@@ -99,42 +123,46 @@ def validate_batch(
                 failures += dist_failures
                 gx_parts += dist_results
 
-    blocked = any(f.severity == "batch" for f in failures)
-    rows_quarantined = len(bad_rows)
-    rows_clean = 0 if blocked else n - rows_quarantined
-
-    if blocked:
-        outputs.remove(clean_file)
-        clean_path = None
-    else:
-        assert df is not None
-        assert rows_clean + rows_quarantined == n, (rows_clean, rows_quarantined, n)
-        clean = outputs.without(df, bad_rows)
-        storage.write_parquet(outputs.clean_table(clean, contract), clean_file)
-        clean_path = clean_file
-
-    if rows_quarantined:
-        assert df is not None
-        storage.write_parquet(outputs.quarantine_table(df, bad_rows, reasons), quarantine_file)
-        quarantine_path: str | None = quarantine_file
-    else:
-        outputs.remove(quarantine_file)
-        quarantine_path = None
-    if not blocked:  # nothing lost: the files on disk hold every landed row, once
-        on_disk = storage.parquet_rows(clean_file) + (storage.parquet_rows(quarantine_file) if rows_quarantined else 0)
-        if on_disk != n:
-            outputs.remove(clean_file)
-            raise RuntimeError(
-                f"{where}: {n} rows landed but the clean and quarantine files hold {on_disk}; nothing is "
-                "published (the validation run fails): rerun the task, and report this as a Flywheel bug."
-            )
-
-    with registry.locked(reports_dir):  # the registry and the profiles say what is accepted now
+        blocked = any(f.severity == "batch" for f in failures)
         if blocked:
+            # a blocked batch stays whole (the DAG keeps a copy under blocked/): nothing published, nothing
+            # quarantined; the failures still count the rows that broke each row rule
+            rows_quarantined = rows_clean = 0
+            failures = [
+                messages.not_quarantined(f, messages.show(quarantine_file)) if f.severity == "row" else f
+                for f in failures
+            ]
+            outputs.remove(clean_file)
+            outputs.remove(quarantine_file)
+            clean_path = quarantine_path = None
+            row_ids.remove_index(reports_dir, key)
             registry.record(reports_dir, key, None)
             registry.remove_profile(reports_dir, key)
         else:
-            assert df is not None and digest is not None
+            assert df is not None and digest is not None and ids is not None
+            rows_quarantined = len(bad_rows)
+            rows_clean = n - rows_quarantined
+            clean = outputs.without(df, bad_rows)
+            storage.write_parquet(outputs.clean_table(clean, contract), clean_file)
+            clean_path = clean_file
+            if rows_quarantined:
+                storage.write_parquet(outputs.quarantine_table(df, bad_rows, reasons), quarantine_file)
+                quarantine_path = quarantine_file
+            else:
+                outputs.remove(quarantine_file)
+                quarantine_path = None
+            # nothing lost: the files on disk hold every landed row, once
+            on_disk = storage.parquet_rows(clean_file) + (
+                storage.parquet_rows(quarantine_file) if rows_quarantined else 0
+            )
+            if on_disk != n:
+                outputs.remove(clean_file)
+                row_ids.remove_index(reports_dir, key)
+                raise RuntimeError(
+                    f"{where}: {n} rows landed but the clean and quarantine files hold {on_disk}; nothing is "
+                    "published (the validation run fails): rerun the task, and report this as a Flywheel bug."
+                )
+            row_ids.write_index(reports_dir, key, ids.clean_hashes(bad_rows), contract.row_id)
             registry.record(
                 reports_dir,
                 key,

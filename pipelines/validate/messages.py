@@ -6,6 +6,7 @@ The rules (rules.py, distribution.py, registry.py) decide; these functions only 
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 from datetime import datetime
@@ -61,6 +62,24 @@ def num(v: Any) -> str:
 
 def _ids_of(df: pd.DataFrame, row_id: str, rows: Any) -> list[Any]:
     return sample(df[row_id].iloc[rows[:50]].tolist()) if row_id in df.columns else []
+
+
+def quarantined_to(quarantine_file: str) -> str:
+    """What a row failure says about its rows: where they went (an accepted batch)."""
+    return f"They were quarantined to {quarantine_file}"
+
+
+NOT_QUARANTINED = (
+    "The batch is blocked, so they were not quarantined (the landed file is kept whole and nothing of it is published)"
+)
+
+
+def not_quarantined(failure: RuleFailure, quarantine_file: str) -> RuleFailure:
+    """A row failure of a blocked batch: its rows were not quarantined (only accepted batches quarantine
+    rows), so the message must not say they were."""
+    return dataclasses.replace(
+        failure, message=failure.message.replace(quarantined_to(quarantine_file), NOT_QUARANTINED)
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -273,7 +292,6 @@ def quarantine_share(
     share: float,
     where: str,
     contract_file: str,
-    quarantine_file: str,
 ) -> RuleFailure:
     top = sorted((f for f in row_failures if f.severity == "row"), key=lambda f: -f.count)[:3]
     causes = "; ".join(f"{rule_label(f.rule, f.column, f.check)} x{f.count}" for f in top)
@@ -285,8 +303,9 @@ def quarantine_share(
         _ids_of(df, contract.row_id, bad_rows),
         f"{where}: {len(bad_rows)} of {len(df)} rows ({share:.1%}) broke row rules, above "
         f"validation.max_quarantine_share={contract.max_quarantine_share:g} in {contract_file}; the "
-        f"whole batch is blocked (main causes: {causes}). See {quarantine_file}; fix the producer "
-        "and re-land the file, or raise the limit in the contract if this is expected.",
+        f"whole batch is blocked (main causes: {causes}) and nothing is quarantined: the row-rule failures of "
+        "this report say which rows broke which rule, and the landed file is kept whole. Fix the producer and "
+        "re-land the file, or raise the limit in the contract if this is expected.",
         "quarantine_share",
     )
 
@@ -366,8 +385,40 @@ def broken_rows(
         count,
         shown_values,
         f"{where}: column `{column}` {what} (rule {rule}, check {check}); {count} row(s), {shown}. "
-        f"They were quarantined to {quarantine_file}: {fix}.",
+        f"{quarantined_to(quarantine_file)}: {fix}.",
         check,
+    )
+
+
+def unique_across_batches(
+    column: str,
+    count: int,
+    ids: list[Any],
+    earlier: list[tuple[str, int, str | None]],
+    where: str,
+    validated_dir: str,
+    quarantine_file: str,
+) -> RuleFailure:
+    """Rows whose id was accepted for another interval: `earlier` is (interval key, rows, file accepted for it)."""
+    rule = "unique_across_batches"
+    batches = "; ".join(
+        f"{rows} accepted for the interval starting {key}" + (f" (file `{name}`)" if name else "")
+        for key, rows, name in earlier
+    )
+    keys = ", ".join(key for key, _, _ in earlier)
+    return RuleFailure(
+        rule,
+        column,
+        "row",
+        count,
+        ids,
+        f"{where}: column `{column}` must be unique across every accepted batch of the dataset (rule {rule}, "
+        f"check {rule}); {count} row(s) carry a {column} already accepted for another interval: {batches}; e.g. "
+        f"{ids}. {quarantined_to(quarantine_file)}: if the producer re-sent old rows (the earlier ones stay "
+        f"published, once, in {validated_dir}), drop them from the export; if the earlier batch was wrong, "
+        f"re-land the interval(s) {keys} with the right rows (their ids are replaced when validated again), then "
+        "rerun this one.",
+        rule,
     )
 
 

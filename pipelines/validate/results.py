@@ -11,13 +11,16 @@ REASONS = "_quarantine_reasons"  # the column of the quarantine file that says w
 
 @dataclass(frozen=True)
 class RuleFailure:
-    rule: str  # GX expectation type, or readable_file / duplicate_batch / leaked_label / max_quarantine_share
+    # GX expectation type, or Flywheel's own: readable_file / duplicate_batch / leaked_label / max_quarantine_share /
+    # unique_across_batches
+    rule: str
     column: str | None
-    severity: str  # "batch" (blocks the batch), "row" (rows quarantined) or "warn" (recorded only)
-    count: int  # offending rows (0 for batch rules where not applicable)
+    severity: str  # "batch" (blocks the batch), "row" (rows quarantined if accepted) or "warn" (recorded only)
+    count: int  # offending rows (0 for batch rules where not applicable), whether the batch is accepted or blocked
     sample: list[Any]  # up to 5 offending values (JSON-able)
     message: str  # for people: file, column, rule, values and what to do next
-    check: str = ""  # Flywheel's short name: schema, type, row_count, null_share, not_null, all_null, unique, ...
+    # Flywheel's short name: schema, type, row_count, null_share, not_null, all_null, unique, unique_across_batches...
+    check: str = ""
 
 
 @dataclass(frozen=True)
@@ -28,10 +31,12 @@ class ValidationResult:
     interval_end: str
     verdict: str  # "accepted" or "blocked"
     rows_landed: int
-    rows_clean: int
+    rows_clean: int  # rows published to clean_path (0 when blocked)
+    # rows written to quarantine_path: 0 when blocked (a blocked batch stays whole, nothing of it is quarantined;
+    # its row failures still count the rows that broke each rule)
     rows_quarantined: int
-    clean_path: str | None
-    quarantine_path: str | None
+    clean_path: str | None  # validated/<key>.parquet, accepted batches only
+    quarantine_path: str | None  # quarantine/<key>.parquet, accepted batches with bad rows only
     report_path: str
     failures: tuple[RuleFailure, ...]
     batch_sha256: str | None = None  # of the landed file (None when it could not be read)
@@ -60,7 +65,11 @@ class ValidationResult:
             parts.append("Nothing was published. Blocking problems: " + " | ".join(f.message for f in blocking))
         if row_rules:
             parts.append(
-                "Row rules broken: "
+                (
+                    "Row rules broken (nothing quarantined: the batch is blocked whole): "
+                    if blocking
+                    else "Row rules broken: "
+                )
                 + ", ".join(f"{rule_label(f.rule, f.column, f.check)} x{f.count}" for f in row_rules)
                 + "."
             )

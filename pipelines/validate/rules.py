@@ -321,6 +321,16 @@ def check_row_rules(
         # keep the page small: the full lists were only needed for the row positions above
         r.result = {k: v for k, v in r.result.items() if k not in ("unexpected_list", "unexpected_index_list")}
 
+    bad_rows, reasons = merge_reasons(n, hits)
+    return failures, bad_rows, reasons, results
+
+
+def merge_reasons(n: int, hits: Sequence[tuple[Any, Any]]) -> tuple[Any, Any]:
+    """The sorted positions of the rows hit by any rule among `n`, and their reasons (aligned, "; "-joined in
+    the order of `hits`). Each hit is (reason, row positions): one reason for all its rows, or an array of
+    reasons aligned with them."""
+    import numpy as np
+
     bad = np.zeros(n, dtype=bool)
     for _, rows in hits:
         bad[rows] = True
@@ -331,5 +341,5 @@ def check_row_rules(
     for label, rows in hits:  # one vectorised concatenation per broken rule
         at = slot[rows]
         current = reasons[at]
-        reasons[at] = np.where(current == "", label, current + f"; {label}")
-    return failures, bad_rows, reasons, results
+        reasons[at] = np.where(current == "", label, current + "; " + label)
+    return bad_rows, reasons

@@ -241,7 +241,7 @@ def test_email_without_drift_says_so(spec, stable: DriftResult) -> None:
 
 
 def test_email_attaches_verdict_when_report_too_large(spec, drifted: DriftResult, monkeypatch) -> None:
-    monkeypatch.setattr(monitor, "MAX_ATTACHMENT_BYTES", 1000)
+    monkeypatch.setattr(monitor.email, "MAX_ATTACHMENT_BYTES", 1000)  # where compose_drift_email reads it
     decision = decide_retrain(drifted, spec, END - timedelta(days=2), END)
     email = compose_drift_email(spec, drifted, decision, LINKS)
     assert email.attachments == (drifted.verdict_json,)

@@ -83,22 +83,23 @@ def find_mentions(path: Path, names: dict[str, str]) -> list[str]:
     lines = text.splitlines()
     hits = []
     for tok in tokenize.generate_tokens(io.StringIO(text).readline):
-        found: list[str] = []
+        found: list[tuple[str, int]] = []   # (name, line number)
         if tok.type == tokenize.NAME and tok.string in words:
-            found.append(tok.string)
+            found.append((tok.string, tok.start[0]))
         if tok.type == tokenize.STRING:
             try:
                 value = ast.literal_eval(tok.string)
             except (ValueError, SyntaxError):
                 value = None
             if isinstance(value, str) and value in words:
-                found.append(value)
-        if tok.type in (tokenize.STRING, tokenize.COMMENT, tokenize.FSTRING_MIDDLE, tokenize.NAME) and anywhere:
-            found += [m.group(1) for m in anywhere.finditer(tok.string)]
-        for name in found:
-            line = lines[tok.start[0] - 1].strip()
+                found.append((value, tok.start[0]))
+        if tok.type in (tokenize.STRING, tokenize.COMMENT, tokenize.NAME) and anywhere:
+            found += [(m.group(1), tok.start[0] + tok.string.count("\n", 0, m.start()))
+                      for m in anywhere.finditer(tok.string)]
+        for name, n in found:
+            line = lines[n - 1].strip()
             if (rel, line) not in ALLOWED:
-                hits.append(f"{rel}:{tok.start[0]}: `{name}` ({names[name]}): {line}")
+                hits.append(f"{rel}:{n}: `{name}` ({names[name]}): {line}")
     return hits
 
 

@@ -10,7 +10,9 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from pipelines.spec import REPO_ROOT, load_contract, load_spec, load_specs, readers
@@ -325,13 +327,41 @@ def test_quarantine_share_above_limit_blocks(tmp_path):
     result = run(tmp_path, land(tmp_path, df))
 
     assert result.verdict == "blocked"
-    assert (result.rows_clean, result.rows_quarantined) == (0, bad)
+    assert (result.rows_clean, result.rows_quarantined) == (0, 0)  # blocked whole: nothing published or quarantined
     f = failure(result, "max_quarantine_share")
     assert f.severity == "batch" and f.count == bad
     assert f"{bad} of {N} rows (5.5%)" in f.message
     assert "validation.max_quarantine_share=0.05 in datasets/transactions.yaml" in f.message
+    assert "nothing is quarantined" in f.message
     assert result.clean_path is None and not (tmp_path / "validated" / f"{KEY}.parquet").exists()
-    assert len(quarantined(result)) == bad  # still written, so people can see the rows
+    # the report still says how many rows broke which rule; the quarantine holds accepted batches' rows only
+    assert failure(result, "expect_column_values_to_be_between", "amount").count == bad
+    assert result.quarantine_path is None and not (tmp_path / "quarantine" / f"{KEY}.parquet").exists()
+
+
+def test_a_blocked_batch_quarantines_nothing_and_removes_the_intervals_stale_quarantine(tmp_path):
+    df = good_rows()
+    df.loc[[0, 1], "amount"] = -1.0
+    first = run(tmp_path, land(tmp_path, df))
+    assert first.verdict == "accepted" and len(quarantined(first)) == 2
+
+    # the interval is re-landed with too many bad rows: blocked, and its earlier quarantine is stale
+    worse = good_rows()
+    worse.loc[:11, "amount"] = -1.0  # 12 of 200 = 6% > 5%
+    worse.loc[20, "channel"] = "fax"
+    result = run(tmp_path, land(tmp_path, worse))
+
+    assert result.verdict == "blocked"
+    assert (result.rows_clean, result.rows_quarantined, result.quarantine_path) == (0, 0, None)
+    assert not (tmp_path / "quarantine" / f"{KEY}.parquet").exists()
+    amount = failure(result, "expect_column_values_to_be_between", "amount")
+    channel = failure(result, "expect_column_values_to_be_in_set", "channel")
+    assert (amount.severity, amount.count, channel.count) == ("row", 12, 1)  # still counted
+    assert "quarantined to" not in amount.message and "not quarantined" in amount.message
+    assert "13 of 200 rows" in failure(result, "max_quarantine_share").message
+    assert "0 quarantined" in result.summary and "nothing quarantined: the batch is blocked whole" in result.summary
+    report = json.loads(Path(result.report_path).read_text())
+    assert report["rows_quarantined"] == 0 and report["quarantine_path"] is None
 
 
 def test_share_at_the_limit_is_accepted(tmp_path):
@@ -477,6 +507,213 @@ def test_a_fixed_batch_relanded_after_a_block_is_accepted_and_registered(tmp_pat
     assert again.verdict == "blocked"
     assert KEY not in json.loads((tmp_path / "reports" / "accepted_batches.json").read_text())
     assert not (tmp_path / "reports" / "profiles" / f"{KEY}.json").exists()
+
+
+# -- row identity across batches -----------------------------------------------------------------
+
+
+def resent(df: pd.DataFrame, weeks: int) -> pd.DataFrame:
+    """The same rows, ids included, one or more weeks later: old rows sent again with shifted timestamps."""
+    out = df.copy()
+    out[TS] = out[TS] + pd.Timedelta(weeks=weeks)
+    return out
+
+
+def week(n: int) -> tuple[datetime, str]:
+    start = START + timedelta(weeks=n)
+    return start, f"transactions_{start:%Y-%m-%d}.parquet"
+
+
+def index_of(tmp_path: Path, key: str) -> np.ndarray:
+    return pq.read_table(tmp_path / "reports" / "row_ids" / f"{key}.parquet").column("id_hash").to_numpy()
+
+
+def test_rows_accepted_for_another_interval_are_quarantined(tmp_path):
+    first = run(tmp_path, land(tmp_path, good_rows()))
+    start2, name2 = week(1)
+    df2 = shifted(good_rows(), 1)
+    df2.loc[[3, 7, 9], ROW_ID] = ["tx00003", "tx00007", "tx00009"]  # three of last week's rows, sent again
+    second = run_at(tmp_path, land(tmp_path, df2, name2), start2)
+
+    assert second.verdict == "accepted", second.summary
+    assert (second.rows_clean, second.rows_quarantined) == (N - 3, 3)
+    q = quarantined(second)
+    assert q[ROW_ID].tolist() == ["tx00003", "tx00007", "tx00009"]
+    assert set(q["_quarantine_reasons"]) == {f"unique_across_batches({ROW_ID}, {KEY})"}
+    f = failure(second, "unique_across_batches", ROW_ID, check="unique_across_batches")
+    assert (f.severity, f.count, f.sample) == ("row", 3, ["tx00003", "tx00007", "tx00009"])
+    for part in (name2, f"`{ROW_ID}`", "unique across every accepted batch", "tx00003",
+                 f"3 accepted for the interval starting {KEY} (file `transactions_{KEY}.parquet`)",
+                 "quarantined to", "re-sent old rows", "drop them", f"re-land the interval(s) {KEY}"):
+        assert part in f.message, f.message
+    assert "unique_across_batches(transaction_id) x3" in second.summary
+    clean2 = pd.read_parquet(second.clean_path)
+    assert not set(clean2[ROW_ID]) & set(pd.read_parquet(first.clean_path)[ROW_ID])
+    assert_accounting(second)
+    # the index: one file per accepted interval, the sorted distinct 64-bit hashes of its clean ids
+    index2 = index_of(tmp_path, f"{start2:%Y-%m-%d}")
+    assert index2.dtype == np.uint64 and len(index2) == N - 3 and bool((np.diff(index2) > 0).all())
+
+    # a third week re-sends rows of both: each row names the interval that accepted it
+    start3, name3 = week(2)
+    df3 = shifted(good_rows(), 2)
+    df3.loc[[0, 1], ROW_ID] = ["tx00001", "w1-tx00050"]
+    third = run_at(tmp_path, land(tmp_path, df3, name3), start3)
+
+    assert third.verdict == "accepted" and third.rows_quarantined == 2
+    reasons = dict(zip(quarantined(third)[ROW_ID], quarantined(third)["_quarantine_reasons"], strict=True))
+    assert reasons == {"tx00001": f"unique_across_batches({ROW_ID}, {KEY})",
+                       "w1-tx00050": f"unique_across_batches({ROW_ID}, {start2:%Y-%m-%d})"}
+    f = failure(third, "unique_across_batches")
+    assert f"1 accepted for the interval starting {KEY}" in f.message
+    assert f"1 accepted for the interval starting {start2:%Y-%m-%d} (file `{name2}`)" in f.message
+
+
+def test_last_weeks_rows_with_new_timestamps_block_on_the_quarantine_share(tmp_path):
+    run(tmp_path, land(tmp_path, good_rows()))
+    start2, name2 = week(1)
+    result = run_at(tmp_path, land(tmp_path, resent(good_rows(), 1), name2), start2)  # other bytes, the same rows
+
+    assert result.verdict == "blocked", result.summary
+    assert not [f for f in result.failures if f.rule == "duplicate_batch"]  # not the same file: the ids say it
+    f = failure(result, "unique_across_batches", ROW_ID)
+    assert f.count == N and "not quarantined" in f.message
+    assert f"{N} of {N} rows (100.0%)" in failure(result, "max_quarantine_share").message
+    assert (result.rows_clean, result.rows_quarantined, result.clean_path, result.quarantine_path) == (0, 0, None, None)
+    key2 = f"{start2:%Y-%m-%d}"
+    assert not (tmp_path / "validated" / f"{key2}.parquet").exists()
+    assert not (tmp_path / "quarantine" / f"{key2}.parquet").exists()
+    assert not (tmp_path / "reports" / "row_ids" / f"{key2}.parquet").exists()
+    assert key2 not in json.loads((tmp_path / "reports" / "accepted_batches.json").read_text())
+
+
+def test_revalidating_an_interval_replaces_its_ids_and_never_flags_its_own_rows(tmp_path):
+    batch = land(tmp_path, good_rows())
+    first, again = run(tmp_path, batch), run(tmp_path, batch)  # a rerun
+    assert first.verdict == again.verdict == "accepted" and again.rows_clean == N
+    before = index_of(tmp_path, KEY)
+
+    # a fixed file re-landed for the same interval: half the ids kept, half new
+    fixed = good_rows()
+    fixed.loc[100:, ROW_ID] = [f"fx{i:05d}" for i in range(100, N)]
+    relanded = run(tmp_path, land(tmp_path, fixed))
+
+    assert relanded.verdict == "accepted" and relanded.rows_clean == N
+    assert not [f for f in relanded.failures if f.rule == "unique_across_batches"]
+    assert len(index_of(tmp_path, KEY)) == N and not np.array_equal(index_of(tmp_path, KEY), before)
+    # the interval's ids are now the re-landed ones: the replaced ids are free, the kept and new ones are taken
+    start2, name2 = week(1)
+    df2 = shifted(good_rows(), 1)
+    df2.loc[[0, 1, 2], ROW_ID] = ["tx00150", "tx00050", "fx00150"]  # replaced, kept, new
+    second = run_at(tmp_path, land(tmp_path, df2, name2), start2)
+
+    assert second.verdict == "accepted"
+    assert quarantined(second)[ROW_ID].tolist() == ["tx00050", "fx00150"]
+
+
+def test_an_interval_that_becomes_blocked_releases_its_ids(tmp_path):
+    run(tmp_path, land(tmp_path, good_rows()))
+    assert len(index_of(tmp_path, KEY)) == N
+    blocked = run(tmp_path, land(tmp_path, good_rows().drop(columns=["country"])))  # re-landed broken
+    assert blocked.verdict == "blocked"
+    assert not (tmp_path / "reports" / "row_ids" / f"{KEY}.parquet").exists()
+
+    start2, name2 = week(1)
+    result = run_at(tmp_path, land(tmp_path, resent(good_rows(), 1), name2), start2)
+
+    assert result.verdict == "accepted" and (result.rows_clean, result.rows_quarantined) == (N, 0)
+
+
+def test_a_hash_collision_never_quarantines_a_good_row(tmp_path, monkeypatch):
+    from pipelines.validate import row_ids
+
+    # the worst hash there is: every id collides with every other one
+    monkeypatch.setattr(row_ids, "id_hashes", lambda values: np.zeros(len(values), dtype=np.uint64))
+    run(tmp_path, land(tmp_path, good_rows()))
+    start2, name2 = week(1)
+    df2 = shifted(good_rows(), 1)
+    df2.loc[[5, 6], ROW_ID] = ["tx00005", "tx00006"]  # two real duplicates among 198 colliding new ids
+    result = run_at(tmp_path, land(tmp_path, df2, name2), start2)
+
+    assert result.verdict == "accepted", result.summary
+    assert (result.rows_clean, result.rows_quarantined) == (N - 2, 2)
+    assert quarantined(result)[ROW_ID].tolist() == ["tx00005", "tx00006"]
+
+
+def test_intervals_accepted_before_the_index_existed_are_read_from_their_validated_files(tmp_path):
+    run(tmp_path, land(tmp_path, good_rows()))
+    written = index_of(tmp_path, KEY)
+    (tmp_path / "reports" / "row_ids" / f"{KEY}.parquet").unlink()  # data accepted before this index
+    start2, name2 = week(1)
+    df2 = shifted(good_rows(), 1)
+    df2.loc[[1, 2], ROW_ID] = ["tx00001", "tx00002"]
+    second = run_at(tmp_path, land(tmp_path, df2, name2), start2)
+
+    assert second.verdict == "accepted" and quarantined(second)[ROW_ID].tolist() == ["tx00001", "tx00002"]
+    assert np.array_equal(index_of(tmp_path, KEY), written)  # rebuilt from the validated file, once
+    # a damaged index (or one of another hash) is never trusted: rebuilt the same way
+    (tmp_path / "reports" / "row_ids" / f"{KEY}.parquet").write_bytes(b"not parquet")
+    start3, name3 = week(2)
+    df3 = shifted(good_rows(), 2)
+    df3.loc[0, ROW_ID] = "tx00003"
+    third = run_at(tmp_path, land(tmp_path, df3, name3), start3)
+
+    assert quarantined(third)[ROW_ID].tolist() == ["tx00003"]
+    assert np.array_equal(index_of(tmp_path, KEY), written)
+
+
+def test_row_ids_on_s3(tmp_path, s3_bucket):
+    bucket, client = s3_bucket
+    root = f"s3://{bucket}/data"
+
+    def at(start: datetime, df: pd.DataFrame) -> ValidationResult:
+        batch = land(tmp_path, df, f"transactions_{start:%Y-%m-%d}.parquet")
+        return validate_batch(batch, CONTRACT, start, start + timedelta(days=7), f"{root}/validated",
+                              f"{root}/quarantine", f"{root}/reports", readers=READERS)
+
+    assert at(START, good_rows()).verdict == "accepted"
+    start2, _ = week(1)
+    df2 = shifted(good_rows(), 1)
+    df2.loc[4, ROW_ID] = "tx00004"
+    result = at(start2, df2)
+
+    assert result.verdict == "accepted" and result.rows_quarantined == 1
+    assert result.quarantine_path == f"{root}/quarantine/{start2:%Y-%m-%d}.parquet"
+    def index_files() -> set[str]:
+        listed = client.list_objects_v2(Bucket=bucket, Prefix="data/reports/row_ids/")["Contents"]
+        return {o["Key"].rsplit("/", 1)[1] for o in listed} - {""}  # pyarrow may leave a folder marker
+
+    assert index_files() == {f"{KEY}.parquet", f"{start2:%Y-%m-%d}.parquet"}
+    # re-landed broken: blocked, its ids released on S3 too
+    assert at(start2, good_rows().drop(columns=["country"])).verdict == "blocked"
+    assert index_files() == {f"{KEY}.parquet"}
+
+
+def test_row_ids_of_another_shape_int_ids_in_daily_csv(tmp_path):
+    """Int ids, a daily CSV feed, no model reading it: the rule is the platform's, not the demo's."""
+    path = tmp_path / "datasets" / "meter_readings.yaml"
+    path.parent.mkdir()
+    path.write_text(METERS_YAML.replace("reading_id: {type: string", "reading_id: {type: int"))
+    readings = load_contract(path)
+    day = timedelta(days=1)
+
+    def at(start: datetime, df: pd.DataFrame) -> ValidationResult:
+        batch = land(tmp_path, df, f"meter_readings_{start:%Y-%m-%d}.csv")
+        return validate_batch(batch, readings, start, start + day, tmp_path / "validated", tmp_path / "quarantine",
+                              tmp_path / "reports")
+
+    first = meter_rows().assign(reading_id=range(1000, 1100))
+    assert at(START, first).verdict == "accepted"
+    second = meter_rows().assign(reading_id=range(2000, 2100), read_at=lambda d: d["read_at"] + day)
+    second.loc[[10, 20], "reading_id"] = [1010, 1099]
+    result = at(START + day, second)
+
+    assert result.verdict == "accepted", result.summary
+    q = quarantined(result)
+    assert q["reading_id"].tolist() == [1010, 1099]
+    assert set(q["_quarantine_reasons"]) == {f"unique_across_batches(reading_id, {KEY})"}
+    assert failure(result, "unique_across_batches", "reading_id").sample == [1010, 1099]
+    assert "meter_readings_2026-01-06.csv" in failure(result, "unique_across_batches").message
 
 
 # -- null shares ---------------------------------------------------------------------------------

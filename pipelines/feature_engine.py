@@ -1,0 +1,740 @@
+"""Generic feature-aggregation engine: point-in-time snapshots of a declared view over a dataset's events.
+
+A view (`ViewSpec`) declares entity keys, the event-time column, a granularity and aggregations
+(`AggregationSpec`, read from Feast `Aggregation(column, function, time_window, name)` objects
+elsewhere). `compute_view` turns the dataset's rows into the view's snapshot table for one interval.
+
+Point-in-time semantics:
+
+- Snapshots are stamped at t = start + g, start + 2g, ..., end (g = granularity). The snapshot at t
+  summarises, per entity and per aggregation with window W, the events with timestamp in [t - W, t)
+  (half-open: an event exactly at t belongs to the NEXT snapshot; same convention as Chronon's and
+  Tecton's `[t - W, t)` windows). A training row or request at time s reads (elsewhere, via Feast) the
+  latest snapshot with t <= s, so it never sees an event at or after s, and never sees events in
+  [t, s) either (staleness up to one granularity).
+- `events` holds the dataset rows (any extra columns ignored); the caller passes at least
+  [start + g - lookback, end); rows outside that range are ignored (never counted); rows with a null
+  in any join key or the timestamp are ignored.
+- An entity gets a snapshot at t iff it has at least one event in [t - lookback, t). Otherwise no row.
+- Per function, on the window's events of the entity (nulls in `column` ignored, as SQL does):
+  count = number of non-null values (int64, 0 if none); sum (float64, 0.0 if none); mean, min, max
+  (float64, NaN if none); std = SAMPLE standard deviation ddof=1 (float64, NaN with < 2 values);
+  count_distinct = distinct non-null values (int64, 0 if none); last = value of the latest event by
+  timestamp among non-null values (ties at the same timestamp: the largest value; numeric -> float64,
+  string stays string/object; NaN/None if none); share = rows with column == match / rows with
+  column non-null (float64, NaN if none).
+- Output columns: the join keys (their input dtypes), feature_timestamp (datetime64[ns, UTC]), one
+  column per aggregation in declaration order, created_timestamp = `end` for every row (deterministic,
+  never now()). Sorted by (feature_timestamp, join keys). One row per (entity, t): never duplicates.
+- Empty input or no snapshots -> an empty DataFrame with those columns.
+
+How (vectorised numpy, no per-entity Python loop): events are grouped into cells, one per (entity,
+bucket of the granularity) that has events; every window is a whole number of buckets, so a
+snapshot's window is a contiguous run of an entity's cells, found by one lookup per window length.
+Counts, sums and sums of squares per cell are rolled with prefix sums (float prefixes centred per
+entity, so rounding stays at the scale of the entity, not of the whole table); min/max with a sparse
+table built in place, one level at a time; last with a running "latest cell that has a value";
+count_distinct exactly from the distinct (value, cell) pairs: an occurrence adds 1 from its bucket
+until its next occurrence or until it leaves the window. A std whose one-pass value could have lost
+precision (window variance tiny against the entity's) is recomputed for that row from per-cell
+(count, mean, M2) merged with the window's own mean (Chan et al.), as a two-pass std would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from pipelines.util import as_utc
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+FUNCTIONS = ("count", "sum", "mean", "min", "max", "std", "count_distinct", "last", "share")
+HOUR, DAY = timedelta(hours=1), timedelta(days=1)
+GRANULARITIES = (HOUR, DAY)
+MIN_WINDOW, MAX_WINDOW = HOUR, timedelta(days=90)
+_NUMERIC = ("sum", "mean", "min", "max", "std")
+# (entity x bucket) grids up to this many cells are addressed directly (a lookup table); beyond, the
+# occupied cells are found by sorting. Either way the work after that is per occupied cell.
+_DENSE_CELLS_MAX = 1 << 25
+_EXACT_BATCH = 4_000_000   # cells expanded at once when recomputing ill-conditioned std rows
+
+
+@dataclass(frozen=True)
+class AggregationSpec:
+    name: str              # output feature column
+    column: str            # source column of the dataset
+    function: str          # one of FUNCTIONS
+    window: timedelta      # 1 hour .. 90 days, a whole multiple of the view's granularity
+    match: Any = None      # `share` only: the value whose share of rows is computed (required for share, else None)
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    name: str
+    join_keys: tuple[str, ...]        # entity key columns in the dataset (one or more; int or string)
+    timestamp: str                    # the dataset's event-time column (tz-aware UTC or naive=UTC)
+    granularity: timedelta            # timedelta(hours=1) or timedelta(days=1)
+    aggregations: tuple[AggregationSpec, ...]
+    feature_timestamp: str = "feature_ts"   # column name of the snapshot time in the output
+    created_timestamp: str = "created_ts"   # column name of the write time in the output
+
+    @property
+    def lookback(self) -> timedelta:
+        """The largest window (timedelta(0) for a view without aggregations)."""
+        return max((a.window for a in self.aggregations), default=timedelta(0))
+
+    def output_columns(self) -> list[str]:
+        return [*self.join_keys, self.feature_timestamp, *(a.name for a in self.aggregations),
+                self.created_timestamp]
+
+
+def _fmt(td: timedelta) -> str:
+    secs = int(td.total_seconds())
+    if td == timedelta(0) or td.total_seconds() != secs:
+        return str(td)
+    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs % n == 0:
+            return f"{secs // n}{unit}"
+    return f"{secs}s"
+
+
+def check_view(view: ViewSpec) -> list[str]:
+    """Every problem with the declaration, as human messages naming view and feature (empty: fine):
+    unknown function, share without match / match without share, window not a multiple of granularity,
+    window outside [1h, 90d], granularity not 1h or 1d, duplicate output names, no join keys."""
+    v = f"feature view {view.name!r}"
+    problems = []
+    if not view.join_keys:
+        problems.append(f"{v}: no join keys; declare the entity key column(s) of the dataset")
+    g = view.granularity
+    if g not in GRANULARITIES:
+        problems.append(f"{v}: granularity {_fmt(g)} is not supported; use 1h (hourly) or 1d (daily)")
+    if not view.aggregations:
+        problems.append(f"{v}: no aggregations; declare at least one feature")
+    for a in view.aggregations:
+        f = f"{v}, feature {a.name!r}"
+        if a.function not in FUNCTIONS:
+            problems.append(f"{f}: unknown function {a.function!r}; use one of {', '.join(FUNCTIONS)}")
+        if a.function == "share" and a.match is None:
+            problems.append(f"{f}: share needs `match`, the value of {a.column!r} whose share of rows it "
+                            "computes (the field's tag flywheel.match)")
+        if a.function != "share" and a.match is not None:
+            problems.append(f"{f}: match={a.match!r} only applies to function share, not {a.function!r}; "
+                            "remove it or use share")
+        if not MIN_WINDOW <= a.window <= MAX_WINDOW:
+            problems.append(f"{f}: window {_fmt(a.window)} is outside [{_fmt(MIN_WINDOW)}, {_fmt(MAX_WINDOW)}]")
+        if g > timedelta(0) and a.window % g != timedelta(0):
+            problems.append(f"{f}: window {_fmt(a.window)} is not a whole multiple of the view's granularity "
+                            f"{_fmt(g)}; snapshots could not cover it exactly")
+    names = view.output_columns()
+    for name in dict.fromkeys(names):
+        if names.count(name) > 1:
+            what = ("feature" if name in {a.name for a in view.aggregations} else "column")
+            problems.append(f"{v}: output {what} name {name!r} appears {names.count(name)} times among the "
+                            f"join keys, timestamps and features; output names must be unique")
+    return problems
+
+
+# ------------------------------------------------------------------------------------------------
+# inputs
+
+
+def _aligned_ns(view: ViewSpec, which: str, value: datetime) -> int:
+    import pandas as pd
+
+    ts = pd.Timestamp(as_utc(value))
+    g = pd.Timedelta(view.granularity)
+    if ts != ts.floor(g):
+        raise ValueError(f"feature view {view.name!r}: {which} {ts.isoformat()} is not aligned to the view's "
+                         f"granularity {_fmt(view.granularity)} (UTC); use {ts.floor(g).isoformat()} or "
+                         f"{ts.ceil(g).isoformat()}")
+    return int(ts.value)
+
+
+def _utc_ns(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 nanoseconds since the epoch, UTC; valid mask) of a timestamp column (naive = UTC)."""
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(s.dtype, pd.DatetimeTZDtype):
+        s = s.dt.tz_convert("UTC").dt.tz_localize(None)
+    elif s.dtype.kind != "M":
+        s = pd.to_datetime(s, utc=True).dt.tz_localize(None)
+    ns = s.to_numpy(dtype="datetime64[ns]").view(np.int64)
+    return ns, ns != np.iinfo(np.int64).min
+
+
+def _codes(values: Any) -> tuple[np.ndarray, int]:
+    """Dense int64 codes ordered like the values (null -> -1) and the number of distinct values."""
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iu" and len(values):
+        lo, hi = int(values.min()), int(values.max())
+        if hi - lo < max(4 * len(values), 1 << 20):     # direct addressing: O(n + range), no hashing
+            off = (values - lo).astype(np.int64)
+            occ = np.bincount(off, minlength=hi - lo + 1) > 0
+            rank = np.cumsum(occ) - 1
+            return rank[off], int(occ.sum())
+    codes, uniques = pd.factorize(values, sort=True)
+    return codes.astype(np.int64, copy=False), len(uniques)
+
+
+def _entity_codes(cols: list[Any]) -> tuple[np.ndarray, int]:
+    """One code per row for the tuple of key columns, ordered lexicographically (-1: a null key)."""
+    import numpy as np
+
+    code, n = _codes(cols[0])
+    for col in cols[1:]:
+        c2, n2 = _codes(col)
+        ok = (code >= 0) & (c2 >= 0)
+        sub, n = _codes(code[ok] * n2 + c2[ok])
+        code = np.full(len(code), -1, dtype=np.int64)
+        code[ok] = sub
+    return code, n
+
+
+# ------------------------------------------------------------------------------------------------
+# cells and snapshot rows
+
+
+@dataclass
+class _Cells:
+    """Occupied (entity, bucket) cells, sorted by key = entity * n_buckets + bucket."""
+
+    n_buckets: int
+    keys: np.ndarray         # int64, sorted
+    rows: np.ndarray         # events per cell
+    row_cell: np.ndarray     # per event: its cell
+    ent: np.ndarray          # per cell: its entity
+    cum0: np.ndarray | None  # dense addressing: cum0[key + 1] = cells with key' <= key
+
+    def pos(self, keys: np.ndarray) -> np.ndarray:
+        """Number of cells with key <= each of `keys` (keys >= -1)."""
+        import numpy as np
+
+        if self.cum0 is not None:
+            return self.cum0[keys + 1]
+        return np.searchsorted(self.keys, keys, side="right")
+
+
+def _build_cells(ent: np.ndarray, bucket: np.ndarray, n_ent: int, n_buckets: int) -> _Cells:
+    import numpy as np
+
+    ck = ent * n_buckets + bucket
+    m = n_ent * n_buckets
+    if m <= min(_DENSE_CELLS_MAX, 4 * len(ck) + (1 << 20)):
+        occ = np.bincount(ck, minlength=m)
+        keys = np.flatnonzero(occ)
+        cum0 = np.zeros(m + 1, dtype=np.int64)
+        np.cumsum(occ > 0, out=cum0[1:])
+        row_cell = cum0[ck + 1] - 1
+        rows = occ[keys]
+    else:
+        order = np.argsort(ck, kind="stable")
+        sorted_ck = ck[order]
+        start = np.empty(len(ck), dtype=bool)
+        start[:1] = True
+        np.not_equal(sorted_ck[1:], sorted_ck[:-1], out=start[1:])
+        ids = np.cumsum(start) - 1
+        row_cell = np.empty(len(ck), dtype=np.int64)
+        row_cell[order] = ids
+        keys = sorted_ck[start]
+        rows = np.diff(np.append(np.flatnonzero(start), len(ck)))
+        cum0 = None
+    return _Cells(n_buckets, keys, rows, row_cell, keys // n_buckets, cum0)
+
+
+@dataclass
+class _Snaps:
+    """Snapshot rows in (entity, bucket) order and, per window length, their window's cell range."""
+
+    ent: np.ndarray      # entity of each row
+    last: np.ndarray     # the last bucket the row's window covers (the snapshot is at its end)
+    hi: np.ndarray       # cells with key <= (ent, last): the window ends before cell index hi
+    first: np.ndarray    # first cell of the entity
+    lo: dict[int, np.ndarray]  # window length in buckets -> first cell of the window
+
+
+def _snapshot_rows(cells: _Cells, lookback: int, first_snap: int) -> _Snaps:
+    """Every (entity, bucket >= first_snap) with a cell in the lookback: runs of an entity's cells."""
+    import numpy as np
+
+    nb = cells.n_buckets
+    b = cells.keys - cells.ent * nb
+    new = np.ones(len(b), dtype=bool)
+    new[1:] = (cells.ent[1:] != cells.ent[:-1]) | (b[1:] - b[:-1] > lookback)
+    starts = np.flatnonzero(new)
+    ends = np.append(starts[1:], len(b)) - 1
+    run_lo = np.maximum(b[starts], first_snap)
+    run_hi = np.minimum(b[ends] + lookback - 1, nb - 1)
+    keep = run_hi >= run_lo
+    run_lo, run_hi, run_ent = run_lo[keep], run_hi[keep], cells.ent[starts[keep]]
+    lens = run_hi - run_lo + 1
+    total = int(lens.sum())
+    offset = np.repeat(run_lo - (np.cumsum(lens) - lens), lens)
+    last = offset + np.arange(total)
+    ent = np.repeat(run_ent, lens)
+    base = ent * nb
+    return _Snaps(ent, last, cells.pos(base + last), cells.pos(base - 1), {})
+
+
+def _lo(cells: _Cells, snaps: _Snaps, w: int) -> np.ndarray:
+    if w not in snaps.lo:
+        snaps.lo[w] = cells.pos(snaps.ent * cells.n_buckets + snaps.last - w)
+    return snaps.lo[w]
+
+
+# ------------------------------------------------------------------------------------------------
+# per-cell quantities rolled over windows
+
+
+def _prefix(values: np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    out = np.zeros(len(values) + 1, dtype=values.dtype)
+    np.cumsum(values, out=out[1:])
+    return out
+
+
+class _FloatSum:
+    """Window sums of a float per cell: a prefix of the values minus their entity's mean, so that the
+    prefix returns to ~0 at every entity and rounding scales with the entity, not the table."""
+
+    def __init__(self, cells: _Cells, per_cell: np.ndarray, n_ent: int) -> None:
+        import numpy as np
+
+        n = np.bincount(cells.ent, minlength=n_ent)
+        self.centre = np.bincount(cells.ent, per_cell, minlength=n_ent) / np.maximum(n, 1)
+        self.prefix = _prefix(per_cell - self.centre[cells.ent])
+        self.scale = np.bincount(cells.ent, np.abs(per_cell), minlength=n_ent)   # for error bounds
+
+    def window(self, snaps: _Snaps, lo: np.ndarray) -> np.ndarray:
+        p = self.prefix
+        return (p[snaps.hi] - p[lo]) + (snaps.hi - lo) * self.centre[snaps.ent]
+
+
+def _window_extreme(per_cell: np.ndarray, lo: np.ndarray, hi: np.ndarray, fn: Any) -> np.ndarray:
+    """fn (np.minimum / np.maximum) over cells [lo, hi) of each row (hi > lo), by a sparse table built
+    in place one level at a time: a row of length L reads level floor(log2 L) at lo and hi - 2**k."""
+    import numpy as np
+
+    out = np.empty(len(lo), dtype=np.float64)
+    length = hi - lo
+    if not len(lo):
+        return out
+    level = np.zeros(len(lo), dtype=np.int64)
+    nz = length > 0
+    level[nz] = np.floor(np.log2(length[nz])).astype(np.int64)
+    level[nz & (1 << (level + 1) <= length)] += 1     # guard log2 rounding
+    level[nz & (1 << level > length)] -= 1
+    table = per_cell.astype(np.float64, copy=True)
+    order = np.argsort(level, kind="stable")
+    bounds = np.searchsorted(level[order], np.arange(int(level.max()) + 2))
+    for k in range(int(level.max()) + 1):
+        rows = order[bounds[k]:bounds[k + 1]]
+        if len(rows):
+            out[rows] = fn(table[lo[rows]], table[hi[rows] - (1 << k)])
+        if k < level.max():
+            step = 1 << k
+            table = fn(table[:-step], table[step:])
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# the engine
+
+
+class _Column:
+    """One source column over the kept events, with its per-cell quantities computed once."""
+
+    def __init__(self, view: ViewSpec, name: str, raw: Any, cells: _Cells, ent: np.ndarray, n_ent: int) -> None:
+        import numpy as np
+        import pandas as pd
+
+        self.view, self.name, self.raw, self.cells, self.ent, self.n_ent = view, name, raw, cells, ent, n_ent
+        no_nulls = isinstance(raw, np.ndarray) and raw.dtype.kind in "iub"
+        self.valid = None if no_nulls else ~pd.isna(raw)
+        self._cache: dict[Any, Any] = {}
+
+    def _get(self, key: Any, make: Any) -> Any:
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def nn(self) -> np.ndarray:
+        """Prefix of non-null values per cell."""
+        import numpy as np
+
+        def make() -> np.ndarray:
+            if self.valid is None or self.valid.all():
+                return _prefix(self.cells.rows.astype(np.int64))
+            return _prefix(np.bincount(self.cells.row_cell[self.valid], minlength=len(self.cells.keys)))
+        return self._get("nn", make)
+
+    def floats(self, feature: str) -> np.ndarray:
+        import numpy as np
+        import pandas as pd
+
+        def make() -> np.ndarray:
+            raw = self.raw
+            if isinstance(raw, np.ndarray) and raw.dtype.kind in "fiub":
+                return raw.astype(np.float64, copy=False)
+            s = pd.Series(raw)
+            if not (pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype)):
+                try:
+                    s = pd.to_numeric(s)
+                except (TypeError, ValueError) as err:
+                    raise ValueError(
+                        f"feature view {self.view.name!r}, feature {feature!r}: column {self.name!r} is "
+                        f"{s.dtype}, not numeric ({err}); use a numeric column or count/count_distinct/"
+                        "last/share") from None
+            return s.to_numpy(dtype=np.float64, na_value=np.nan)
+        return self._get("floats", make)
+
+    def x0(self, feature: str) -> tuple[np.ndarray, np.ndarray]:
+        import numpy as np
+
+        def make() -> tuple[np.ndarray, np.ndarray]:
+            x = self.floats(feature)
+            ok = ~np.isnan(x)
+            return np.where(ok, x, 0.0), ok
+        return self._get("x0", make)
+
+    def sums(self, feature: str) -> _FloatSum:
+        import numpy as np
+
+        def make() -> _FloatSum:
+            x0, _ = self.x0(feature)
+            return _FloatSum(self.cells, np.bincount(self.cells.row_cell, x0, minlength=len(self.cells.keys)),
+                             self.n_ent)
+        return self._get("sum", make)
+
+    def moments(self, feature: str) -> tuple[_FloatSum, _FloatSum]:
+        """Window sums of d and d**2, d = value - the entity's mean value (shift-invariant variance)."""
+        import numpy as np
+
+        def make() -> tuple[_FloatSum, _FloatSum]:
+            x0, ok = self.x0(feature)
+            n = np.bincount(self.ent, ok, minlength=self.n_ent)
+            mean = np.bincount(self.ent, x0, minlength=self.n_ent) / np.maximum(n, 1)
+            d = np.where(ok, x0 - mean[self.ent], 0.0)
+            nc = len(self.cells.keys)
+            return (_FloatSum(self.cells, np.bincount(self.cells.row_cell, d, minlength=nc), self.n_ent),
+                    _FloatSum(self.cells, np.bincount(self.cells.row_cell, d * d, minlength=nc), self.n_ent))
+        return self._get("moments", make)
+
+    def cell_stats(self, feature: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per cell (non-null count, mean, M2), each cell two-pass around its own mean."""
+        import numpy as np
+
+        def make() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            x0, ok = self.x0(feature)
+            nc, rc = len(self.cells.keys), self.cells.row_cell
+            n = np.bincount(rc, ok, minlength=nc)
+            mean = np.bincount(rc, x0, minlength=nc) / np.maximum(n, 1)
+            dev = np.where(ok, x0 - mean[rc], 0.0)
+            return n, mean, np.bincount(rc, dev * dev, minlength=nc)
+        return self._get("cell_stats", make)
+
+    def extreme(self, feature: str, fn: Any) -> np.ndarray:
+        import numpy as np
+
+        def make() -> np.ndarray:
+            x0, ok = self.x0(feature)
+            fill = np.inf if fn is np.minimum else -np.inf
+            out = np.full(len(self.cells.keys), fill)
+            fn.at(out, self.cells.row_cell[ok], x0[ok])
+            return out
+        return self._get(("extreme", fn.__name__), make)
+
+    def value_codes(self, ordered: bool) -> tuple[np.ndarray, Any]:
+        """Codes of the values (null -> -1) and the uniques; `ordered`: codes sort like the values."""
+        import numpy as np
+        import pandas as pd
+
+        def make() -> tuple[np.ndarray, Any]:
+            raw = self.raw
+            if isinstance(raw.dtype, pd.CategoricalDtype):
+                if not ordered:
+                    return np.asarray(raw.codes, dtype=np.int64), raw.categories
+                raw = np.asarray(raw, dtype=object)   # order by value, not by category position
+            try:
+                codes, uniques = pd.factorize(raw, sort=ordered)
+            except TypeError:   # values that do not compare (mixed types): first-seen order
+                codes, uniques = pd.factorize(raw)
+            return codes.astype(np.int64, copy=False), uniques
+        return self._get(("codes", ordered), make)
+
+
+def _compute(events: pd.DataFrame, view: ViewSpec, lo_ns: int, hi_ns: int, g_ns: int) -> pd.DataFrame:
+    import numpy as np
+    import pandas as pd
+
+    ts, ok = _utc_ns(events[view.timestamp])
+    ok &= (ts >= lo_ns) & (ts < hi_ns)
+    idx = None if ok.all() else np.flatnonzero(ok)
+
+    def pick(name: str) -> Any:
+        col = events[name]
+        arr = col.to_numpy() if not isinstance(col.dtype, pd.api.extensions.ExtensionDtype) else col.array
+        return arr if idx is None else arr[idx]
+
+    ent, n_ent = _entity_codes([pick(k) for k in view.join_keys])
+    ts = ts if idx is None else ts[idx]
+    keep = ent >= 0
+    if not keep.all():   # null keys
+        pos = np.flatnonzero(keep)
+        idx = pos if idx is None else idx[pos]
+        ent, ts = ent[pos], ts[pos]
+    if not len(ent):
+        return _empty(events, view)
+    n_buckets = (hi_ns - lo_ns) // g_ns
+    lookback = int(view.lookback / view.granularity)
+    cells = _build_cells(ent, (ts - lo_ns) // g_ns, n_ent, n_buckets)
+    snaps = _snapshot_rows(cells, lookback, lookback - 1)   # the first snapshot's window ends at start
+    if not len(snaps.ent):
+        return _empty(events, view)
+
+    columns: dict[str, _Column] = {}
+    out: dict[str, Any] = {}
+    for a in view.aggregations:
+        if a.column not in columns:
+            columns[a.column] = _Column(view, a.column, pick(a.column), cells, ent, n_ent)
+        out[a.name] = _aggregate(columns[a.column], a, int(a.window / view.granularity), cells, snaps, ts)
+
+    # (entity, bucket) order -> (bucket, entity) order; entity codes sort like the keys
+    rel = snaps.last - snaps.last.min()
+    order = np.argsort(rel.astype(np.uint16) if rel.max() < 1 << 16 else rel, kind="stable")
+    rep = np.empty(n_ent, dtype=np.int64)
+    rep[ent] = np.arange(len(ent)) if idx is None else idx
+    rows = rep[snaps.ent[order]]
+    frame: dict[str, Any] = {}
+    for k in view.join_keys:
+        frame[k] = events[k].take(rows).reset_index(drop=True)
+    t_ns = lo_ns + (snaps.last[order] + 1) * g_ns
+    frame[view.feature_timestamp] = pd.Series(t_ns.view("M8[ns]")).dt.tz_localize("UTC")
+    for name, values in out.items():
+        frame[name] = values[order]
+    frame[view.created_timestamp] = pd.Series(np.full(len(order), hi_ns).view("M8[ns]")).dt.tz_localize("UTC")
+    return pd.DataFrame(frame)
+
+
+def _aggregate(col: _Column, a: AggregationSpec, w: int, cells: _Cells, snaps: _Snaps,
+               ts: np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    lo, hi = _lo(cells, snaps, w), snaps.hi
+    fn = a.function
+    if fn == "count_distinct":
+        return _count_distinct(col, w, cells, snaps, lo)
+    if fn == "last":
+        return _last(col, cells, snaps, lo, ts)
+    if fn in _NUMERIC:
+        col.floats(a.name)   # raises for a non-numeric column, naming the feature
+    nnp = col.nn()
+    n = nnp[hi] - nnp[lo]
+    if fn == "count":
+        return n
+    if fn in ("sum", "mean"):
+        s = col.sums(a.name).window(snaps, lo)
+        s[n == 0] = 0.0
+        if fn == "sum":
+            return s
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(n > 0, s / np.maximum(n, 1), np.nan)
+    if fn in ("min", "max"):
+        ufunc = np.minimum if fn == "min" else np.maximum
+        res = np.full(len(lo), np.nan)
+        has = n > 0
+        res[has] = _window_extreme(col.extreme(a.name, ufunc), lo[has], hi[has], ufunc)
+        return res
+    if fn == "std":
+        return _std(col, a, snaps, lo, n)
+    if fn == "share":
+        codes, uniques = col.value_codes(ordered=False)
+        hit = np.flatnonzero(_equal_mask(uniques, a.match))
+        m = np.isin(codes, hit) if len(hit) else np.zeros(len(codes), dtype=bool)
+        mp = _prefix(np.bincount(cells.row_cell[m], minlength=len(cells.keys)))
+        k = mp[hi] - mp[lo]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(n > 0, k / np.maximum(n, 1), np.nan)
+    raise ValueError(f"feature view {col.view.name!r}, feature {a.name!r}: unknown function {fn!r}")
+
+
+def _equal_mask(uniques: Any, match: Any) -> np.ndarray:
+    """Elementwise uniques == match as a plain bool array (a comparison that fails is False)."""
+    import numpy as np
+    import pandas as pd
+
+    try:
+        eq = pd.Series(uniques) == match
+    except TypeError:
+        return np.zeros(len(uniques), dtype=bool)
+    return eq.fillna(False).to_numpy(dtype=bool)
+
+
+def _std(col: _Column, a: AggregationSpec, snaps: _Snaps, lo: np.ndarray, n: np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    lin, sq = col.moments(a.name)
+    s, q = lin.window(snaps, lo), sq.window(snaps, lo)
+    nf = np.maximum(n, 1).astype(np.float64)
+    m2 = q - s * s / nf
+    # rounding of the one-pass value is at most ~ cells * eps * (entity's |d| and d**2 totals); where that
+    # could exceed 1e-11 of m2, recompute the row two-pass from per-cell (count, mean, M2)
+    eps = np.finfo(np.float64).eps
+    e = snaps.ent
+    bound = 4 * eps * (snaps.hi - lo + 2) * (sq.scale[e] + 2 * np.abs(s) / nf * lin.scale[e])
+    bad = np.flatnonzero((n >= 2) & (m2 <= bound * 1e11))
+    if len(bad):
+        m2[bad] = _exact_m2(col, a, lo[bad], snaps.hi[bad])
+    with np.errstate(invalid="ignore"):
+        return np.where(n >= 2, np.sqrt(np.maximum(m2, 0.0) / np.maximum(n - 1, 1)), np.nan)
+
+
+def _exact_m2(col: _Column, a: AggregationSpec, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Sum of squared deviations over cells [lo, hi) per row, merging the cells' (n, mean, M2) around the
+    window's own mean: sum(M2_i) + sum(n_i (mean_i - mean)**2)."""
+    import numpy as np
+
+    cn, cmean, cm2 = col.cell_stats(a.name)
+    out = np.empty(len(lo))
+    lens = hi - lo
+    start = 0
+    while start < len(lo):   # batches of at most _EXACT_BATCH expanded cells (at least one row)
+        cum = np.cumsum(lens[start:])
+        stop = start + max(1, int(np.searchsorted(cum, _EXACT_BATCH, side="right")))
+        ln = lens[start:stop]
+        total = int(ln.sum())
+        seg = np.repeat(np.arange(stop - start), ln)
+        cell = np.repeat(lo[start:stop] - (np.cumsum(ln) - ln), ln) + np.arange(total)
+        w_n = cn[cell]
+        n = np.bincount(seg, w_n, minlength=stop - start)
+        mean = np.bincount(seg, w_n * cmean[cell], minlength=stop - start) / np.maximum(n, 1)
+        dev = cmean[cell] - mean[seg]
+        out[start:stop] = np.bincount(seg, cm2[cell] + w_n * dev * dev, minlength=stop - start)
+        start = stop
+    return out
+
+
+def _count_distinct(col: _Column, w: int, cells: _Cells, snaps: _Snaps, lo: np.ndarray) -> np.ndarray:
+    """Exact distinct non-null values in each window. Per entity and value, an occurrence in bucket b
+    counts for the windows ending in [b, min(b + w, next occurrence) - 1]: +1 at its cell, -1 either at
+    the cell of the next occurrence (within w) or once the window has left the cell (cells before lo)."""
+    import numpy as np
+
+    codes, uniques = col.value_codes(ordered=False)
+    nc = len(cells.keys)
+    has = codes >= 0
+    pair = codes[has] * nc + cells.row_cell[has]          # sorted: by value, then entity, then bucket
+    pair = np.unique(pair) if len(pair) < 1 << 16 else _sorted_unique(pair)
+    value, cell = pair // nc, pair % nc
+    b = cells.keys[cell] - cells.ent[cell] * cells.n_buckets
+    same_next = np.zeros(len(pair), dtype=bool)
+    same_next[:-1] = (value[1:] == value[:-1]) & (cells.ent[cell[1:]] == cells.ent[cell[:-1]])
+    gap = np.full(len(pair), np.iinfo(np.int64).max)
+    gap[:-1] = np.where(same_next[:-1], b[1:] - b[:-1], gap[:-1])
+    renewed = gap <= w      # the next occurrence takes over before this one leaves the window
+    delta = np.bincount(cell, minlength=nc) - np.bincount(cell[1:][renewed[:-1]], minlength=nc)
+    expire = np.bincount(cell[~renewed], minlength=nc)
+    pd_, pe = _prefix(delta), _prefix(expire)
+    return (pd_[snaps.hi] - pd_[snaps.first]) - (pe[lo] - pe[snaps.first])
+
+
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    s = np.sort(values)
+    keep = np.ones(len(s), dtype=bool)
+    np.not_equal(s[1:], s[:-1], out=keep[1:])
+    return s[keep]
+
+
+def _last(col: _Column, cells: _Cells, snaps: _Snaps, lo: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """The latest non-null value (largest at a tie) of the latest cell of the window that has one."""
+    import numpy as np
+    import pandas as pd
+
+    raw = col.raw
+    numeric = hasattr(raw, "dtype") and (pd.api.types.is_numeric_dtype(raw.dtype)
+                                         or pd.api.types.is_bool_dtype(raw.dtype))
+    nc, rc = len(cells.keys), cells.row_cell
+    if numeric:
+        key, ok = col.x0("last")
+    else:
+        codes, uniques = col.value_codes(ordered=True)
+        ok = codes >= 0
+        key = codes.astype(np.float64)
+    # latest timestamp per cell among non-null values, then the largest value at that timestamp
+    tmax = np.full(nc, np.iinfo(np.int64).min)
+    np.maximum.at(tmax, rc[ok], ts[ok])
+    at = ok & (ts == tmax[rc])
+    best = np.full(nc, -np.inf)
+    np.maximum.at(best, rc[at], key[at])
+    has = tmax > np.iinfo(np.int64).min
+    latest = np.maximum.accumulate(np.where(has, np.arange(nc), -1))
+    c = latest[np.maximum(snaps.hi - 1, 0)]
+    valid = (snaps.hi > lo) & (c >= lo)
+    if numeric:
+        return np.where(valid, best[np.where(valid, c, 0)], np.nan)
+    values = np.asarray(uniques, dtype=object)
+    res = np.full(len(lo), None, dtype=object)
+    res[valid] = values[best[c[valid]].astype(np.int64)]
+    return res
+
+
+def _empty(events: pd.DataFrame, view: ViewSpec) -> pd.DataFrame:
+    import pandas as pd
+
+    cols: dict[str, Any] = {}
+    for k in view.join_keys:
+        cols[k] = pd.Series([], dtype=events[k].dtype if k in events.columns else object)
+    utc = pd.DatetimeTZDtype("ns", "UTC")
+    cols[view.feature_timestamp] = pd.Series([], dtype=utc)
+    for a in view.aggregations:
+        if a.function in ("count", "count_distinct"):
+            dtype: Any = "int64"
+        elif a.function == "last" and a.column in events.columns and not (
+                pd.api.types.is_numeric_dtype(events[a.column].dtype)
+                or pd.api.types.is_bool_dtype(events[a.column].dtype)):
+            dtype = object
+        else:
+            dtype = "float64"
+        cols[a.name] = pd.Series([], dtype=dtype)
+    cols[view.created_timestamp] = pd.Series([], dtype=utc)
+    return pd.DataFrame(cols)
+
+
+def compute_view(events: pd.DataFrame, view: ViewSpec, start: datetime, end: datetime) -> pd.DataFrame:
+    """Snapshots of `view` for the interval [start, end) (both aligned to the granularity, else ValueError)."""
+    problems = check_view(view)
+    if problems:
+        raise ValueError(f"feature view {view.name!r} is misdeclared:\n  - " + "\n  - ".join(problems))
+    g_ns = int(view.granularity / timedelta(microseconds=1)) * 1000
+    bad = []
+    ns = {}
+    for which, value in (("start", start), ("end", end)):
+        try:
+            ns[which] = _aligned_ns(view, which, value)
+        except ValueError as err:
+            bad.append(str(err))
+    if bad:
+        raise ValueError("; ".join(bad))
+    if ns["end"] < ns["start"]:
+        raise ValueError(f"feature view {view.name!r}: end {as_utc(end).isoformat()} is before start "
+                         f"{as_utc(start).isoformat()}")
+    if events.columns.empty or events.empty or ns["end"] == ns["start"]:
+        return _empty(events, view)
+    needed = dict.fromkeys([*view.join_keys, view.timestamp, *(a.column for a in view.aggregations)])
+    missing = [c for c in needed if c not in events.columns]
+    if missing:
+        raise ValueError(f"feature view {view.name!r}: column(s) {', '.join(map(repr, missing))} not in the "
+                         f"events (columns: {', '.join(map(str, events.columns))}); fix the view's declaration "
+                         "or the dataset")
+    lo_ns = ns["start"] + g_ns - int(view.lookback / timedelta(microseconds=1)) * 1000
+    return _compute(events, view, lo_ns, ns["end"], g_ns)

@@ -1,0 +1,312 @@
+"""The drift email to the model's owners: subject, HTML body, the report attachment, sending with retries.
+
+The delivery outcome is recorded in the verdict JSON and the reports index (pipelines/monitor/reports.py).
+"""
+
+from __future__ import annotations
+
+import gzip
+import html
+import io
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pipelines import storage
+from pipelines.monitor.drift import SMALL_SAMPLE_ROWS
+from pipelines.monitor.policy import _champion_label
+from pipelines.monitor.reports import _update_index, _write_atomic
+from pipelines.monitor.results import DriftResult, RetrainDecision, _ranked
+from pipelines.util import json_safe
+
+if TYPE_CHECKING:
+    from pipelines.spec import ModelSpec
+    from pipelines.storage import Location
+
+log = logging.getLogger(__name__)
+
+MAX_ATTACHMENT_BYTES = 5 * 1024 * 1024
+EMAIL_TOP_COLUMNS = 15
+
+
+@dataclass(frozen=True)
+class Email:
+    to: tuple[str, ...]
+    subject: str
+    html: str
+    attachments: tuple[str, ...]  # file locations (paths or URIs: the sender fetches remote ones)
+
+
+class EmailDeliveryError(RuntimeError):
+    """The drift email could not be delivered after every attempt (the report is still on disk)."""
+
+
+def compose_drift_email(
+    spec: ModelSpec, result: DriftResult, decision: RetrainDecision, links: dict[str, str]
+) -> Email:
+    """The drift email to spec.owners, with the Evidently report attached gzipped (<key>.html.gz).
+
+    A `.html` attachment trips Airflow's EmailOperator templating, hence the gzip; if the gzip is
+    larger than MAX_ATTACHMENT_BYTES the JSON verdict is attached instead.
+    """
+    window = f"{result.interval_start[:10]} → {result.interval_end[:10]}"
+    n, total = result.drifted_count, len(result.columns)
+    if result.drift_detected:
+        subject = f"[Flywheel] {spec.name}: drift detected in {n}/{total} features ({window})"
+    elif result.performance_degraded:
+        subject = f"[Flywheel] {spec.name}: performance drop, no data drift ({n}/{total} features drifted, {window})"
+    else:
+        subject = f"[Flywheel] {spec.name}: no drift ({n}/{total} features drifted, {window})"
+
+    attachment, note = _report_attachment(result)
+    body = _email_html(spec, result, decision, links, window, note)
+    return Email(to=tuple(spec.owners), subject=subject, html=body, attachments=(attachment,))
+
+
+def send_drift_report(
+    spec: ModelSpec,
+    verdict_json: Location,
+    links: dict[str, str],
+    send: Callable[[list[str], str, str, list[str]], None],
+    *,
+    final_try: bool = True,
+    attempts: int = 3,
+    retry_delay_s: float = 5.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Email the verdict at `verdict_json` to the owners through `send(to, subject, html, files)`.
+
+    `send` is tried `attempts` times (waiting retry_delay_s, then twice that, ...). The outcome is
+    recorded in the verdict JSON (`email`, `email_failed`) and the reports index, and returned. When
+    every attempt failed: on the final try (`final_try`) the failure is logged and returned, so the
+    monitor run stays green and the retrain request is unaffected; otherwise EmailDeliveryError is
+    raised so the caller (an Airflow task with retries) tries again later. The report files are never
+    removed: the verdict names them.
+    """
+    path = os.fspath(verdict_json)
+    raw = json.loads(storage.read_text(path))
+    result = DriftResult.from_dict(raw)
+    decision = RetrainDecision(**raw["decision"]) if raw.get("decision") else RetrainDecision(False, "")
+    mail = compose_drift_email(spec, result, decision, links)
+    errors: list[str] = []
+    for attempt in range(1, max(1, attempts) + 1):
+        try:
+            send(list(mail.to), mail.subject, mail.html, list(mail.attachments))
+        except Exception as exc:  # SMTP down, refused, timed out: all retried the same way
+            errors.append(f"{type(exc).__name__}: {exc}")
+            log.warning("%s: email attempt %d/%d failed: %s", spec.name, attempt, attempts, errors[-1])
+            if attempt < attempts:
+                sleep(retry_delay_s * attempt)
+            continue
+        status = {
+            "status": "sent",
+            "to": list(mail.to),
+            "subject": mail.subject,
+            "attempts": attempt,
+            "attachments": [storage.name(a) for a in mail.attachments],
+        }
+        _record_email(path, result, status)
+        log.info("%s: drift email sent to %s (attempt %d): %s", spec.name, ", ".join(mail.to), attempt, mail.subject)
+        return status
+    status = {
+        "status": "failed",
+        "to": list(mail.to),
+        "subject": mail.subject,
+        "attempts": len(errors),
+        "error": errors[-1],
+        "final": final_try,
+        "report_html": result.report_html,
+        "verdict_json": path,
+    }
+    _record_email(path, result, status)
+    if not final_try:
+        raise EmailDeliveryError(
+            f"{spec.name}: drift email not delivered after {len(errors)} attempt(s) ({errors[-1]}); "
+            f"the task will be retried. The report stays at {result.report_html}."
+        )
+    log.error(
+        "%s: drift email NOT delivered after %d attempt(s) (%s); recorded as email_failed in %s. The report "
+        "stays at %s; check the SMTP connection and forward it by hand.",
+        spec.name,
+        len(errors),
+        errors[-1],
+        path,
+        result.report_html,
+    )
+    return status
+
+
+def _record_email(verdict_path: str, result: DriftResult, status: dict[str, Any]) -> None:
+    raw = json.loads(storage.read_text(verdict_path))
+    raw["email"] = status
+    raw["email_failed"] = status["status"] == "failed"
+    _write_atomic(verdict_path, json.dumps(json_safe(raw), indent=2).encode())
+    key = storage.stem(verdict_path)
+    _update_index(storage.parent(verdict_path), key, {"email": status["status"]})
+
+
+def _report_attachment(result: DriftResult) -> tuple[str, str]:
+    src = result.report_html
+    src_name = storage.name(src)
+    if not storage.is_file(src):
+        log.warning("%s: report %s is missing; attaching the JSON verdict", result.model, src)
+        return result.verdict_json, f"The HTML report {src_name} was not found; the JSON verdict is attached."
+    gz = src + ".gz"
+    buf = io.BytesIO()
+    with gzip.GzipFile(filename=src_name, mode="wb", fileobj=buf, mtime=0) as fout:  # mtime=0: same input, same bytes
+        fout.write(storage.read_bytes(src))
+    storage.write_bytes(buf.getvalue(), gz)
+    size = len(buf.getvalue())
+    if size > MAX_ATTACHMENT_BYTES:
+        log.warning(
+            "%s: gzipped report is %.1f MB (> %.0f MB); attaching the JSON verdict instead",
+            result.model,
+            size / 1e6,
+            MAX_ATTACHMENT_BYTES / 2**20,
+        )
+        return result.verdict_json, (
+            f"The full report ({size / 1e6:.1f} MB gzipped) is too large to attach; "
+            f"it is at {src}. The JSON verdict is attached."
+        )
+    return gz, f"The full Evidently report is attached ({storage.name(gz)}; open it after gunzip)."
+
+
+_NEXT_STEP = {
+    "requested": "<b>Retrain requested.</b> The Asset <code>{model}__retrain_request</code> starts "
+    "<code>train__{model}</code>; its challenger is promoted only if the gate finds it better "
+    "than the champion on the same fresh holdout.",
+    "cooldown": "<b>No retrain requested</b> (cooldown): the champion is recent; alarms are reported, and the "
+    "first alarm after the cooldown requests a retrain.",
+    "champion_newer": "<b>No retrain requested</b>: the champion was trained on data newer than this window.",
+    "hysteresis": "<b>No retrain requested yet</b> (hysteresis): a retrain needs an alarm in {n} of {m} "
+    "consecutive windows; the next windows decide.",
+    "dedupe": "<b>No new retrain requested</b>: a retrain of this model is already queued or running; its "
+    "challenger goes through the gate.",
+    "no_alarm": "Nothing to do.",
+    "performance_only": "<b>No retrain requested</b>: the performance drop is reported, not acted on "
+    "(<code>drift.performance.retrain</code> is off for this model); trigger <code>train__{model}</code> by hand "
+    "if it persists.",
+}
+
+
+def _email_html(
+    spec: ModelSpec,
+    result: DriftResult,
+    decision: RetrainDecision,
+    links: dict[str, str],
+    window: str,
+    note: str,
+) -> str:
+    e = html.escape
+    n, total = result.drifted_count, len(result.columns)
+    verdict = (
+        "Drift detected"
+        if result.drift_detected
+        else ("Performance drop" if result.performance_degraded else "No drift")
+    )
+    colour = "#b42318" if result.drift_detected or result.performance_degraded else "#067647"
+
+    ranked = _ranked(result.columns)
+    top = ranked[: max(min(n, EMAIL_TOP_COLUMNS), min(5, len(ranked)))]
+    rows = "\n".join(
+        "<tr>"
+        f"<td>{e(c)}</td>"
+        f"<td style='text-align:right'>{_fmt_score(result.columns[c]['score'])}</td>"
+        f"<td>{e(str(result.columns[c]['method']))}</td>"
+        f"<td style='text-align:right'>{_fmt_threshold(result.columns[c])}</td>"
+        f"<td>{'yes' if result.columns[c]['drifted'] else 'no'}</td>"
+        "</tr>"
+        for c in top
+    )
+    more = f"<p>{len(ranked) - len(top)} more column(s) in the attached report.</p>" if len(ranked) > len(top) else ""
+
+    rule = decision.rule or ("requested" if decision.request else ("no_alarm" if not result.drift_detected else ""))
+    if rule == "no_alarm" and result.performance_degraded:
+        rule = "performance_only"
+    template = _NEXT_STEP.get(rule)
+    if template:
+        lead = template.format(model=e(spec.name), n=spec.drift.alarm_windows, m=spec.drift.of_windows)
+        next_step = f"{lead} {e(decision.reason)}"
+    elif decision.request:
+        next_step = f"<b>Retrain requested.</b> {e(decision.reason)}"
+    else:
+        next_step = f"<b>No retrain requested.</b> {e(decision.reason)}"
+
+    small = ""
+    if min(result.rows_current, result.rows_reference) < SMALL_SAMPLE_ROWS:
+        small = (
+            f"<p><i>Few rows (current {result.rows_current:,}, reference {result.rows_reference:,}): "
+            "drift scores on small samples are noisy.</i></p>"
+        )
+    sampled = ""
+    if result.rows_current_total:
+        sampled = (
+            f"<p><i>The window's {result.rows_current_total:,} rows were sampled to "
+            f"{result.rows_current:,} for the comparison (drift.max_rows).</i></p>"
+        )
+
+    link_items = "".join(
+        f'<li><a href="{e(url, quote=True)}">{e(label)}</a></li>' for label, url in links.items() if url
+    )
+    link_block = f"<h3>Links</h3><ul>{link_items}</ul>" if link_items else ""
+    champion = e(_champion_label(result.champion_version)) if result.champion_version else "no champion yet"
+
+    return f"""<html><body style="font-family:sans-serif">
+<h2 style="color:{colour}">{e(spec.name)}: {verdict}</h2>
+<p>{n} of {total} monitored columns drifted ({100 * result.drifted_share:.0f}%; the model's drift share is
+{100 * spec.drift.drift_share:.0f}%, default per-column threshold {spec.drift.threshold:g}).</p>
+<p>Window {e(window)} ({result.rows_current:,} rows) against the reference ({result.rows_reference:,} rows),
+{champion}.</p>
+{small}{sampled}
+<h3>Most drifted columns</h3>
+<table border="1" cellpadding="4" cellspacing="0" style="border-collapse:collapse">
+<tr><th>Column</th><th>Score</th><th>Method</th><th>Threshold</th><th>Drifted</th></tr>
+{rows}
+</table>
+{more}
+<h3>Performance</h3>
+{_performance_html(result.performance)}
+<h3>What happens next</h3>
+<p>{next_step}</p>
+{link_block}
+<p>{e(note)}</p>
+<p style="color:#667085">{e(spec.description)} Owners: {e(", ".join(spec.owners))}.</p>
+</body></html>
+"""
+
+
+def _performance_html(perf: Mapping[str, Any]) -> str:
+    e = html.escape
+    if not perf:
+        return "<p>Not checked in this run.</p>"
+    status = str(perf.get("status", "unknown"))
+    metric = e(str(perf.get("metric", "")))
+    value, ref = perf.get("value"), perf.get("reference_value")
+    cells = (
+        f"<tr><td>{metric}</td><td style='text-align:right'>{_fmt_score(value)}</td>"
+        f"<td style='text-align:right'>{_fmt_score(ref)}</td>"
+        f"<td style='text-align:right'>{perf.get('labelled_rows', 0):,}</td><td>{e(status)}</td></tr>"
+    )
+    table = (
+        "<table border='1' cellpadding='4' cellspacing='0' style='border-collapse:collapse'>"
+        "<tr><th>Metric</th><th>This window (labelled rows)</th><th>Champion at the gate</th>"
+        f"<th>Labelled rows</th><th>Status</th></tr>{cells}</table>"
+    )
+    return f"{table}<p>{e(str(perf.get('detail', '')))}</p>"
+
+
+def _fmt_score(score: Any) -> str:
+    if score is None:
+        return "n/a"
+    s = float(score)
+    return "n/a" if not math.isfinite(s) else f"{s:.3f}"
+
+
+def _fmt_threshold(col: Mapping[str, Any]) -> str:
+    thr = f"{float(col['threshold']):.3g}"
+    return f"p &lt; {thr}" if col.get("kind") == "p_value" else f"≥ {thr}"
