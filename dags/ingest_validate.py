@@ -39,9 +39,14 @@ def build(contract: DatasetContract, readers: list[ModelSpec]) -> DAG:
             from pipelines.validate import validate_batch as run_validation
 
             lay = Layout.from_env()
-            # started by land__<dataset> for a landed file (any name the interval can be read from), else the
-            # file the contract names for this interval
-            landed = (dag_run.conf or {}).get("file") if dag_run is not None else None
+            # started by land__<dataset> for a landed file: its interval and file are in the run's conf (a run
+            # triggered from a task gets the data interval of its trigger time, not of the file); otherwise the
+            # run's data interval and the file the contract names for it
+            conf = (dag_run.conf or {}) if dag_run is not None else {}
+            landed = conf.get("file")
+            if conf.get("interval_start") and conf.get("interval_end"):
+                data_interval_start, data_interval_end = (fc.parse_ts(conf["interval_start"]),
+                                                          fc.parse_ts(conf["interval_end"]))
             if landed and storage.parent(landed) != storage.parent(storage.join(lay.landing(name), "x")):
                 raise AirflowFailException(f"conf.file {landed} is not in the landing area of {name} "
                                            f"({lay.landing(name)}); land the file there instead.")
@@ -74,11 +79,11 @@ def build(contract: DatasetContract, readers: list[ModelSpec]) -> DAG:
             raise AirflowFailException(f"batch BLOCKED: {result['summary']}")
 
         @task(outlets=[fc.validated_asset(name)])
-        def publish_validated(result: dict, data_interval_start=None, data_interval_end=None, **context) -> dict:
+        def publish_validated(result: dict, **context) -> dict:
             context["outlet_events"][fc.validated_asset(name)].extra = {
                 "dataset": name,
-                "interval_start": data_interval_start.isoformat(),
-                "interval_end": data_interval_end.isoformat(),
+                "interval_start": result["interval_start"],
+                "interval_end": result["interval_end"],
                 "key": result["key"],
                 "clean_path": result["clean_path"],
                 "rows_clean": result["rows_clean"],

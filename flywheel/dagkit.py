@@ -50,7 +50,7 @@ def model_views(spec: ModelSpec) -> list[str]:
 
 
 # --- Assets: the loop as an asset graph. One function per concept, used by producer and consumer.
-LANDING_POLL_ENV = "FLYWHEEL_LANDING_POLL_SECONDS"   # how often the landing watcher looks (default 10 s)
+LANDING_POLL_ENV = "FLYWHEEL_LANDING_POLL_SECONDS"   # how often the landing watcher looks (default 5 s)
 
 
 def landed_asset(dataset: str) -> Asset:
@@ -62,7 +62,7 @@ def landed_asset(dataset: str) -> Asset:
 
     from flywheel.triggers import LandingTrigger
 
-    poll = float(os.environ.get(LANDING_POLL_ENV) or 10)
+    poll = float(os.environ.get(LANDING_POLL_ENV) or 5)
     return Asset(name=f"{dataset}__landed", uri=f"x-flywheel://datasets/{dataset}/landed", group="flywheel",
                  watchers=[AssetWatcher(name=f"{dataset}__landing_watch", trigger=LandingTrigger(dataset, poll))])
 

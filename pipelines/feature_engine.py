@@ -155,47 +155,49 @@ def _aligned_ns(view: ViewSpec, which: str, value: datetime) -> int:
     return int(ts.value)
 
 
-def _utc_ns(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """(int64 nanoseconds since the epoch, UTC; valid mask) of a timestamp column (naive = UTC)."""
-    import numpy as np
+def _utc_ns(s: pd.Series) -> np.ndarray:
+    """int64 nanoseconds since the epoch (UTC) of a timestamp column, naive = UTC; NaT -> int64 min."""
     import pandas as pd
 
-    if isinstance(s.dtype, pd.DatetimeTZDtype):
-        s = s.dt.tz_convert("UTC").dt.tz_localize(None)
-    elif s.dtype.kind != "M":
-        s = pd.to_datetime(s, utc=True).dt.tz_localize(None)
-    ns = s.to_numpy(dtype="datetime64[ns]").view(np.int64)
-    return ns, ns != np.iinfo(np.int64).min
+    if not (isinstance(s.dtype, pd.DatetimeTZDtype) or s.dtype.kind == "M"):
+        s = pd.to_datetime(s, utc=True)
+    arr = s.array              # a DatetimeArray holds UTC instants whatever its zone: no copy
+    if arr.unit != "ns":
+        arr = arr.as_unit("ns")
+    return arr.asi8
 
 
-def _codes(values: Any) -> tuple[np.ndarray, int]:
-    """Dense int64 codes ordered like the values (null -> -1) and the number of distinct values."""
+def _codes(values: Any) -> tuple[np.ndarray, Any]:
+    """int64 codes that sort like the values (null -> -1) and the distinct values, sorted."""
     import numpy as np
     import pandas as pd
 
     if isinstance(values, np.ndarray) and values.dtype.kind in "iu" and len(values):
         lo, hi = int(values.min()), int(values.max())
         if hi - lo < max(4 * len(values), 1 << 20):     # direct addressing: O(n + range), no hashing
-            off = (values - lo).astype(np.int64)
+            off = (values - lo).astype(np.int64, copy=False)
             occ = np.bincount(off, minlength=hi - lo + 1) > 0
-            rank = np.cumsum(occ) - 1
-            return rank[off], int(occ.sum())
+            rank = np.cumsum(occ, dtype=np.int64) - 1
+            return rank[off], (np.flatnonzero(occ) + lo).astype(values.dtype)
     codes, uniques = pd.factorize(values, sort=True)
-    return codes.astype(np.int64, copy=False), len(uniques)
+    return codes.astype(np.int64, copy=False), uniques
 
 
-def _entity_codes(cols: list[Any]) -> tuple[np.ndarray, int]:
-    """One code per row for the tuple of key columns, ordered lexicographically (-1: a null key)."""
+def _entity_codes(cols: list[Any]) -> tuple[np.ndarray, list[Any]]:
+    """One code per row for the tuple of key columns, ordered lexicographically (-1: a null key), and
+    per key column its value for each code."""
     import numpy as np
 
-    code, n = _codes(cols[0])
+    code, uniques = _codes(cols[0])
+    keys = [uniques]
     for col in cols[1:]:
-        c2, n2 = _codes(col)
+        c2, u2 = _codes(col)
         ok = (code >= 0) & (c2 >= 0)
-        sub, n = _codes(code[ok] * n2 + c2[ok])
+        sub, combined = _codes(code[ok] * len(u2) + c2[ok])
+        keys = [k[combined // len(u2)] for k in keys] + [u2[combined % len(u2)]]
         code = np.full(len(code), -1, dtype=np.int64)
         code[ok] = sub
-    return code, n
+    return code, keys
 
 
 # ------------------------------------------------------------------------------------------------
@@ -204,14 +206,19 @@ def _entity_codes(cols: list[Any]) -> tuple[np.ndarray, int]:
 
 @dataclass
 class _Cells:
-    """Occupied (entity, bucket) cells, sorted by key = entity * n_buckets + bucket."""
+    """The occupied (entity, bucket) cells, sorted by key = entity * n_buckets + bucket."""
 
     n_buckets: int
     keys: np.ndarray         # int64, sorted
     rows: np.ndarray         # events per cell
     row_cell: np.ndarray     # per event: its cell
     ent: np.ndarray          # per cell: its entity
-    cum0: np.ndarray | None  # dense addressing: cum0[key + 1] = cells with key' <= key
+    bucket: np.ndarray       # per cell: its bucket
+    cum0: np.ndarray | None  # direct addressing: cum0[k] = cells with key < k
+
+    @property
+    def n(self) -> int:
+        return len(self.keys)
 
     def pos(self, keys: np.ndarray) -> np.ndarray:
         """Number of cells with key <= each of `keys` (keys >= -1)."""
@@ -222,70 +229,74 @@ class _Cells:
         return np.searchsorted(self.keys, keys, side="right")
 
 
-def _build_cells(ent: np.ndarray, bucket: np.ndarray, n_ent: int, n_buckets: int) -> _Cells:
+def _build_cells(ck: np.ndarray, n_ent: int, n_buckets: int) -> _Cells:
+    """Cells of the events with cell keys `ck` (int64, entity * n_buckets + bucket)."""
     import numpy as np
 
-    ck = ent * n_buckets + bucket
-    m = n_ent * n_buckets
-    if m <= min(_DENSE_CELLS_MAX, 4 * len(ck) + (1 << 20)):
+    m, n = n_ent * n_buckets, len(ck)
+    if m <= min(_DENSE_CELLS_MAX, 4 * n + (1 << 20)):
         occ = np.bincount(ck, minlength=m)
         keys = np.flatnonzero(occ)
-        cum0 = np.zeros(m + 1, dtype=np.int64)
+        cum0 = np.zeros(m + 1, dtype=np.int32 if len(keys) < 1 << 31 else np.int64)
         np.cumsum(occ > 0, out=cum0[1:])
-        row_cell = cum0[ck + 1] - 1
         rows = occ[keys]
+        del occ
+        row_cell = cum0[ck]
     else:
         order = np.argsort(ck, kind="stable")
         sorted_ck = ck[order]
-        start = np.empty(len(ck), dtype=bool)
+        start = np.empty(n, dtype=bool)
         start[:1] = True
         np.not_equal(sorted_ck[1:], sorted_ck[:-1], out=start[1:])
-        ids = np.cumsum(start) - 1
-        row_cell = np.empty(len(ck), dtype=np.int64)
-        row_cell[order] = ids
         keys = sorted_ck[start]
-        rows = np.diff(np.append(np.flatnonzero(start), len(ck)))
+        del sorted_ck
+        row_cell = np.empty(n, dtype=np.int32 if len(keys) < 1 << 31 else np.int64)
+        row_cell[order] = np.cumsum(start, dtype=row_cell.dtype) - 1
+        rows = np.diff(np.append(np.flatnonzero(start), n))
         cum0 = None
-    return _Cells(n_buckets, keys, rows, row_cell, keys // n_buckets, cum0)
+    ent = keys // n_buckets
+    return _Cells(n_buckets, keys, rows, row_cell, ent, keys - ent * n_buckets, cum0)
 
 
 @dataclass
 class _Snaps:
-    """Snapshot rows in (entity, bucket) order and, per window length, their window's cell range."""
+    """The snapshot rows in output order (bucket, entity) and their windows as ranges of cells."""
 
     ent: np.ndarray      # entity of each row
-    last: np.ndarray     # the last bucket the row's window covers (the snapshot is at its end)
-    hi: np.ndarray       # cells with key <= (ent, last): the window ends before cell index hi
-    first: np.ndarray    # first cell of the entity
-    lo: dict[int, np.ndarray]  # window length in buckets -> first cell of the window
+    last: np.ndarray     # the last bucket its windows cover (the snapshot is stamped at that bucket's end)
+    key: np.ndarray      # entity * n_buckets + last
+    hi: np.ndarray       # cells with key <= `key`: every window of the row ends before cell hi
+    first: np.ndarray    # the entity's first cell
+    lo: dict[int, np.ndarray]  # window length in buckets -> the window's first cell
 
 
 def _snapshot_rows(cells: _Cells, lookback: int, first_snap: int) -> _Snaps:
     """Every (entity, bucket >= first_snap) with a cell in the lookback: runs of an entity's cells."""
     import numpy as np
 
-    nb = cells.n_buckets
-    b = cells.keys - cells.ent * nb
+    nb, e, b = cells.n_buckets, cells.ent, cells.bucket
     new = np.ones(len(b), dtype=bool)
-    new[1:] = (cells.ent[1:] != cells.ent[:-1]) | (b[1:] - b[:-1] > lookback)
+    new[1:] = (e[1:] != e[:-1]) | (b[1:] - b[:-1] > lookback)
     starts = np.flatnonzero(new)
     ends = np.append(starts[1:], len(b)) - 1
     run_lo = np.maximum(b[starts], first_snap)
     run_hi = np.minimum(b[ends] + lookback - 1, nb - 1)
     keep = run_hi >= run_lo
-    run_lo, run_hi, run_ent = run_lo[keep], run_hi[keep], cells.ent[starts[keep]]
+    run_lo, run_hi, run_ent = run_lo[keep], run_hi[keep], e[starts[keep]]
     lens = run_hi - run_lo + 1
-    total = int(lens.sum())
-    offset = np.repeat(run_lo - (np.cumsum(lens) - lens), lens)
-    last = offset + np.arange(total)
+    last = np.repeat(run_lo - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()))
     ent = np.repeat(run_ent, lens)
-    base = ent * nb
-    return _Snaps(ent, last, cells.pos(base + last), cells.pos(base - 1), {})
+    # (entity, bucket) -> (bucket, entity) order: entity codes sort like the keys
+    rel = last - first_snap
+    order = np.argsort(rel.astype(np.uint16) if nb - first_snap <= 1 << 16 else rel, kind="stable")
+    ent, last = ent[order], last[order]
+    key = ent * nb + last
+    return _Snaps(ent, last, key, cells.pos(key), cells.pos(key - last - 1), {})
 
 
 def _lo(cells: _Cells, snaps: _Snaps, w: int) -> np.ndarray:
     if w not in snaps.lo:
-        snaps.lo[w] = cells.pos(snaps.ent * cells.n_buckets + snaps.last - w)
+        snaps.lo[w] = cells.pos(snaps.key - w)
     return snaps.lo[w]
 
 
@@ -314,8 +325,12 @@ class _FloatSum:
         self.scale = np.bincount(cells.ent, np.abs(per_cell), minlength=n_ent)   # for error bounds
 
     def window(self, snaps: _Snaps, lo: np.ndarray) -> np.ndarray:
-        p = self.prefix
-        return (p[snaps.hi] - p[lo]) + (snaps.hi - lo) * self.centre[snaps.ent]
+        out = self.prefix[snaps.hi]
+        out -= self.prefix[lo]
+        fix = self.centre[snaps.ent]
+        fix *= snaps.hi - lo
+        out += fix
+        return out
 
 
 def _window_extreme(per_cell: np.ndarray, lo: np.ndarray, hi: np.ndarray, fn: Any) -> np.ndarray:
@@ -324,41 +339,30 @@ def _window_extreme(per_cell: np.ndarray, lo: np.ndarray, hi: np.ndarray, fn: An
     import numpy as np
 
     out = np.empty(len(lo), dtype=np.float64)
-    length = hi - lo
     if not len(lo):
         return out
-    level = np.zeros(len(lo), dtype=np.int64)
-    nz = length > 0
-    level[nz] = np.floor(np.log2(length[nz])).astype(np.int64)
-    level[nz & (1 << (level + 1) <= length)] += 1     # guard log2 rounding
-    level[nz & (1 << level > length)] -= 1
+    length = hi - lo
+    level = np.floor(np.log2(length)).astype(np.int64)
+    level[(1 << (level + 1)) <= length] += 1      # guard log2 rounding
+    level[(1 << level) > length] -= 1
     table = per_cell.astype(np.float64, copy=True)
-    order = np.argsort(level, kind="stable")
-    bounds = np.searchsorted(level[order], np.arange(int(level.max()) + 2))
-    for k in range(int(level.max()) + 1):
+    top = int(level.max())
+    order = np.argsort(level.astype(np.uint8), kind="stable")
+    bounds = np.searchsorted(level[order], np.arange(top + 2))
+    for k in range(top + 1):
         rows = order[bounds[k]:bounds[k + 1]]
         if len(rows):
             out[rows] = fn(table[lo[rows]], table[hi[rows] - (1 << k)])
-        if k < level.max():
-            step = 1 << k
-            table = fn(table[:-step], table[step:])
+        if k < top:
+            table = fn(table[:-(1 << k)], table[1 << k:])
     return out
-
-
-# ------------------------------------------------------------------------------------------------
-# the engine
 
 
 class _Column:
     """One source column over the kept events, with its per-cell quantities computed once."""
 
-    def __init__(self, view: ViewSpec, name: str, raw: Any, cells: _Cells, ent: np.ndarray, n_ent: int) -> None:
-        import numpy as np
-        import pandas as pd
-
-        self.view, self.name, self.raw, self.cells, self.ent, self.n_ent = view, name, raw, cells, ent, n_ent
-        no_nulls = isinstance(raw, np.ndarray) and raw.dtype.kind in "iub"
-        self.valid = None if no_nulls else ~pd.isna(raw)
+    def __init__(self, view: ViewSpec, name: str, raw: Any, cells: _Cells, n_ent: int) -> None:
+        self.view, self.name, self.raw, self.cells, self.n_ent = view, name, raw, cells, n_ent
         self._cache: dict[Any, Any] = {}
 
     def _get(self, key: Any, make: Any) -> Any:
@@ -366,89 +370,123 @@ class _Column:
             self._cache[key] = make()
         return self._cache[key]
 
-    def nn(self) -> np.ndarray:
-        """Prefix of non-null values per cell."""
-        import numpy as np
-
-        def make() -> np.ndarray:
-            if self.valid is None or self.valid.all():
-                return _prefix(self.cells.rows.astype(np.int64))
-            return _prefix(np.bincount(self.cells.row_cell[self.valid], minlength=len(self.cells.keys)))
-        return self._get("nn", make)
-
-    def floats(self, feature: str) -> np.ndarray:
+    def numeric(self) -> bool:
         import numpy as np
         import pandas as pd
 
+        dt = self.raw.dtype
+        return isinstance(dt, np.dtype) and dt.kind in "fiub" or (
+            pd.api.types.is_numeric_dtype(dt) or pd.api.types.is_bool_dtype(dt))
+
+    def valid(self) -> np.ndarray | None:
+        """Non-null mask of the values; None when none is null."""
+        import numpy as np
+        import pandas as pd
+
+        def make() -> np.ndarray | None:
+            if ("codes", False) in self._cache or ("codes", True) in self._cache:
+                codes = self._cache.get(("codes", False), self._cache.get(("codes", True)))[0]
+                ok = codes >= 0
+            elif "x0" in self._cache:
+                return self._cache["x0"][1]
+            elif isinstance(self.raw, np.ndarray) and self.raw.dtype.kind in "iub":
+                return None
+            else:
+                ok = ~np.asarray(pd.isna(self.raw), dtype=bool)
+            return None if ok.all() else ok
+        return self._get("valid", make)
+
+    def cell_nn(self) -> np.ndarray:
+        """Non-null values per cell."""
+        import numpy as np
+
         def make() -> np.ndarray:
+            ok = self.valid()
+            if ok is None:
+                return self.cells.rows
+            return np.bincount(self.cells.row_cell[ok], minlength=self.cells.n)
+        return self._get("cell_nn", make)
+
+    def nn(self) -> np.ndarray:
+        return self._get("nn", lambda: _prefix(self.cell_nn()))
+
+    def x0(self, feature: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """The values as float64 with nulls as 0.0, and the non-null mask (None: no nulls)."""
+        import numpy as np
+        import pandas as pd
+
+        def make() -> tuple[np.ndarray, np.ndarray | None]:
             raw = self.raw
             if isinstance(raw, np.ndarray) and raw.dtype.kind in "fiub":
-                return raw.astype(np.float64, copy=False)
-            s = pd.Series(raw)
-            if not (pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype)):
-                try:
-                    s = pd.to_numeric(s)
-                except (TypeError, ValueError) as err:
-                    raise ValueError(
-                        f"feature view {self.view.name!r}, feature {feature!r}: column {self.name!r} is "
-                        f"{s.dtype}, not numeric ({err}); use a numeric column or count/count_distinct/"
-                        "last/share") from None
-            return s.to_numpy(dtype=np.float64, na_value=np.nan)
-        return self._get("floats", make)
-
-    def x0(self, feature: str) -> tuple[np.ndarray, np.ndarray]:
-        import numpy as np
-
-        def make() -> tuple[np.ndarray, np.ndarray]:
-            x = self.floats(feature)
-            ok = ~np.isnan(x)
-            return np.where(ok, x, 0.0), ok
+                x = raw.astype(np.float64, copy=False)
+            else:
+                s = pd.Series(raw, copy=False)
+                if not self.numeric():
+                    try:
+                        s = pd.to_numeric(s)
+                    except (TypeError, ValueError) as err:
+                        raise ValueError(
+                            f"feature view {self.view.name!r}, feature {feature!r}: column {self.name!r} is "
+                            f"{s.dtype}, not numeric ({err}); use a numeric column, or count/count_distinct/"
+                            "last/share") from None
+                x = s.to_numpy(dtype=np.float64, na_value=np.nan)
+            bad = np.isnan(x)
+            if not bad.any():
+                return x, None
+            return np.where(bad, 0.0, x), ~bad
         return self._get("x0", make)
 
-    def sums(self, feature: str) -> _FloatSum:
+    def cell_sums(self, feature: str) -> np.ndarray:
         import numpy as np
 
-        def make() -> _FloatSum:
-            x0, _ = self.x0(feature)
-            return _FloatSum(self.cells, np.bincount(self.cells.row_cell, x0, minlength=len(self.cells.keys)),
-                             self.n_ent)
-        return self._get("sum", make)
+        return self._get("cell_sums", lambda: np.bincount(self.cells.row_cell, self.x0(feature)[0],
+                                                          minlength=self.cells.n))
+
+    def sums(self, feature: str) -> _FloatSum:
+        return self._get("sums", lambda: _FloatSum(self.cells, self.cell_sums(feature), self.n_ent))
 
     def moments(self, feature: str) -> tuple[_FloatSum, _FloatSum]:
-        """Window sums of d and d**2, d = value - the entity's mean value (shift-invariant variance)."""
+        """Window sums of d and d**2, d = value - the entity's mean value (the variance is shift-invariant)."""
         import numpy as np
 
         def make() -> tuple[_FloatSum, _FloatSum]:
             x0, ok = self.x0(feature)
-            n = np.bincount(self.ent, ok, minlength=self.n_ent)
-            mean = np.bincount(self.ent, x0, minlength=self.n_ent) / np.maximum(n, 1)
-            d = np.where(ok, x0 - mean[self.ent], 0.0)
-            nc = len(self.cells.keys)
-            return (_FloatSum(self.cells, np.bincount(self.cells.row_cell, d, minlength=nc), self.n_ent),
-                    _FloatSum(self.cells, np.bincount(self.cells.row_cell, d * d, minlength=nc), self.n_ent))
+            cells = self.cells
+            n = np.bincount(cells.ent, self.cell_nn(), minlength=self.n_ent)
+            mean = np.bincount(cells.ent, self.cell_sums(feature), minlength=self.n_ent) / np.maximum(n, 1)
+            d = mean[cells.ent][cells.row_cell]
+            np.subtract(x0, d, out=d)
+            if ok is not None:
+                d[~ok] = 0.0
+            lin = np.bincount(cells.row_cell, d, minlength=cells.n)
+            np.multiply(d, d, out=d)
+            sq = np.bincount(cells.row_cell, d, minlength=cells.n)
+            return _FloatSum(cells, lin, self.n_ent), _FloatSum(cells, sq, self.n_ent)
         return self._get("moments", make)
 
-    def cell_stats(self, feature: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per cell (non-null count, mean, M2), each cell two-pass around its own mean."""
+    def cell_m2(self, feature: str, need: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per cell (mean, M2) of the values, each two-pass around the cell's own mean; M2 only for the
+        cells in `need` (0 elsewhere)."""
         import numpy as np
 
-        def make() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            x0, ok = self.x0(feature)
-            nc, rc = len(self.cells.keys), self.cells.row_cell
-            n = np.bincount(rc, ok, minlength=nc)
-            mean = np.bincount(rc, x0, minlength=nc) / np.maximum(n, 1)
-            dev = np.where(ok, x0 - mean[rc], 0.0)
-            return n, mean, np.bincount(rc, dev * dev, minlength=nc)
-        return self._get("cell_stats", make)
+        x0, ok = self.x0(feature)
+        rc = self.cells.row_cell
+        mean = self.cell_sums(feature) / np.maximum(self.cell_nn(), 1)
+        rows = need[rc] if ok is None else need[rc] & ok
+        idx = np.flatnonzero(rows)
+        dev = x0[idx] - mean[rc[idx]]
+        return mean, np.bincount(rc[idx], dev * dev, minlength=self.cells.n)
 
     def extreme(self, feature: str, fn: Any) -> np.ndarray:
         import numpy as np
 
         def make() -> np.ndarray:
             x0, ok = self.x0(feature)
-            fill = np.inf if fn is np.minimum else -np.inf
-            out = np.full(len(self.cells.keys), fill)
-            fn.at(out, self.cells.row_cell[ok], x0[ok])
+            out = np.full(self.cells.n, np.inf if fn is np.minimum else -np.inf)
+            if ok is None:
+                fn.at(out, self.cells.row_cell, x0)
+            else:
+                fn.at(out, self.cells.row_cell[ok], x0[ok])
             return out
         return self._get(("extreme", fn.__name__), make)
 
@@ -470,58 +508,34 @@ class _Column:
             return codes.astype(np.int64, copy=False), uniques
         return self._get(("codes", ordered), make)
 
+    def distinct_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct (value, cell) pairs, sorted by value, entity, bucket: (cell of each pair, whether the
+        next pair has the same value and entity)."""
+        import numpy as np
 
-def _compute(events: pd.DataFrame, view: ViewSpec, lo_ns: int, hi_ns: int, g_ns: int) -> pd.DataFrame:
-    import numpy as np
-    import pandas as pd
+        def make() -> tuple[np.ndarray, np.ndarray]:
+            codes, _ = self.value_codes(ordered=False)
+            cells = self.cells
+            key = codes * cells.n
+            key += cells.row_cell
+            ok = self.valid()
+            if ok is not None:
+                key = key[ok]
+            key.sort()
+            keep = np.empty(len(key), dtype=bool)
+            keep[:1] = True
+            np.not_equal(key[1:], key[:-1], out=keep[1:])
+            value, cell = np.divmod(key[keep], cells.n)
+            del key, keep
+            e = cells.ent[cell]
+            same = np.zeros(len(cell), dtype=bool)
+            same[:-1] = (value[1:] == value[:-1]) & (e[1:] == e[:-1])
+            return cell, same
+        return self._get("distinct", make)
 
-    ts, ok = _utc_ns(events[view.timestamp])
-    ok &= (ts >= lo_ns) & (ts < hi_ns)
-    idx = None if ok.all() else np.flatnonzero(ok)
 
-    def pick(name: str) -> Any:
-        col = events[name]
-        arr = col.to_numpy() if not isinstance(col.dtype, pd.api.extensions.ExtensionDtype) else col.array
-        return arr if idx is None else arr[idx]
-
-    ent, n_ent = _entity_codes([pick(k) for k in view.join_keys])
-    ts = ts if idx is None else ts[idx]
-    keep = ent >= 0
-    if not keep.all():   # null keys
-        pos = np.flatnonzero(keep)
-        idx = pos if idx is None else idx[pos]
-        ent, ts = ent[pos], ts[pos]
-    if not len(ent):
-        return _empty(events, view)
-    n_buckets = (hi_ns - lo_ns) // g_ns
-    lookback = int(view.lookback / view.granularity)
-    cells = _build_cells(ent, (ts - lo_ns) // g_ns, n_ent, n_buckets)
-    snaps = _snapshot_rows(cells, lookback, lookback - 1)   # the first snapshot's window ends at start
-    if not len(snaps.ent):
-        return _empty(events, view)
-
-    columns: dict[str, _Column] = {}
-    out: dict[str, Any] = {}
-    for a in view.aggregations:
-        if a.column not in columns:
-            columns[a.column] = _Column(view, a.column, pick(a.column), cells, ent, n_ent)
-        out[a.name] = _aggregate(columns[a.column], a, int(a.window / view.granularity), cells, snaps, ts)
-
-    # (entity, bucket) order -> (bucket, entity) order; entity codes sort like the keys
-    rel = snaps.last - snaps.last.min()
-    order = np.argsort(rel.astype(np.uint16) if rel.max() < 1 << 16 else rel, kind="stable")
-    rep = np.empty(n_ent, dtype=np.int64)
-    rep[ent] = np.arange(len(ent)) if idx is None else idx
-    rows = rep[snaps.ent[order]]
-    frame: dict[str, Any] = {}
-    for k in view.join_keys:
-        frame[k] = events[k].take(rows).reset_index(drop=True)
-    t_ns = lo_ns + (snaps.last[order] + 1) * g_ns
-    frame[view.feature_timestamp] = pd.Series(t_ns.view("M8[ns]")).dt.tz_localize("UTC")
-    for name, values in out.items():
-        frame[name] = values[order]
-    frame[view.created_timestamp] = pd.Series(np.full(len(order), hi_ns).view("M8[ns]")).dt.tz_localize("UTC")
-    return pd.DataFrame(frame)
+# ------------------------------------------------------------------------------------------------
+# the engine
 
 
 def _aggregate(col: _Column, a: AggregationSpec, w: int, cells: _Cells, snaps: _Snaps,
@@ -534,8 +548,17 @@ def _aggregate(col: _Column, a: AggregationSpec, w: int, cells: _Cells, snaps: _
         return _count_distinct(col, w, cells, snaps, lo)
     if fn == "last":
         return _last(col, cells, snaps, lo, ts)
-    if fn in _NUMERIC:
-        col.floats(a.name)   # raises for a non-numeric column, naming the feature
+    if fn == "share":
+        codes, uniques = col.value_codes(ordered=False)   # first: its nulls give the non-null counts
+        hit = np.flatnonzero(_equal_mask(uniques, a.match))
+        m = codes == hit[0] if len(hit) == 1 else np.isin(codes, hit)
+        match = _prefix(np.bincount(cells.row_cell[m], minlength=cells.n))
+        nnp = col.nn()
+        n = nnp[hi] - nnp[lo]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(n > 0, (match[hi] - match[lo]) / n, np.nan)
+    if fn != "count":
+        col.x0(a.name)   # raises for a non-numeric column, naming the feature
     nnp = col.nn()
     n = nnp[hi] - nnp[lo]
     if fn == "count":
@@ -546,23 +569,15 @@ def _aggregate(col: _Column, a: AggregationSpec, w: int, cells: _Cells, snaps: _
         if fn == "sum":
             return s
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(n > 0, s / np.maximum(n, 1), np.nan)
+            return np.where(n > 0, s / n, np.nan)
     if fn in ("min", "max"):
         ufunc = np.minimum if fn == "min" else np.maximum
         res = np.full(len(lo), np.nan)
-        has = n > 0
+        has = np.flatnonzero(n > 0)
         res[has] = _window_extreme(col.extreme(a.name, ufunc), lo[has], hi[has], ufunc)
         return res
     if fn == "std":
         return _std(col, a, snaps, lo, n)
-    if fn == "share":
-        codes, uniques = col.value_codes(ordered=False)
-        hit = np.flatnonzero(_equal_mask(uniques, a.match))
-        m = np.isin(codes, hit) if len(hit) else np.zeros(len(codes), dtype=bool)
-        mp = _prefix(np.bincount(cells.row_cell[m], minlength=len(cells.keys)))
-        k = mp[hi] - mp[lo]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(n > 0, k / np.maximum(n, 1), np.nan)
     raise ValueError(f"feature view {col.view.name!r}, feature {a.name!r}: unknown function {fn!r}")
 
 
@@ -585,8 +600,8 @@ def _std(col: _Column, a: AggregationSpec, snaps: _Snaps, lo: np.ndarray, n: np.
     s, q = lin.window(snaps, lo), sq.window(snaps, lo)
     nf = np.maximum(n, 1).astype(np.float64)
     m2 = q - s * s / nf
-    # rounding of the one-pass value is at most ~ cells * eps * (entity's |d| and d**2 totals); where that
-    # could exceed 1e-11 of m2, recompute the row two-pass from per-cell (count, mean, M2)
+    # The one-pass m2 loses ~ cells * eps * (the entity's sum |d| and sum d**2) to rounding; where that
+    # could exceed 1e-11 of m2, recompute the row two-pass from per-cell (count, mean, M2).
     eps = np.finfo(np.float64).eps
     e = snaps.ent
     bound = 4 * eps * (snaps.hi - lo + 2) * (sq.scale[e] + 2 * np.abs(s) / nf * lin.scale[e])
@@ -599,21 +614,23 @@ def _std(col: _Column, a: AggregationSpec, snaps: _Snaps, lo: np.ndarray, n: np.
 
 def _exact_m2(col: _Column, a: AggregationSpec, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Sum of squared deviations over cells [lo, hi) per row, merging the cells' (n, mean, M2) around the
-    window's own mean: sum(M2_i) + sum(n_i (mean_i - mean)**2)."""
+    window's own mean: sum(M2_i) + sum(n_i (mean_i - mean)**2), as a two-pass computation would."""
     import numpy as np
 
-    cn, cmean, cm2 = col.cell_stats(a.name)
+    need = np.zeros(col.cells.n + 1, dtype=np.int64)
+    np.add.at(need, lo, 1)
+    np.add.at(need, hi, -1)
+    cmean, cm2 = col.cell_m2(a.name, np.cumsum(need[:-1]) > 0)
+    cn = col.cell_nn()
     out = np.empty(len(lo))
     lens = hi - lo
     start = 0
     while start < len(lo):   # batches of at most _EXACT_BATCH expanded cells (at least one row)
-        cum = np.cumsum(lens[start:])
-        stop = start + max(1, int(np.searchsorted(cum, _EXACT_BATCH, side="right")))
+        stop = start + max(1, int(np.searchsorted(np.cumsum(lens[start:]), _EXACT_BATCH, side="right")))
         ln = lens[start:stop]
-        total = int(ln.sum())
         seg = np.repeat(np.arange(stop - start), ln)
-        cell = np.repeat(lo[start:stop] - (np.cumsum(ln) - ln), ln) + np.arange(total)
-        w_n = cn[cell]
+        cell = np.repeat(lo[start:stop] - (np.cumsum(ln) - ln), ln) + np.arange(int(ln.sum()))
+        w_n = cn[cell].astype(np.float64)
         n = np.bincount(seg, w_n, minlength=stop - start)
         mean = np.bincount(seg, w_n * cmean[cell], minlength=stop - start) / np.maximum(n, 1)
         dev = cmean[cell] - mean[seg]
@@ -625,67 +642,112 @@ def _exact_m2(col: _Column, a: AggregationSpec, lo: np.ndarray, hi: np.ndarray) 
 def _count_distinct(col: _Column, w: int, cells: _Cells, snaps: _Snaps, lo: np.ndarray) -> np.ndarray:
     """Exact distinct non-null values in each window. Per entity and value, an occurrence in bucket b
     counts for the windows ending in [b, min(b + w, next occurrence) - 1]: +1 at its cell, -1 either at
-    the cell of the next occurrence (within w) or once the window has left the cell (cells before lo)."""
+    the cell of the next occurrence (when within w) or once the window has left its cell (cells < lo)."""
     import numpy as np
 
-    codes, uniques = col.value_codes(ordered=False)
-    nc = len(cells.keys)
-    has = codes >= 0
-    pair = codes[has] * nc + cells.row_cell[has]          # sorted: by value, then entity, then bucket
-    pair = np.unique(pair) if len(pair) < 1 << 16 else _sorted_unique(pair)
-    value, cell = pair // nc, pair % nc
-    b = cells.keys[cell] - cells.ent[cell] * cells.n_buckets
-    same_next = np.zeros(len(pair), dtype=bool)
-    same_next[:-1] = (value[1:] == value[:-1]) & (cells.ent[cell[1:]] == cells.ent[cell[:-1]])
-    gap = np.full(len(pair), np.iinfo(np.int64).max)
-    gap[:-1] = np.where(same_next[:-1], b[1:] - b[:-1], gap[:-1])
-    renewed = gap <= w      # the next occurrence takes over before this one leaves the window
-    delta = np.bincount(cell, minlength=nc) - np.bincount(cell[1:][renewed[:-1]], minlength=nc)
-    expire = np.bincount(cell[~renewed], minlength=nc)
-    pd_, pe = _prefix(delta), _prefix(expire)
-    return (pd_[snaps.hi] - pd_[snaps.first]) - (pe[lo] - pe[snaps.first])
-
-
-def _sorted_unique(values: np.ndarray) -> np.ndarray:
-    import numpy as np
-
-    s = np.sort(values)
-    keep = np.ones(len(s), dtype=bool)
-    np.not_equal(s[1:], s[:-1], out=keep[1:])
-    return s[keep]
+    cell, same = col.distinct_pairs()
+    b = cells.bucket[cell]
+    renewed = np.zeros(len(cell), dtype=bool)
+    renewed[:-1] = same[:-1] & (b[1:] - b[:-1] <= w)
+    delta = np.bincount(cell, minlength=cells.n) - np.bincount(cell[1:][renewed[:-1]], minlength=cells.n)
+    dp, ep = _prefix(delta), _prefix(np.bincount(cell[~renewed], minlength=cells.n))
+    return (dp[snaps.hi] - dp[snaps.first]) - (ep[lo] - ep[snaps.first])
 
 
 def _last(col: _Column, cells: _Cells, snaps: _Snaps, lo: np.ndarray, ts: np.ndarray) -> np.ndarray:
-    """The latest non-null value (largest at a tie) of the latest cell of the window that has one."""
+    """The latest non-null value (the largest at a tie) of the window's latest cell that has one."""
     import numpy as np
-    import pandas as pd
 
-    raw = col.raw
-    numeric = hasattr(raw, "dtype") and (pd.api.types.is_numeric_dtype(raw.dtype)
-                                         or pd.api.types.is_bool_dtype(raw.dtype))
-    nc, rc = len(cells.keys), cells.row_cell
+    numeric = col.numeric()
     if numeric:
         key, ok = col.x0("last")
     else:
         codes, uniques = col.value_codes(ordered=True)
-        ok = codes >= 0
-        key = codes.astype(np.float64)
-    # latest timestamp per cell among non-null values, then the largest value at that timestamp
-    tmax = np.full(nc, np.iinfo(np.int64).min)
-    np.maximum.at(tmax, rc[ok], ts[ok])
-    at = ok & (ts == tmax[rc])
-    best = np.full(nc, -np.inf)
-    np.maximum.at(best, rc[at], key[at])
-    has = tmax > np.iinfo(np.int64).min
-    latest = np.maximum.accumulate(np.where(has, np.arange(nc), -1))
+        key, ok = codes.astype(np.float64), (None if codes.min(initial=0) >= 0 else codes >= 0)
+    rc = cells.row_cell
+    never = np.iinfo(np.int64).min
+    tmax = np.full(cells.n, never)
+    if ok is None:
+        np.maximum.at(tmax, rc, ts)
+    else:
+        np.maximum.at(tmax, rc[ok], ts[ok])
+    t = tmax[rc]
+    at = t == ts
+    if ok is not None:
+        at &= ok
+    vals = t.view(np.float64)        # reuse the buffer: the candidates' values, -inf elsewhere
+    np.copyto(vals, key)
+    vals[~at] = -np.inf
+    best = np.full(cells.n, -np.inf)
+    np.maximum.at(best, rc, vals)
+    del t, vals, at
+    latest = np.maximum.accumulate(np.where(tmax > never, np.arange(cells.n), -1))
     c = latest[np.maximum(snaps.hi - 1, 0)]
     valid = (snaps.hi > lo) & (c >= lo)
     if numeric:
-        return np.where(valid, best[np.where(valid, c, 0)], np.nan)
+        return np.where(valid, best[c], np.nan)
     values = np.asarray(uniques, dtype=object)
     res = np.full(len(lo), None, dtype=object)
     res[valid] = values[best[c[valid]].astype(np.int64)]
     return res
+
+
+def _compute(events: pd.DataFrame, view: ViewSpec, lo_ns: int, hi_ns: int, g_ns: int) -> pd.DataFrame:
+    import numpy as np
+    import pandas as pd
+
+    ts = _utc_ns(events[view.timestamp])
+    ok = ts >= lo_ns        # NaT is the smallest int64: out of range too
+    ok &= ts < hi_ns
+    idx = None if ok.all() else np.flatnonzero(ok)
+    del ok
+
+    def pick(name: str) -> Any:
+        col = events[name]
+        arr = col.array if isinstance(col.dtype, pd.api.extensions.ExtensionDtype) else col.to_numpy()
+        return arr if idx is None else arr[idx]
+
+    ent, key_values = _entity_codes([pick(k) for k in view.join_keys])
+    ts = ts if idx is None else ts[idx]
+    if (ent < 0).any():   # null keys
+        pos = np.flatnonzero(ent >= 0)
+        idx = pos if idx is None else idx[pos]
+        ent, ts = ent[pos], ts[pos]
+    if not len(ent):
+        return _empty(events, view)
+    n_ent = len(key_values[0])
+    n_buckets = (hi_ns - lo_ns) // g_ns
+    lookback = int(view.lookback / view.granularity)
+    ck = ts - lo_ns
+    ck //= g_ns
+    ent *= n_buckets
+    ck += ent
+    del ent
+    cells = _build_cells(ck, n_ent, n_buckets)
+    del ck
+    snaps = _snapshot_rows(cells, lookback, lookback - 1)   # the first snapshot's window ends at start
+    if not len(snaps.ent):
+        return _empty(events, view)
+
+    frame: dict[str, Any] = {k: values[snaps.ent] for k, values in zip(view.join_keys, key_values, strict=True)}
+    frame[view.feature_timestamp] = _utc_index(lo_ns + (snaps.last + 1) * g_ns)
+    last_use = {a.column: i for i, a in enumerate(view.aggregations)}
+    columns: dict[str, _Column] = {}
+    for i, a in enumerate(view.aggregations):
+        if a.column not in columns:
+            columns[a.column] = _Column(view, a.column, pick(a.column), cells, n_ent)
+        frame[a.name] = _aggregate(columns[a.column], a, int(a.window / view.granularity), cells, snaps, ts)
+        if last_use[a.column] == i:
+            del columns[a.column]     # free its per-event and per-cell arrays
+    frame[view.created_timestamp] = _utc_index(np.full(len(snaps.ent), hi_ns))
+    return pd.DataFrame(frame, copy=False)
+
+
+def _utc_index(ns: np.ndarray) -> Any:
+    import numpy as np
+    import pandas as pd
+
+    return pd.DatetimeIndex(ns.astype(np.int64, copy=False).view("M8[ns]")).tz_localize("UTC").array
 
 
 def _empty(events: pd.DataFrame, view: ViewSpec) -> pd.DataFrame:
@@ -716,8 +778,7 @@ def compute_view(events: pd.DataFrame, view: ViewSpec, start: datetime, end: dat
     if problems:
         raise ValueError(f"feature view {view.name!r} is misdeclared:\n  - " + "\n  - ".join(problems))
     g_ns = int(view.granularity / timedelta(microseconds=1)) * 1000
-    bad = []
-    ns = {}
+    bad, ns = [], {}
     for which, value in (("start", start), ("end", end)):
         try:
             ns[which] = _aligned_ns(view, which, value)

@@ -11,13 +11,17 @@ dataset's folders (`Layout.validated(dataset)`, `.quarantine(dataset)`, `.valida
 
 - `validated_dir/<key>.parquet`: the clean rows, contract columns only, contract dtypes, the
   timestamps as UTC (only when the batch is accepted; a stale one is removed when blocked);
-- `quarantine_dir/<key>.parquet`: the rows that broke a row rule, as landed, plus
-  `_quarantine_reasons` ("; "-joined `rule(column)` labels); removed when no row is bad;
+- `quarantine_dir/<key>.parquet`: the rows of an ACCEPTED batch that broke a row rule, as landed, plus
+  `_quarantine_reasons` ("; "-joined `rule(column)` labels); removed when no row is bad, and when the
+  batch is blocked (a blocked batch stays whole: the DAG keeps a byte-identical copy under `blocked/`,
+  `preserve_blocked`), so the quarantine only ever holds rows that were taken out of published data;
 - `reports_dir/<key>.json`: the `ValidationResult` as a dict, always written;
 - `reports_dir/profiles/<key>.json`: the profile of an accepted batch's clean rows (the
   reference of the distribution check for the batches after it); removed when blocked;
 - `reports_dir/accepted_batches.json`: sha256 of the file accepted for each interval (the
   duplicate-batch registry);
+- `reports_dir/row_ids/<key>.parquet`: the row-id index of an accepted batch: the sorted, distinct 64-bit
+  hashes of its clean rows' `row_id` (row_ids.py); removed when blocked;
 - with `docs_dir`: a GX Data Docs site, `docs_dir/site/index.html` (suite: the dataset's name), one
   validation page per (interval, file content); `ValidationResult.data_docs_path` is the page of this
   run (None when the file could not be read: GX had nothing to validate; the report says why).
@@ -25,11 +29,13 @@ dataset's folders (`Layout.validated(dataset)`, `.quarantine(dataset)`, `.valida
 Locations. The landed file and the three output folders are locations of pipelines/storage.py: local
 paths or `s3://` URIs (the Data Docs site is always a local folder). Every output is written whole, so
 a rerun overwrites it atomically and the same input gives the same files (the Data Docs pages carry
-GX's own load time). The landed file is only ever read. The registry and the profiles are
-read-modify-written under a lock (registry.py says which).
+GX's own load time). The landed file is only ever read. Everything that reads or writes the dataset's
+history (the registry, the profiles, the row-id index), the verdict and the outputs happen under one lock
+per dataset (registry.py says which), so two runs of a dataset cannot both accept the same row id.
 
 Rules. Each failure is a `RuleFailure` with the GX expectation type as `rule` (or one of
-Flywheel's own rules, `readable_file`, `duplicate_batch`, `leaked_label`, `max_quarantine_share`),
+Flywheel's own rules, `readable_file`, `duplicate_batch`, `leaked_label`, `max_quarantine_share`,
+`unique_across_batches`),
 a short `check` name, a severity and a message naming the file, the column, the rule, a sample of
 offending values, their count, the contract key behind the limit and what to do next.
 
@@ -48,7 +54,8 @@ offending values, their count, the contract key behind the limit and what to do 
    - a nullable column with `max_null_share` is null in at most that share of the rows
      (`expect_column_values_to_not_be_null` with mostly = 1 - max_null_share, check `null_share`);
    - a non-nullable column that is null in every row (check `all_null`);
-   - more than validation.max_quarantine_share of the rows broke row rules (`max_quarantine_share`);
+   - more than validation.max_quarantine_share of the rows broke row rules (`max_quarantine_share`; the
+     rows of other intervals below count as well);
    - distribution, when validation.distribution.severity is `block`.
 2. Row rules (severity "row": the offending rows are quarantined, the rest proceeds), on the
    columns that passed 1: non-null (`nullable: false`), unique (the contract's `unique` and its
@@ -56,6 +63,19 @@ offending values, their count, the contract key behind the limit and what to do 
    not in the future of the batch (`< interval end`, check `not_in_future`) and not before the
    interval start (check `in_interval`). A label is checked as the contract declares its column
    (e.g. `is_fraud: {allowed: [0, 1], nullable: false}`).
+   Row identity across batches (`unique_across_batches`, Flywheel's own rule): the `row_id` is unique
+   across every accepted batch of the dataset, not only within this one. A row whose id was accepted for
+   ANOTHER interval (last week's rows sent again, timestamps shifted or not) is quarantined with the reason
+   `unique_across_batches(<row_id>, <interval key(s)>)`; the message names the file, the column, sample ids
+   and the earlier batches, and says what to do (drop re-sent rows; or re-land the earlier interval if it
+   was the wrong one). Many of them block the batch through `max_quarantine_share`. The batch's own
+   interval never counts: a rerun, or a fixed file re-landed for the interval, replaces its ids. How:
+   row_ids.py keeps one index file per accepted interval (the hashes of its clean ids, written when the
+   batch is accepted, removed when the interval becomes blocked), screens the batch's ids against each
+   of them one file at a time, and confirms every hash hit against that interval's validated rows, so a
+   hash collision never quarantines a good row. An interval accepted before the index existed is read
+   from its validated file (and its index written then: nothing is lost in the upgrade). Cost for a year
+   of daily 1M-row batches: bench/row_ids.py.
 3. Distribution (severity "warn" by default, or "batch"): per `validation.distribution.columns`, the
    mean (and p05/p50/p95 of float columns) of the clean rows lies within a factor `max_ratio` of
    the same statistic over the profiles of the last `reference_batches` batches accepted before
@@ -73,9 +93,10 @@ frame keeps a RangeIndex). GX fingerprints every in-memory dataframe it is given
 every cell, twice per validation); the batch is identified by the file's sha256 instead, so the
 fingerprint is switched off (`HASH_THRESHOLD`).
 
-Duplicated row ids: every row whose id occurs more than once is quarantined, the first copy
-included. That is what `expect_column_values_to_be_unique` reports, and nothing downstream can tell
-which copy is the right one; the producer must resend the batch with one row per id.
+Duplicated row ids within a batch: every row whose id occurs more than once is quarantined, the first
+copy included. That is what `expect_column_values_to_be_unique` reports, and nothing downstream can tell
+which copy is the right one; the producer must resend the batch with one row per id. Across batches the
+copy accepted first stays published and only the later ones are quarantined (`unique_across_batches`).
 
 Type compatibility: string <- any pandas string dtype (parquet strings, dictionary-encoded ones
 included); int <- any (nullable) integer dtype, or a float column whose values are all whole numbers
@@ -84,15 +105,16 @@ timestamp <- any datetime dtype. Naive timestamps are read as UTC and aware ones
 
 Nothing lost: for an accepted batch, the rows of the written clean and quarantine files (counted
 back from their parquet metadata) must add up to the landed rows, else the clean file is removed
-and the run fails. When a batch is blocked, `rows_clean` is 0 and nothing is published;
-`rows_quarantined` still counts the rows that broke the row rules that could be evaluated, and they
-are written to the quarantine file so people can see them.
+and the run fails. When a batch is blocked, `rows_clean` and `rows_quarantined` are 0: nothing is
+published and nothing is quarantined (a stale clean or quarantine file of the interval is removed); the
+batch stays whole under `blocked/`, and the report's row failures still count the rows that broke each
+row rule that could be evaluated (their messages say the rows were not quarantined).
 
 The modules, one concern each: batch (`validate_batch`, the order of things), reading (the landed
 file into a frame), gx (the GX context), rules (batch and row rules, leaked labels), distribution
-(profiles and the distribution check), messages (every failure's words), registry (accepted batches,
-profiles, locks), outputs (clean and quarantine files, the kept blocked copy), docs (Data Docs),
-results (`RuleFailure`, `ValidationResult`).
+(profiles and the distribution check), row_ids (row identity across batches: the index and the check),
+messages (every failure's words), registry (accepted batches, profiles, locks), outputs (clean and
+quarantine files, the kept blocked copy), docs (Data Docs), results (`RuleFailure`, `ValidationResult`).
 """
 
 from pipelines.validate.batch import validate_batch

@@ -91,19 +91,10 @@ def validate_batch(
         ids = row_ids.BatchIds.of(df, contract) if df is not None and contract.row_id in ok_columns else None
         if ids is not None:
             assert df is not None
-            found = row_ids.seen_elsewhere(ids, key, validated_dir, reports_dir)
-            if found:
-                seen_rows, seen_reasons = row_ids.quarantined_rows(found, contract.row_id)
-                accepted = registry.accepted_batches(reports_dir)
-                seen = messages.unique_across_batches(
-                    contract.row_id,
-                    len(seen_rows),
-                    messages.sample(df[contract.row_id].iloc[seen_rows[:50]].tolist()),
-                    [(k, len(found[k]), accepted.get(k, {}).get("file")) for k in sorted(found)],
-                    where,
-                    messages.show(validated_dir),
-                    messages.show(quarantine_file),
-                )
+            seen, seen_rows, seen_reasons = row_ids.check_unique_across_batches(
+                df, ids, key, validated_dir, reports_dir, where, messages.show(quarantine_file)
+            )
+            if seen is not None:
                 row_failures.append(seen)
                 failures.append(seen)
                 bad_rows, reasons = rules.merge_reasons(n, [(reasons, bad_rows), (seen_reasons, seen_rows)])

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines import storage
 from pipelines.util import json_safe
-from pipelines.validate.results import RuleFailure, rule_label
+from pipelines.validate.results import UNIQUE_ACROSS_BATCHES, RuleFailure, rule_label
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -400,7 +400,7 @@ def unique_across_batches(
     quarantine_file: str,
 ) -> RuleFailure:
     """Rows whose id was accepted for another interval: `earlier` is (interval key, rows, file accepted for it)."""
-    rule = "unique_across_batches"
+    rule = UNIQUE_ACROSS_BATCHES
     batches = "; ".join(
         f"{rows} accepted for the interval starting {key}" + (f" (file `{name}`)" if name else "")
         for key, rows, name in earlier

@@ -1,5 +1,6 @@
 """The gate's history in the reports folder: which file was accepted for each interval, and the profiles
-of the accepted batches; both read-modify-written under a lock.
+of the accepted batches; both read-modify-written under a lock (`locked`), which also covers the row-id
+index of row_ids.py.
 
 - `accepted_batches.json`: interval key -> sha256, file name and row counts of the accepted file (the
   duplicate-batch registry: the same bytes accepted for another interval are an old file re-sent);

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 REASONS = "_quarantine_reasons"  # the column of the quarantine file that says why each row is there
+UNIQUE_ACROSS_BATCHES = "unique_across_batches"  # Flywheel's rule (and check) of row identity across batches
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pipelines import storage
+from pipelines.validate import messages, registry
+from pipelines.validate.results import UNIQUE_ACROSS_BATCHES
 
 if TYPE_CHECKING:
     import numpy as np
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
 
     from pipelines.spec import DatasetContract
     from pipelines.storage import Location
+    from pipelines.validate.results import RuleFailure
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +51,7 @@ INDEX = "row_ids"  # the index folder, in the reports folder
 COLUMN = "id_hash"
 HASH = "pandas.util.hash_array(categorize=False)/siphash-2-4/v1"
 META = b"flywheel.row_ids"
-CHECK = "unique_across_batches"  # the rule, and its check name
+CHECK = UNIQUE_ACROSS_BATCHES  # the rule, and its check name
 
 
 def index_file(reports_dir: Location, key: str) -> str:
@@ -136,7 +139,9 @@ class _Screen:
         """Indexes (into the batch's id arrays, increasing) of the ids whose hash is in `common`."""
         import numpy as np
 
-        return np.sort(self.order[np.isin(self.sorted, common)])
+        common = np.sort(common)
+        at = np.minimum(np.searchsorted(common, self.sorted), len(common) - 1)
+        return np.sort(self.order[common[at] == self.sorted])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -253,3 +258,33 @@ def quarantined_rows(found: dict[str, np.ndarray], column: str) -> tuple[np.ndar
     rows = np.concatenate([found[k] for k in keys])
     by_row = pd.Series(np.repeat(keys, [len(found[k]) for k in keys])).groupby(rows, sort=True).agg(list)
     return by_row.index.to_numpy(np.int64), np.array([reason(column, k) for k in by_row], dtype=object)
+
+
+def check_unique_across_batches(
+    df: pd.DataFrame,
+    ids: BatchIds,
+    key: str,
+    validated_dir: Location,
+    reports_dir: Location,
+    where: str,
+    quarantine_file: str,
+) -> tuple[RuleFailure | None, Any, Any]:
+    """The rule: the failure (None when no id of the batch was accepted for another interval), the rows to
+    quarantine (positions, increasing) and their reasons (aligned). Call under `registry.locked`."""
+    import numpy as np
+
+    found = seen_elsewhere(ids, key, validated_dir, reports_dir)
+    if not found:
+        return None, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
+    rows, reasons = quarantined_rows(found, ids.column)
+    accepted = registry.accepted_batches(reports_dir)
+    failure = messages.unique_across_batches(
+        ids.column,
+        len(rows),
+        messages.sample(df[ids.column].iloc[rows[:50]].tolist()),
+        [(k, len(found[k]), accepted.get(k, {}).get("file")) for k in sorted(found)],
+        where,
+        messages.show(validated_dir),
+        quarantine_file,
+    )
+    return failure, rows, reasons

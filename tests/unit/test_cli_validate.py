@@ -75,7 +75,9 @@ def test_accepted_csv_with_quarantined_rows_exits_0_and_writes_the_outputs(tmp_p
 
 def test_blocked_batch_exits_2_with_json_and_keeps_the_evidence(tmp_path):
     batch = tmp_path / "upstream_export.parquet"  # no interval in the name: the week of the data
-    good_rows().rename(columns={"amount": "amt"}).to_parquet(batch, index=False)
+    df = good_rows().rename(columns={"amount": "amt"})
+    df.loc[[1, 2], "channel"] = "fax"  # rows that break a row rule, in a batch that is blocked anyway
+    df.to_parquet(batch, index=False)
     home = tmp_path / "elsewhere"
 
     out = flywheel("--dataset", "transactions", str(batch), "--json", "--home", str(home))
@@ -88,6 +90,11 @@ def test_blocked_batch_exits_2_with_json_and_keeps_the_evidence(tmp_path):
     (f,) = [f for f in result["failures"] if f["severity"] == "batch"]
     assert f["rule"] == "expect_table_columns_to_match_set" and "found `amt`" in f["message"]
     assert result["rows_clean"] == 0 and result["clean_path"] is None
+    # a blocked batch stays whole: nothing quarantined, the report still counts the rows that broke a row rule
+    assert result["rows_quarantined"] == 0 and result["quarantine_path"] is None
+    (row,) = [f for f in result["failures"] if f["severity"] == "row"]
+    assert (row["column"], row["count"]) == ("channel", 2) and "not quarantined" in row["message"]
+    assert not list((home / "data" / "quarantine").rglob("*.parquet"))
     kept = Path(result["blocked_copy"])
     assert kept.read_bytes() == batch.read_bytes()
     assert kept.is_relative_to(home / "data" / "blocked" / "transactions")

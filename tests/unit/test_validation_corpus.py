@@ -6,7 +6,7 @@ in one way. For each case the test checks what a person or the DAG would act on:
 - the verdict (blocked, or accepted with rows quarantined);
 - the failure: its rule, column and check, and a message naming the file, the column and the rule;
 - the accounting: an accepted batch's clean + quarantined rows are every landed row (and the files
-  hold exactly that many); a blocked one publishes nothing.
+  hold exactly that many); a blocked one publishes and quarantines nothing (it stays whole).
 """
 
 from __future__ import annotations
@@ -110,6 +110,23 @@ def same_bytes_as_last_week() -> Callable[[Path], Path]:
     return write
 
 
+def last_weeks_rows_again(rows: list[int] | None = None) -> Callable[[Path], Path]:
+    """Rows of last week's accepted batch (all, or those at `rows`), ids included, sent again in this week's
+    file with this week's timestamps: other bytes, the same rows."""
+
+    def write(folder: Path) -> Path:
+        accepted_last_week(folder, CONTRACT)
+        df = good_rows()
+        old = good_rows(start=START - timedelta(days=7), prefix="lw")[ROW_ID]
+        if rows is None:
+            df[ROW_ID] = old
+        else:
+            df.loc[rows, ROW_ID] = old[rows]
+        return parquet(df)(folder)
+
+    return write
+
+
 def after_last_week(df: pd.DataFrame) -> Callable[[Path], Path]:
     def write(folder: Path) -> Path:
         accepted_last_week(folder, CONTRACT)
@@ -149,7 +166,7 @@ class Case:
     rule: str
     column: str | None
     check: str
-    quarantined: int = 0  # rows quarantined (a blocked batch still shows the rows that broke row rules)
+    quarantined: int = 0  # rows quarantined (always 0 when blocked: the failures still count the rows)
     says: tuple[str, ...] = ()  # more words the message must hold
     contract: DatasetContract = CONTRACT
     readers: tuple[ModelSpec, ...] = READERS
@@ -167,8 +184,7 @@ CASES = [
     Case("timestamps as text", parquet(good_rows().assign(event_ts=lambda d: d[TS].astype(str))), "blocked",
          "expect_column_values_to_be_of_type", TS, "type", says=("says timestamp",)),
     Case("all-null column", parquet(with_column("merchant_id", None)), "blocked",
-         "expect_column_values_to_not_be_null", "merchant_id", "all_null", quarantined=N,
-         says=(f"null in all {N} rows",)),
+         "expect_column_values_to_not_be_null", "merchant_id", "all_null", says=(f"null in all {N} rows",)),
     Case("nulls in a key", parquet(changed(transaction_id=([4, 9], None))), "accepted",
          "expect_column_values_to_not_be_null", ROW_ID, "not_null", quarantined=2, says=("row positions [4, 9]",)),
     Case("nulls in the entity key", parquet(changed(customer_id=([5], None))), "accepted",
@@ -191,7 +207,7 @@ CASES = [
          "accepted", "expect_column_values_to_be_between", TS, "in_interval", quarantined=1,
          says=("2026-03-01T23:00:00+00:00", "data interval", "late rows")),
     Case("too many bad rows", parquet(changed(amount=(list(range(11)), -1.0))), "blocked",
-         "max_quarantine_share", None, "quarantine_share", quarantined=11, says=(f"11 of {N} rows (5.5%)",)),
+         "max_quarantine_share", None, "quarantine_share", says=(f"11 of {N} rows (5.5%)", "nothing is quarantined")),
     Case("empty file (no rows)", parquet(good_rows().iloc[:0]), "blocked",
          "expect_table_row_count_to_be_between", None, "row_count", says=("0 rows, below validation.min_rows=100",)),
     Case("empty CSV (header only)", csv(good_rows().iloc[:0]), "blocked",
@@ -221,8 +237,13 @@ CASES = [
              dataclasses.replace(c, nullable=True, max_null_share=0.1) if c.name == "channel" else c
              for c in CONTRACT.columns))),
     Case("batch landed twice", same_bytes_as_last_week(), "blocked", "duplicate_batch", None, "duplicate_batch",
-         quarantined=N,  # last week's rows are all outside this interval: shown in quarantine, nothing published
          says=("same bytes", "transactions_2026-02-23.parquet", "already accepted")),
+    Case("rows accepted last week, sent again", last_weeks_rows_again([3, 8]), "accepted", "unique_across_batches",
+         ROW_ID, "unique_across_batches", quarantined=2,
+         says=("lw00003", "lw00008", "2 accepted for the interval starting 2026-02-23",
+               "transactions_2026-02-23.parquet", "drop them", "re-land")),
+    Case("last week's rows with new timestamps", last_weeks_rows_again(), "blocked", "max_quarantine_share", None,
+         "quarantine_share", says=(f"{N} of {N} rows (100.0%)", "unique_across_batches(transaction_id)")),
     Case("amounts in cents", after_last_week(good_rows().assign(amount=lambda d: d["amount"] * 50)), "accepted",
          "expect_column_mean_to_be_between", "amount", "distribution", says=("2026-02-23", "max_ratio=3")),
 ]
@@ -261,7 +282,8 @@ def assert_accounting(result: ValidationResult, case: Case) -> None:
         else:
             assert result.quarantine_path is None
     else:
-        assert result.rows_clean == 0 and result.clean_path is None
+        assert result.rows_clean == 0 and result.clean_path is None and result.quarantine_path is None
         assert not (Path(result.report_path).parent.parent / "validated" / f"{KEY}.parquet").exists()
+        assert not (Path(result.report_path).parent.parent / "quarantine" / f"{KEY}.parquet").exists()
     # the verdict, the rule and the message are in the report on disk as well
     assert Path(result.report_path).read_text().count(case.rule) >= 1
