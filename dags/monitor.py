@@ -5,8 +5,9 @@ scheduled on, when the retrain policy agrees). The policy (hysteresis, dedupe, c
 verdict live in pipelines/monitor.py; this file maps Airflow context to arguments.
 
 SMTP down: email_report retries the send in-process, then Airflow retries the task; on its last try
-it records `email_failed` in the verdict JSON and the reports index, logs the error and succeeds. The
-report stays on disk, request_retrain (a sibling, not downstream) is unaffected and the run ends green.
+the mail goes to the outbox (pipelines/outbox.py), recorded as `pending` in the verdict JSON and the
+reports index, and the `deliver_outbox` DAG retries it until it is delivered (then `sent`) or expires
+(`notify.expire_hours`; then it is listed in a digest). request_retrain (a sibling) is unaffected.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ def build(spec: ModelSpec) -> DAG:
             if not found["email"]:
                 raise AirflowSkipException("no drift and no performance drop: no email")
             import os
+            from functools import partial
 
             from pipelines.monitor import send_drift_report
 
@@ -76,8 +78,9 @@ def build(spec: ModelSpec) -> DAG:
                 links["MLflow model"] = (f"{os.environ['FLYWHEEL_MLFLOW_UI']}/#/models/{spec.registered_model_name}"
                                          + (f"/versions/{version}" if version else ""))
             ti = context["ti"]
+            queue = partial(fc.send_or_queue, expire_hours=spec.email_expire_hours)
             return send_drift_report(spec, found["drift"]["verdict_json"], links, fc.send_email,
-                                     final_try=ti.try_number > ti.max_tries)
+                                     final_try=ti.try_number > ti.max_tries, queue=queue)
 
         @task(outlets=[retrain])
         def request_retrain(found: dict, **context) -> str:

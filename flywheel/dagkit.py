@@ -182,6 +182,20 @@ def send_email(to: list[str], subject: str, html: str, files: list[str] | None =
     log.info("email sent to %s: %s", ", ".join(to), subject)
 
 
+def send_or_queue(to: list[str], subject: str, html: str, files: list[str] | None = None, *,
+                  expire_hours: float = 72.0, on_sent: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Send now through `send_email`; when the server does not take it, keep it in the outbox, where the
+    `deliver_outbox` DAG retries it until it is delivered or expires (pipelines/outbox.py). Never raises for
+    a delivery failure: returns {"status": "sent"} or {"status": "pending", "outbox_id", "error", "expires_at"}."""
+    from datetime import UTC
+
+    from pipelines.layout import Layout
+    from pipelines.outbox import send_or_queue as deliver
+
+    return deliver(send_email, Layout.from_env().outbox(), list(to), subject, html, list(files or []),
+                   now=datetime.now(UTC), expire_hours=expire_hours, on_sent=on_sent)
+
+
 def run_key(run_id: str) -> str:
     """A DAG run id as a file-name- and tag-safe key (outputs and audit entries are keyed by it)."""
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in run_id)

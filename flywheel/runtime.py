@@ -507,8 +507,8 @@ def up(lay: Layout, ports: Ports, env: dict[str, str] | None = None) -> dict[str
             wait_port(ports.s3, 60, "S3-API server")
             made = create_buckets(env)
             log.info("S3 buckets created: %s", ", ".join(made) or "none (they exist)")
-        wait_http(f"http://127.0.0.1:{ports.mlflow}/health", 90, "MLflow")
-        wait_http(f"http://127.0.0.1:{ports.airflow}/api/v2/monitor/health", 120, "Airflow API server")
+        wait_http(f"http://127.0.0.1:{ports.mlflow}/health", 240, "MLflow")  # ~10 s idle, minutes on a busy host
+        wait_http(f"http://127.0.0.1:{ports.airflow}/api/v2/monitor/health", 240, "Airflow API server")
         if services:
             wait_port(ports.worker_logs, 120, "Celery worker (log server)")
     except TimeoutError as e:

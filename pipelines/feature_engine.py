@@ -175,12 +175,19 @@ def _codes(values: Any) -> tuple[np.ndarray, Any]:
     if isinstance(values, np.ndarray) and values.dtype.kind in "iu" and len(values):
         lo, hi = int(values.min()), int(values.max())
         if hi - lo < max(4 * len(values), 1 << 20):     # direct addressing: O(n + range), no hashing
-            off = (values - lo).astype(np.int64, copy=False)
+            off = values - lo if values.dtype.itemsize == 8 else values.astype(np.int64) - lo
             occ = np.bincount(off, minlength=hi - lo + 1) > 0
-            rank = np.cumsum(occ, dtype=np.int64) - 1
+            rank = np.cumsum(occ, dtype=_small_int(len(values))) - 1
             return rank[off], (np.flatnonzero(occ) + lo).astype(values.dtype)
     codes, uniques = pd.factorize(values, sort=True)
-    return codes.astype(np.int64, copy=False), uniques
+    return codes.astype(_small_int(len(values))), uniques
+
+
+def _small_int(n: int) -> Any:
+    """int32 for codes and positions below 2**31 (half the memory of int64), else int64."""
+    import numpy as np
+
+    return np.int32 if n < (1 << 31) - 1 else np.int64
 
 
 def _entity_codes(cols: list[Any]) -> tuple[np.ndarray, list[Any]]:
@@ -193,9 +200,9 @@ def _entity_codes(cols: list[Any]) -> tuple[np.ndarray, list[Any]]:
     for col in cols[1:]:
         c2, u2 = _codes(col)
         ok = (code >= 0) & (c2 >= 0)
-        sub, combined = _codes(code[ok] * len(u2) + c2[ok])
+        sub, combined = _codes(code[ok].astype(np.int64) * len(u2) + c2[ok])
         keys = [k[combined // len(u2)] for k in keys] + [u2[combined % len(u2)]]
-        code = np.full(len(code), -1, dtype=np.int64)
+        code = np.full(len(code), -1, dtype=sub.dtype)
         code[ok] = sub
     return code, keys
 
@@ -234,7 +241,7 @@ def _build_cells(ck: np.ndarray, n_ent: int, n_buckets: int) -> _Cells:
     import numpy as np
 
     m, n = n_ent * n_buckets, len(ck)
-    if m <= min(_DENSE_CELLS_MAX, 4 * n + (1 << 20)):
+    if m <= min(_DENSE_CELLS_MAX, 16 * n + (1 << 22)):
         occ = np.bincount(ck, minlength=m)
         keys = np.flatnonzero(occ)
         cum0 = np.zeros(m + 1, dtype=np.int32 if len(keys) < 1 << 31 else np.int64)
@@ -255,7 +262,8 @@ def _build_cells(ck: np.ndarray, n_ent: int, n_buckets: int) -> _Cells:
         rows = np.diff(np.append(np.flatnonzero(start), n))
         cum0 = None
     ent = keys // n_buckets
-    return _Cells(n_buckets, keys, rows, row_cell, ent, keys - ent * n_buckets, cum0)
+    bucket = (keys - ent * n_buckets).astype(np.int32)
+    return _Cells(n_buckets, keys, rows, row_cell, ent.astype(_small_int(n_ent)), bucket, cum0)
 
 
 @dataclass
@@ -283,14 +291,21 @@ def _snapshot_rows(cells: _Cells, lookback: int, first_snap: int) -> _Snaps:
     run_hi = np.minimum(b[ends] + lookback - 1, nb - 1)
     keep = run_hi >= run_lo
     run_lo, run_hi, run_ent = run_lo[keep], run_hi[keep], e[starts[keep]]
-    lens = run_hi - run_lo + 1
-    last = np.repeat(run_lo - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()))
-    ent = np.repeat(run_ent, lens)
-    # (entity, bucket) -> (bucket, entity) order: entity codes sort like the keys
-    rel = last - first_snap
+    lens = (run_hi - run_lo + 1).astype(np.int64)
+    total = int(lens.sum())
+    rel = np.repeat((run_lo - first_snap) - (np.cumsum(lens) - lens), lens)
+    rel += np.arange(total, dtype=rel.dtype)
+    # (entity, bucket) -> (bucket, entity) order (entity codes sort like the keys): a stable radix sort of
+    # the snapshot index, then the entity of each row
     order = np.argsort(rel.astype(np.uint16) if nb - first_snap <= 1 << 16 else rel, kind="stable")
-    ent, last = ent[order], last[order]
-    key = ent * nb + last
+    last = rel[order].astype(np.int32)
+    last += first_snap
+    del rel
+    ent = np.repeat(run_ent, lens)[order]
+    del order
+    key = ent.astype(np.int64)
+    key *= nb
+    key += last
     return _Snaps(ent, last, key, cells.pos(key), cells.pos(key - last - 1), {})
 
 
@@ -342,15 +357,10 @@ def _window_extreme(per_cell: np.ndarray, lo: np.ndarray, hi: np.ndarray, fn: An
     if not len(lo):
         return out
     length = hi - lo
-    level = np.floor(np.log2(length)).astype(np.int64)
-    level[(1 << (level + 1)) <= length] += 1      # guard log2 rounding
-    level[(1 << level) > length] -= 1
-    table = per_cell.astype(np.float64, copy=True)
-    top = int(level.max())
-    order = np.argsort(level.astype(np.uint8), kind="stable")
-    bounds = np.searchsorted(level[order], np.arange(top + 2))
+    top = int(length.max()).bit_length() - 1
+    table = per_cell
     for k in range(top + 1):
-        rows = order[bounds[k]:bounds[k + 1]]
+        rows = np.flatnonzero((length >> k) == 1)          # floor(log2(length)) == k
         if len(rows):
             out[rows] = fn(table[lo[rows]], table[hi[rows] - (1 << k)])
         if k < top:
@@ -388,7 +398,7 @@ class _Column:
                 codes = self._cache.get(("codes", False), self._cache.get(("codes", True)))[0]
                 ok = codes >= 0
             elif "x0" in self._cache:
-                return self._cache["x0"][1]
+                return self._cache["x0"][1]   # type: ignore[no-any-return]
             elif isinstance(self.raw, np.ndarray) and self.raw.dtype.kind in "iub":
                 return None
             else:
@@ -499,13 +509,13 @@ class _Column:
             raw = self.raw
             if isinstance(raw.dtype, pd.CategoricalDtype):
                 if not ordered:
-                    return np.asarray(raw.codes, dtype=np.int64), raw.categories
+                    return np.asarray(raw.codes, dtype=np.int32), raw.categories
                 raw = np.asarray(raw, dtype=object)   # order by value, not by category position
             try:
                 codes, uniques = pd.factorize(raw, sort=ordered)
             except TypeError:   # values that do not compare (mixed types): first-seen order
                 codes, uniques = pd.factorize(raw)
-            return codes.astype(np.int64, copy=False), uniques
+            return codes.astype(_small_int(len(codes))), uniques
         return self._get(("codes", ordered), make)
 
     def distinct_pairs(self) -> tuple[np.ndarray, np.ndarray]:
@@ -516,20 +526,23 @@ class _Column:
         def make() -> tuple[np.ndarray, np.ndarray]:
             codes, _ = self.value_codes(ordered=False)
             cells = self.cells
-            key = codes * cells.n
-            key += cells.row_cell
             ok = self.valid()
-            if ok is not None:
-                key = key[ok]
+            key = codes.astype(np.int64) if ok is None else codes[ok].astype(np.int64)
+            key *= cells.n
+            key += cells.row_cell if ok is None else cells.row_cell[ok]
             key.sort()
             keep = np.empty(len(key), dtype=bool)
             keep[:1] = True
             np.not_equal(key[1:], key[:-1], out=keep[1:])
-            value, cell = np.divmod(key[keep], cells.n)
-            del key, keep
-            e = cells.ent[cell]
+            key = key[keep]
+            del keep
+            cell = (key % cells.n).astype(cells.row_cell.dtype)
+            key //= cells.n                                   # the value
             same = np.zeros(len(cell), dtype=bool)
-            same[:-1] = (value[1:] == value[:-1]) & (e[1:] == e[:-1])
+            np.equal(key[1:], key[:-1], out=same[:-1])
+            del key
+            e = cells.ent[cell]
+            same[:-1] &= e[1:] == e[:-1]
             return cell, same
         return self._get("distinct", make)
 
@@ -730,7 +743,7 @@ def _compute(events: pd.DataFrame, view: ViewSpec, lo_ns: int, hi_ns: int, g_ns:
         return _empty(events, view)
 
     frame: dict[str, Any] = {k: values[snaps.ent] for k, values in zip(view.join_keys, key_values, strict=True)}
-    frame[view.feature_timestamp] = _utc_index(lo_ns + (snaps.last + 1) * g_ns)
+    frame[view.feature_timestamp] = _utc_index((snaps.last.astype(np.int64) + 1) * g_ns + lo_ns)
     last_use = {a.column: i for i, a in enumerate(view.aggregations)}
     columns: dict[str, _Column] = {}
     for i, a in enumerate(view.aggregations):

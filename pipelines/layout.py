@@ -99,6 +99,10 @@ class Layout:
     def reports(self, model: str) -> str:
         return storage.join(self.data_root, "reports", model)
 
+    # emails that could not be sent yet (pipelines/outbox.py): pending/, sent/, expired/
+    def outbox(self) -> str:
+        return storage.join(self.data_root, "outbox")
+
     # ---- local to this host (Paths under FLYWHEEL_HOME)
 
     # the GX Data Docs site of a dataset's gate (index: data_docs/<dataset>/site/index.html)

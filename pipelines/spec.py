@@ -73,6 +73,7 @@ class DatasetContract:
     min_rows: int = 1
     max_rows: int | None = None
     distribution: DistributionSpec = field(default_factory=lambda: DistributionSpec())
+    email_expire_hours: float = 72.0    # notify.expire_hours: an undelivered email is retried this long
 
     def file_name(self, start: datetime) -> str:
         """The landed file of the interval starting at `start` (`file_pattern`, e.g. `x_{start:%Y-%m-%d}.parquet`)."""
@@ -224,6 +225,7 @@ class ModelSpec:
     tags: tuple[str, ...] = field(default=())
     slices: tuple[SliceSpec, ...] = field(default=())
     warmup_days: int | None = None  # training.warmup_days: skip rows this soon after history starts (None: lookback)
+    email_expire_hours: float = 72.0  # notify.expire_hours: an undelivered email is retried this long
 
     @property
     def higher_is_better(self) -> bool:
@@ -259,7 +261,7 @@ def _require(raw: dict[str, Any], key: str, path: Path, section: str = "") -> An
 
 
 CONTRACT_KEYS = ("name", "description", "owners", "file_pattern", "row_id", "timestamp", "cadence", "columns",
-                 "validation")
+                 "validation", "notify")
 COLUMN_RULES = ("type", "nullable", "unique", "allowed", "min", "max", "max_null_share")
 
 
@@ -323,7 +325,7 @@ def load_contract(path: Path) -> DatasetContract:
         name=name, file_pattern=_require(raw, "file_pattern", path), row_id=row_id, columns=tuple(cols),
         path=Path(path), owners=owners, timestamp=timestamp, cadence=cadence,
         description=str(raw.get("description", "")), max_quarantine_share=max_share, min_rows=min_rows,
-        max_rows=max_rows, distribution=distribution)
+        max_rows=max_rows, distribution=distribution, email_expire_hours=_notify_expire_hours(raw, path))
 
 
 def _check_cron(expr: str, path: Path, key: str) -> None:
@@ -349,7 +351,18 @@ def load_datasets(directory: Path | None = None) -> dict[str, DatasetContract]:
 
 MOVED_TO_CONTRACT = {"validation": "validation", "schedule": "cadence", "event_timestamp": "timestamp"}
 MODEL_KEYS = ("name", "description", "owners", "task", "dataset", "entity_key", "label", "features", "training",
-              "metric", "gate", "drift", "tags")
+              "metric", "gate", "drift", "tags", "notify")
+
+
+def _notify_expire_hours(raw: Any, path: Path) -> float:
+    """`notify: {expire_hours: N}`: how long an email that could not be sent is retried (pipelines/outbox.py)."""
+    notify = raw.get("notify") or {}
+    if not isinstance(notify, dict) or set(notify) - {"expire_hours"}:
+        raise SpecError(f"{path}: `notify` takes one key, expire_hours (how long an undelivered email is retried).")
+    hours = notify.get("expire_hours", 72)
+    if isinstance(hours, bool) or not isinstance(hours, (int, float)) or hours <= 0:
+        raise SpecError(f"{path}: `notify.expire_hours` must be a positive number of hours, got {hours!r}.")
+    return float(hours)
 
 
 def load_spec(path: Path) -> ModelSpec:
@@ -428,6 +441,7 @@ def load_spec(path: Path) -> ModelSpec:
         tags=tuple(raw.get("tags", ())),
         slices=slices,
         warmup_days=int(training["warmup_days"]) if training.get("warmup_days") is not None else None,
+        email_expire_hours=_notify_expire_hours(raw, path),
     )
 
 

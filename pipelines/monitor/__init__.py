@@ -63,6 +63,7 @@ from pipelines.monitor.email import (
     Email,
     EmailDeliveryError,
     compose_drift_email,
+    record_late_delivery,
     send_drift_report,
 )
 from pipelines.monitor.performance import performance_drift
@@ -95,5 +96,6 @@ __all__ = [
     "performance_drift",
     "record_verdict",
     "sample_rows",
+    "record_late_delivery",
     "send_drift_report",
 ]

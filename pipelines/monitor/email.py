@@ -78,6 +78,7 @@ def send_drift_report(
     attempts: int = 3,
     retry_delay_s: float = 5.0,
     sleep: Callable[[float], None] = time.sleep,
+    queue: Callable[..., dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Email the verdict at `verdict_json` to the owners through `send(to, subject, html, files)`.
 
@@ -87,6 +88,10 @@ def send_drift_report(
     monitor run stays green and the retrain request is unaffected; otherwise EmailDeliveryError is
     raised so the caller (an Airflow task with retries) tries again later. The report files are never
     removed: the verdict names them.
+
+    With `queue` (flywheel.dagkit.send_or_queue: the outbox), the final failure is not the end: the mail
+    is kept in the outbox and retried by the deliver_outbox DAG until delivered or expired; the status is
+    then "pending" (and becomes "sent" through `record_late_delivery` when it goes out).
     """
     path = os.fspath(verdict_json)
     raw = json.loads(storage.read_text(path))
@@ -112,6 +117,16 @@ def send_drift_report(
         }
         _record_email(path, result, status)
         log.info("%s: drift email sent to %s (attempt %d): %s", spec.name, ", ".join(mail.to), attempt, mail.subject)
+        return status
+    if final_try and queue is not None:
+        queued = queue(list(mail.to), mail.subject, mail.html, list(mail.attachments),
+                       on_sent={"kind": "drift_report", "verdict_json": path})
+        status = {"status": queued["status"], "to": list(mail.to), "subject": mail.subject,
+                  "attempts": len(errors) + 1, "error": errors[-1],
+                  **{k: queued[k] for k in ("outbox_id", "expires_at") if k in queued}}
+        _record_email(path, result, status)
+        log.warning("%s: drift email %s after %d attempt(s) (%s)", spec.name,
+                    "queued in the outbox" if queued["status"] == "pending" else "sent", len(errors) + 1, errors[-1])
         return status
     status = {
         "status": "failed",
@@ -141,10 +156,19 @@ def send_drift_report(
     return status
 
 
+def record_late_delivery(verdict_json: Location, sent_at: str) -> None:
+    """A drift email kept in the outbox went out: its verdict and the reports index say "sent" now."""
+    path = os.fspath(verdict_json)
+    raw = json.loads(storage.read_text(path))
+    status = {**(raw.get("email") or {}), "status": "sent", "delivered_late_at": sent_at}
+    _record_email(path, DriftResult.from_dict(raw), status)
+
+
 def _record_email(verdict_path: str, result: DriftResult, status: dict[str, Any]) -> None:
     raw = json.loads(storage.read_text(verdict_path))
     raw["email"] = status
     raw["email_failed"] = status["status"] == "failed"
+    raw["email_pending"] = status["status"] == "pending"
     _write_atomic(verdict_path, json.dumps(json_safe(raw), indent=2).encode())
     key = storage.stem(verdict_path)
     _update_index(storage.parent(verdict_path), key, {"email": status["status"]})

@@ -112,7 +112,7 @@ class BatchIds:
         return np.unique(self.hashes[keep])
 
 
-class _Screen:
+class HashScreen:
     """The batch's sorted hashes, and a bit table of their top bits to screen another interval's hashes fast."""
 
     def __init__(self, hashes: np.ndarray) -> None:
@@ -212,7 +212,7 @@ def seen_elsewhere(ids: BatchIds, key: str, validated_dir: Location, reports_dir
 
     if not len(ids.rows):
         return {}
-    screen = _Screen(ids.hashes)
+    screen = HashScreen(ids.hashes)
     indexed = {storage.stem(f): f for f in storage.list_files(storage.join(reports_dir, INDEX), ".parquet")}
     found: dict[str, np.ndarray] = {}
     for clean_file in storage.list_files(validated_dir, ".parquet"):

@@ -8,6 +8,7 @@ the port, the same path retries, fails in a controlled way and leaves every repo
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import gzip
@@ -16,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -100,9 +101,9 @@ def report(spec, tmp_path: Path):
     return result
 
 
-@pytest.fixture
-def smtp_server(tmp_path: Path):
-    port, mail = free_port(), tmp_path / "mail"
+@contextlib.contextmanager
+def serving(port: int, mail: Path):
+    """`python -m flywheel.smtpd` on `port`, until the block ends."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "flywheel.smtpd", "--port", str(port), "--dir", str(mail)],
         cwd=REPO_ROOT,
@@ -129,6 +130,65 @@ def smtp_server(tmp_path: Path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def smtp_server(tmp_path: Path):
+    with serving(free_port(), tmp_path / "mail") as server:
+        yield server
+
+
+def test_an_email_sent_while_smtp_is_down_is_delivered_after_it_comes_back(spec, report, tmp_path, monkeypatch):
+    """The drift email meets a dead SMTP server: it is kept in the outbox ("pending" in the verdict and the
+    index), retried by deliver_pending while the server is down, and delivered once it is back (the index
+    then says "sent"); a message that expires undelivered is listed in a digest to its recipients."""
+    from functools import partial
+
+    from flywheel import dagkit
+    from pipelines import outbox
+    from pipelines.monitor import list_reports, record_late_delivery, send_drift_report
+
+    port, mail = free_port(), tmp_path / "mail"
+    monkeypatch.setenv("AIRFLOW_CONN_FLYWHEEL_SMTP", smtp_conn(port))   # nothing listens there yet
+    monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("FLYWHEEL_DATA_URI", raising=False)
+    box = str(tmp_path / "home" / "outbox")
+    status = send_drift_report(spec, report.verdict_json, LINKS, dagkit.send_email, attempts=1, final_try=True,
+                               queue=partial(dagkit.send_or_queue, expire_hours=1), sleep=lambda s: None)
+    assert status["status"] == "pending" and status["outbox_id"]
+    assert list_reports(report.verdict_json.rsplit("/", 1)[0])[0]["email"] == "pending"
+    assert outbox.status(box)["pending"] == 1
+
+    now = datetime.now(UTC)
+    still = outbox.deliver_pending(box, dagkit.send_email, now=now)      # the server is still down
+    assert still.sent == [] and len(still.pending) == 1 and still.pending[0]["attempts"] == 2
+    assert "Connection refused" in still.pending[0]["last_error"] or still.pending[0]["last_error"]
+
+    def late(msg):
+        record_late_delivery(msg.on_sent["verdict_json"], msg.sent_at)
+
+    with serving(port, mail):
+        back = outbox.deliver_pending(box, dagkit.send_email, now=now + timedelta(minutes=5), notify_sent=late)
+        assert back.sent == [status["outbox_id"]] and back.pending == []
+        (received,) = [email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
+                       for p in (mail / "new").glob("*")]
+        assert received["Subject"] == status["subject"] and "drift" in received["Subject"].lower()
+        assert list_reports(report.verdict_json.rsplit("/", 1)[0])[0]["email"] == "sent"
+        assert outbox.status(box) == {"pending": 0, "sent": 1, "expired": 0, "expired_not_digested": 0}
+
+    # a message that never got through before its expiry is listed in a digest once the server answers
+    monkeypatch.setenv("AIRFLOW_CONN_FLYWHEEL_SMTP", smtp_conn(port))
+    lost = dagkit.send_or_queue(["owner@example.com"], "[Flywheel] lost", "<p>x</p>", expire_hours=1)
+    assert lost["status"] == "pending"
+    gone = outbox.deliver_pending(box, dagkit.send_email, now=datetime.now(UTC) + timedelta(hours=2))
+    assert gone.expired == [lost["outbox_id"]] and gone.digests_sent == 0        # nobody to tell yet
+    with serving(port, mail):
+        later = outbox.deliver_pending(box, dagkit.send_email, now=datetime.now(UTC) + timedelta(hours=3))
+        assert later.digests_sent == 1
+        subjects = [email.message_from_bytes(p.read_bytes(), policy=email.policy.default)["Subject"]
+                    for p in (mail / "new").glob("*")]
+        assert any("undelivered" in s for s in subjects), subjects
+    assert outbox.status(box)["expired_not_digested"] == 0
 
 
 def test_drift_email_arrives_with_the_gzipped_report(spec, report, smtp_server, monkeypatch) -> None:
