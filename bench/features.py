@@ -315,25 +315,29 @@ def floor_numpy(events: Any, view: Any, start_ns: int, end_ns: int) -> Any:
     n = grid()
     active = roll(n, look) > 0
     jj, ee = np.nonzero(active.T)                 # (snapshot, customer) order
+    flat = ee * k + jj
+
+    def at(a: Any) -> Any:                        # (ne, k) grid -> value per output row
+        return np.ascontiguousarray(a).reshape(-1)[flat]
     out: dict[str, Any] = {"customer_id": ids[ee],
                            "feature_ts": pd.DatetimeIndex((lo + (j0 + jj + 1) * g).view("M8[ns]")).tz_localize("UTC")}
     s = grid(amount)
     cnt = {win: roll(n, win) for win in {w["txn_count_1"], w["txn_count_short"], w["amount_mean_long"]}}
-    out["txn_count_1"] = cnt[w["txn_count_1"]][ee, jj]
-    out["txn_count_short"] = cnt[w["txn_count_short"]][ee, jj]
-    out["amount_sum_short"] = roll(s, w["amount_sum_short"])[ee, jj]
-    nl = cnt[w["amount_mean_long"]][ee, jj]
+    out["txn_count_1"] = at(cnt[w["txn_count_1"]])
+    out["txn_count_short"] = at(cnt[w["txn_count_short"]])
+    out["amount_sum_short"] = at(roll(s, w["amount_sum_short"]))
+    nl = at(cnt[w["amount_mean_long"]])
     with np.errstate(invalid="ignore", divide="ignore"):
-        out["amount_mean_long"] = roll(s, w["amount_mean_long"])[ee, jj] / nl
+        out["amount_mean_long"] = at(roll(s, w["amount_mean_long"])) / nl
     mx = np.full(ne * nb, -np.inf)
     np.maximum.at(mx, cell, amount)
     ws = w["amount_max_short"]
-    mx = sliding_window_view(mx.reshape(ne, nb)[:, j0 + 1 - ws:], ws, axis=1).max(axis=2)[ee, jj]
+    mx = at(sliding_window_view(mx.reshape(ne, nb)[:, j0 + 1 - ws:], ws, axis=1).max(axis=2))
     out["amount_max_short"] = np.where(np.isneginf(mx), np.nan, mx)
     emean = np.bincount(e, amount, minlength=ne) / np.bincount(e, minlength=ne)
     d = amount - emean[e]
     wl = w["amount_std_long"]
-    a, q = roll(grid(d), wl)[ee, jj], roll(grid(d * d), wl)[ee, jj]
+    a, q = at(roll(grid(d), wl)), at(roll(grid(d * d), wl))
     with np.errstate(invalid="ignore", divide="ignore"):
         out["amount_std_long"] = np.where(nl >= 2, np.sqrt(np.maximum(q - a * a / nl, 0) / (nl - 1)), np.nan)
     # distinct merchants: distinct (merchant, customer, bucket), +1 from the bucket to the next occurrence
@@ -349,21 +353,21 @@ def floor_numpy(events: Any, view: Any, start_ns: int, end_ns: int) -> Any:
     ent = pair % ne
     delta = np.bincount(ent * (nb + 1) + b, minlength=ne * (nb + 1))
     delta -= np.bincount(ent * (nb + 1) + np.minimum(stop, nb), minlength=ne * (nb + 1))
-    out["merchants_short"] = np.cumsum(delta.reshape(ne, nb + 1), axis=1)[:, j0:nb][ee, jj]
+    out["merchants_short"] = at(np.cumsum(delta.reshape(ne, nb + 1), axis=1)[:, j0:nb])
     # last amount: latest event of the latest bucket with events within the window (ties: largest)
     tmax = np.full(ne * nb, np.iinfo(np.int64).min)
     np.maximum.at(tmax, cell, ts)
     best = np.full(ne * nb, -np.inf)
     np.maximum.at(best, cell, np.where(ts == tmax[cell], amount, -np.inf))
-    latest = np.maximum.accumulate(np.where(n > 0, np.arange(nb), -1), axis=1)[:, j0:][ee, jj]
+    latest = at(np.maximum.accumulate(np.where(n > 0, np.arange(nb), -1), axis=1)[:, j0:])
     wlast = w["amount_last"]
     ok = latest > j0 + jj - wlast
-    out["amount_last"] = np.where(ok, best.reshape(ne, nb)[ee, np.maximum(latest, 0)], np.nan)
+    out["amount_last"] = np.where(ok, best[ee * nb + np.maximum(latest, 0)], np.nan)
     ccode, cuniq = pd.factorize(events["channel"].to_numpy()[keep])
     wallet = grid((ccode == list(cuniq).index("wallet")).astype(np.float64))
     wsh = w["wallet_share_short"]
     with np.errstate(invalid="ignore", divide="ignore"):
-        out["wallet_share_short"] = roll(wallet, wsh)[ee, jj] / cnt.get(wsh, roll(n, wsh))[ee, jj]
+        out["wallet_share_short"] = at(roll(wallet, wsh)) / at(cnt.get(wsh, roll(n, wsh)))
     out["created_ts"] = pd.DatetimeIndex(np.full(len(ee), end_ns).view("M8[ns]")).tz_localize("UTC")
     return pd.DataFrame(out, copy=False)
 
@@ -464,7 +468,7 @@ def engine_child(spec: dict[str, Any]) -> None:
     start_ns, end_ns, _ = engine_interval(spec["granularity"], spec["mode"])
     result: dict[str, Any] = {"kind": spec["kind"], "rss_before_mb": rss_mb()}
     if spec["kind"] == "duckdb":
-        import duckdb   # noqa: F401  (imported before the clock)
+        import duckdb  # noqa: F401  (imported before the clock)
     t = time.perf_counter()
     if spec["kind"] == "engine":
         out = feature_engine.compute_view(events, view, pd.Timestamp(start_ns, tz="UTC").to_pydatetime(),

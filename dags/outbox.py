@@ -23,6 +23,7 @@ with DAG(
     schedule=timedelta(minutes=5),
     catchup=False,
     max_active_runs=1,
+    is_paused_upon_creation=False,   # infrastructure: undelivered mail must not wait for someone to unpause it
     default_args={"owner": "flywheel", "retries": 1, "retry_delay": timedelta(seconds=30)},
     tags=["flywheel", "stage:notify"],
     doc_md=__doc__,

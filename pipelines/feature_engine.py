@@ -7,15 +7,15 @@ elsewhere). `compute_view` turns the dataset's rows into the view's snapshot tab
 Point-in-time semantics:
 
 - Snapshots are stamped at t = start + g, start + 2g, ..., end (g = granularity). The snapshot at t
-  summarises, per entity and per aggregation with window W, the events with timestamp in [t - W, t)
+  summarises, per entity and per aggregation with window W, the events with timestamp in [t − W, t)
   (half-open: an event exactly at t belongs to the NEXT snapshot; same convention as Chronon's and
-  Tecton's `[t - W, t)` windows). A training row or request at time s reads (elsewhere, via Feast) the
+  Tecton's `[t − W, t)` windows). A training row or request at time s reads (elsewhere, via Feast) the
   latest snapshot with t <= s, so it never sees an event at or after s, and never sees events in
   [t, s) either (staleness up to one granularity).
 - `events` holds the dataset rows (any extra columns ignored); the caller passes at least
-  [start + g - lookback, end); rows outside that range are ignored (never counted); rows with a null
+  [start + g − lookback, end); rows outside that range are ignored (never counted); rows with a null
   in any join key or the timestamp are ignored.
-- An entity gets a snapshot at t iff it has at least one event in [t - lookback, t). Otherwise no row.
+- An entity gets a snapshot at t iff it has at least one event in [t − lookback, t). Otherwise no row.
 - Per function, on the window's events of the entity (nulls in `column` ignored, as SQL does):
   count = number of non-null values (int64, 0 if none); sum (float64, 0.0 if none); mean, min, max
   (float64, NaN if none); std = SAMPLE standard deviation ddof=1 (float64, NaN with < 2 values);
@@ -38,6 +38,8 @@ count_distinct exactly from the distinct (value, cell) pairs: an occurrence adds
 until its next occurrence or until it leaves the window. A std whose one-pass value could have lost
 precision (window variance tiny against the entity's) is recomputed for that row from per-cell
 (count, mean, M2) merged with the window's own mean (Chan et al.), as a two-pass std would.
+Infinite values are counted apart: a window's sum and mean are +-inf (NaN with both signs) and its
+std NaN, as float arithmetic over the window would give; other windows and entities are unaffected.
 """
 
 from __future__ import annotations
@@ -394,11 +396,12 @@ class _Column:
         import pandas as pd
 
         def make() -> np.ndarray | None:
-            if ("codes", False) in self._cache or ("codes", True) in self._cache:
-                codes = self._cache.get(("codes", False), self._cache.get(("codes", True)))[0]
-                ok = codes >= 0
+            coded = [self._cache[k] for k in (("codes", False), ("codes", True)) if k in self._cache]
+            if coded:                       # nulls got code -1
+                ok = coded[0][0] >= 0
             elif "x0" in self._cache:
-                return self._cache["x0"][1]   # type: ignore[no-any-return]
+                mask: np.ndarray | None = self._cache["x0"][1]
+                return mask
             elif isinstance(self.raw, np.ndarray) and self.raw.dtype.kind in "iub":
                 return None
             else:
@@ -432,13 +435,16 @@ class _Column:
             else:
                 s = pd.Series(raw, copy=False)
                 if not self.numeric():
+                    why = f"{s.dtype}, not numeric"
                     try:
-                        s = pd.to_numeric(s)
-                    except (TypeError, ValueError) as err:
+                        if s.dtype != object:
+                            raise TypeError
+                        s = pd.to_numeric(s)    # numbers stored as objects
+                    except (TypeError, ValueError):
                         raise ValueError(
                             f"feature view {self.view.name!r}, feature {feature!r}: column {self.name!r} is "
-                            f"{s.dtype}, not numeric ({err}); use a numeric column, or count/count_distinct/"
-                            "last/share") from None
+                            f"{why}; {self.view.name!r} needs numbers for {feature!r}: convert the column, or "
+                            "use count/count_distinct/last/share") from None
                 x = s.to_numpy(dtype=np.float64, na_value=np.nan)
             bad = np.isnan(x)
             if not bad.any():
@@ -446,10 +452,33 @@ class _Column:
             return np.where(bad, 0.0, x), ~bad
         return self._get("x0", make)
 
+    def xf(self, feature: str) -> np.ndarray:
+        """x0 with +-inf as 0.0 too: what the float prefixes sum (infinities are counted apart)."""
+        import numpy as np
+
+        def make() -> np.ndarray:
+            x0, _ = self.x0(feature)
+            inf = np.isinf(x0)
+            return np.where(inf, 0.0, x0) if inf.any() else x0
+        return self._get("xf", make)
+
+    def infinities(self, feature: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """Prefixes of the +inf and -inf values per cell; None when there is none."""
+        import numpy as np
+
+        def make() -> tuple[np.ndarray, np.ndarray] | None:
+            x0, _ = self.x0(feature)
+            if self.xf(feature) is x0:
+                return None
+            rc, n = self.cells.row_cell, self.cells.n
+            return (_prefix(np.bincount(rc[x0 == np.inf], minlength=n)),
+                    _prefix(np.bincount(rc[x0 == -np.inf], minlength=n)))
+        return self._get("infinities", make)
+
     def cell_sums(self, feature: str) -> np.ndarray:
         import numpy as np
 
-        return self._get("cell_sums", lambda: np.bincount(self.cells.row_cell, self.x0(feature)[0],
+        return self._get("cell_sums", lambda: np.bincount(self.cells.row_cell, self.xf(feature),
                                                           minlength=self.cells.n))
 
     def sums(self, feature: str) -> _FloatSum:
@@ -460,7 +489,7 @@ class _Column:
         import numpy as np
 
         def make() -> tuple[_FloatSum, _FloatSum]:
-            x0, ok = self.x0(feature)
+            x0, ok = self.xf(feature), self.x0(feature)[1]
             cells = self.cells
             n = np.bincount(cells.ent, self.cell_nn(), minlength=self.n_ent)
             mean = np.bincount(cells.ent, self.cell_sums(feature), minlength=self.n_ent) / np.maximum(n, 1)
@@ -479,7 +508,7 @@ class _Column:
         cells in `need` (0 elsewhere)."""
         import numpy as np
 
-        x0, ok = self.x0(feature)
+        x0, ok = self.xf(feature), self.x0(feature)[1]
         rc = self.cells.row_cell
         mean = self.cell_sums(feature) / np.maximum(self.cell_nn(), 1)
         rows = need[rc] if ok is None else need[rc] & ok
@@ -579,6 +608,10 @@ def _aggregate(col: _Column, a: AggregationSpec, w: int, cells: _Cells, snaps: _
     if fn in ("sum", "mean"):
         s = col.sums(a.name).window(snaps, lo)
         s[n == 0] = 0.0
+        inf = col.infinities(a.name)
+        if inf is not None:     # as float addition: +inf, -inf, or NaN with both
+            pos, neg = inf[0][hi] - inf[0][lo] > 0, inf[1][hi] - inf[1][lo] > 0
+            s[pos], s[neg], s[pos & neg] = np.inf, -np.inf, np.nan
         if fn == "sum":
             return s
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -621,6 +654,9 @@ def _std(col: _Column, a: AggregationSpec, snaps: _Snaps, lo: np.ndarray, n: np.
     bad = np.flatnonzero((n >= 2) & (m2 <= bound * 1e11))
     if len(bad):
         m2[bad] = _exact_m2(col, a, lo[bad], snaps.hi[bad])
+    inf = col.infinities(a.name)
+    if inf is not None:     # an infinite value makes the deviations, hence the std, NaN
+        m2[(inf[0][snaps.hi] - inf[0][lo]) + (inf[1][snaps.hi] - inf[1][lo]) > 0] = np.nan
     with np.errstate(invalid="ignore"):
         return np.where(n >= 2, np.sqrt(np.maximum(m2, 0.0) / np.maximum(n - 1, 1)), np.nan)
 

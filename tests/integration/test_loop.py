@@ -17,7 +17,9 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     home = tmp_path_factory.mktemp("flywheel-home")
-    with demo_run(home, {"FLYWHEEL_TOPOLOGY": "embedded"}) as d:
+    # a killed task is noticed after 30 s instead of Airflow's 300 (the crash test below waits for it)
+    with demo_run(home, {"FLYWHEEL_TOPOLOGY": "embedded", "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
+                         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5"}) as d:
         yield d
 
 
@@ -44,3 +46,78 @@ def test_every_listening_socket_is_on_loopback(demo):
     assert {ports.airflow, ports.mlflow, ports.smtp} <= {port for _, port, _ in sockets}, sockets
     outside = [s for s in sockets if s[0] not in ("127.0.0.1", "::1")]
     assert not outside, f"listening outside loopback: {outside}"
+
+
+def _score_files(demo) -> dict[str, bytes]:
+    from pipelines import storage
+
+    lay = demo["layout"]
+    return {p: storage.read_bytes(p) for m in ("fraud", "spend") for p in storage.list_files(lay.scores(m), ".parquet")}
+
+
+def test_resume_of_a_finished_demo_replays_nothing(demo):
+    """`flywheel demo --resume` after the demo: services restart, nothing is landed, trained or drilled again,
+    so no alias moves and no score file changes (it used to retrain, re-drill and re-score old weeks)."""
+    import subprocess
+    import sys
+
+    from loop_outcomes import REPO, mlflow_client
+
+    client = mlflow_client(demo)
+    aliases = {m: dict(client.get_registered_model(f"flywheel-{m}").aliases) for m in ("fraud", "spend")}
+    versions = {m: len(client.search_model_versions(f"name='flywheel-{m}'")) for m in ("fraud", "spend")}
+    scores = _score_files(demo)
+    proc = subprocess.run([sys.executable, "-m", "flywheel.cli", "demo", "--short", "--resume"], env=demo["env"],
+                          cwd=REPO, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert proc.stdout.count("already played (--resume)") == 8, proc.stdout[-3000:]
+    assert "engineer triggers" not in proc.stdout and "on-call drill" not in proc.stdout
+    assert {m: dict(client.get_registered_model(f"flywheel-{m}").aliases) for m in ("fraud", "spend")} == aliases
+    assert {m: len(client.search_model_versions(f"name='flywheel-{m}'")) for m in ("fraud", "spend")} == versions
+    assert _score_files(demo) == scores
+
+
+def test_a_scheduler_killed_mid_task_is_recovered_by_up(demo):
+    """SIGKILL the scheduler while a task runs: its LocalExecutor workers are orphaned (they used to hold the
+    log server's port and make `make up` fail). `flywheel up` stops them, starts the scheduler again, and
+    Airflow retries the interrupted task: the run completes, with nothing validated twice."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from loop_outcomes import REPO, airflow_api
+
+    from flywheel import runtime
+    from pipelines import storage
+    from pipelines.layout import Layout
+
+    api, lay = airflow_api(demo), Layout(demo["home"])
+    dag_id, run_id = "ingest_validate__transactions", "batch__2026-02-09"   # the bad-rows week
+    before = storage.read_parquet(storage.join(demo["layout"].validated("transactions"), "2026-02-09.parquet"))
+    api.clear(dag_id, run_id, ["validate_batch"], note="crash drill", downstream=False)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ti = api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/validate_batch")
+        if ti["state"] == "running":
+            break
+        time.sleep(0.2)
+    assert ti["state"] == "running", ti
+    scheduler = runtime.running(lay)["scheduler"]
+    os.kill(scheduler, signal.SIGKILL)
+    time.sleep(2)
+    assert "scheduler" not in runtime.running(lay)
+    up = subprocess.run([sys.executable, "-m", "flywheel.cli", "up"], env=demo["env"], cwd=REPO, capture_output=True,
+                        text=True, timeout=600)
+    assert up.returncode == 0, (up.stdout + up.stderr)[-3000:]
+    assert "scheduler" in runtime.running(lay) and runtime.leftovers(lay) == {}
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        run = api.get(f"/dags/{dag_id}/dagRuns/{run_id}")
+        if run["state"] in ("success", "failed"):
+            break
+        time.sleep(2)
+    assert run["state"] == "success", run
+    after = storage.read_parquet(storage.join(demo["layout"].validated("transactions"), "2026-02-09.parquet"))
+    assert after.equals(before)

@@ -62,7 +62,8 @@ def oracle(events: pd.DataFrame, view: ViewSpec, start: datetime, end: datetime)
             row[view.feature_timestamp] = pd.Timestamp(t, tz="UTC")
             for a in view.aggregations:
                 win = (ets >= t - pd.Timedelta(a.window) // ns) & (ets < t)
-                row[a.name] = _apply(a.function, cols[a.column][win], ets[win], a.match)
+                with np.errstate(invalid="ignore"):      # inf - inf in a window: NaN, as documented
+                    row[a.name] = _apply(a.function, cols[a.column][win], ets[win], a.match)
             row[view.created_timestamp] = pd.Timestamp(end)
             out.append(row)
         t += g
@@ -310,3 +311,15 @@ def test_missing_or_non_numeric_columns_are_named():
         compute_view(frame([(1, T0, 1.0)]).drop(columns="amount"), view, T0, T0 + D)
     with pytest.raises(ValueError, match=r"feature 'spend': column 'amount' is object, not numeric"):
         compute_view(frame([(1, T0, 1.0)]).astype({"amount": object}).assign(amount="x"), view, T0, T0 + D)
+
+
+def test_infinite_values_stay_in_their_entity_and_window():
+    aggs = [AggregationSpec(f, "amount", f, 2 * D) for f in ("sum", "mean", "std", "max", "min")]
+    view = one_view(*aggs)
+    rows = [(1, T0, np.inf), (1, T0 + H, 1.0), (2, T0, 2.0), (2, T0 + H, 4.0), (3, T0, -np.inf), (3, T0 + H, np.inf),
+            (4, T0 + D, 1.0), (4, T0 + D + H, 3.0)]
+    events = frame(rows)
+    got = compute_view(events, view, T0, T0 + 3 * D)
+    assert_same(got, oracle(events, view, T0, T0 + 3 * D), view)
+    assert got.loc[got["customer_id"] == 2, "std"].iloc[0] == pytest.approx(np.sqrt(2))
+    assert np.isnan(got.loc[got["customer_id"] == 3, "sum"].iloc[0])
