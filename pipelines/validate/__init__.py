@@ -62,7 +62,7 @@ offending values, their count, the contract key behind the limit and what to do 
    `row_id`), allowed values, numeric min/max, and the event timestamp (the contract's `timestamp`):
    not in the future of the batch (`< interval end`, check `not_in_future`) and not before the
    interval start (check `in_interval`). A label is checked as the contract declares its column
-   (e.g. `is_fraud: {allowed: [0, 1], nullable: false}`).
+   (e.g. `is_churned: {allowed: [0, 1], nullable: false}`).
    Row identity across batches (`unique_across_batches`, Flywheel's own rule): the `row_id` is unique
    across every accepted batch of the dataset, not only within this one. A row whose id was accepted for
    ANOTHER interval (last week's rows sent again, timestamps shifted or not) is quarantined with the reason

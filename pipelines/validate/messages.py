@@ -185,7 +185,7 @@ def extra_column(name: str, where: str, contract_file: str) -> RuleFailure:
 
 def rename_hint(name: str, candidates: list[str]) -> str | None:
     """The extra column that is probably `name` renamed: same name in another case, a close spelling, or an
-    abbreviation (`amt` for `amount`, `cust_id` for `customer_id`)."""
+    abbreviation (`qty` for `quantity`, `acct_id` for `account_id`)."""
     lower = {e.lower(): e for e in candidates}
     hint = lower.get(name.lower()) or next(iter(difflib.get_close_matches(name, candidates, n=1, cutoff=0.5)), None)
     if hint is None:
@@ -194,7 +194,7 @@ def rename_hint(name: str, candidates: list[str]) -> str | None:
 
 
 def _is_abbreviation(short: str, long: str) -> bool:
-    """`amt` ~ `amount`: same first letter and the letters of `short` appear in order in `long`."""
+    """`qty` ~ `quantity`: same first letter and the letters of `short` appear in order in `long`."""
     s, lng = short.lower(), long.lower()
     if len(s) < 2 or s[0] != lng[0]:
         return False

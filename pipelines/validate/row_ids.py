@@ -83,14 +83,41 @@ def id_hashes(values: np.ndarray) -> np.ndarray:
     return pd.util.hash_array(values, categorize=False)
 
 
+CHUNK = 1 << 17  # ids hashed at a time: only one chunk's Python strings are alive at once
+
+
+def hash_ids(ids: Any, kind: str) -> np.ndarray:
+    """The hashes of non-null ids (a pd.Series, or an arrow array from `validated_ids`), chunk by chunk."""
+    import numpy as np
+    import pandas as pd
+
+    def values(i: int) -> np.ndarray:
+        if isinstance(ids, pd.Series):
+            return id_values(ids.iloc[i : i + CHUNK], kind)
+        return ids.slice(i, CHUNK).to_numpy(zero_copy_only=False)
+
+    out = np.empty(len(ids), dtype=np.uint64)
+    for i in range(0, len(ids), CHUNK):
+        out[i : i + CHUNK] = id_hashes(values(i))
+    return out
+
+
+def sorted_distinct(hashes: np.ndarray) -> np.ndarray:
+    """`hashes` sorted, each once (what an index file holds). Not np.unique: 50x slower on uint64 in numpy 2.4."""
+    import numpy as np
+
+    out = np.sort(hashes)
+    return out[np.concatenate(([True], out[1:] != out[:-1]))] if len(out) else out
+
+
 @dataclass(frozen=True)
 class BatchIds:
-    """The row ids of a landed batch: the rows that have one, their values and hashes (aligned)."""
+    """The row ids of a landed batch: the positions of the rows that have one, and their hashes (aligned)."""
 
     column: str
     kind: str
+    ids: Any  # the batch's id column (pd.Series)
     rows: Any  # positions (int64, increasing) of the rows with a non-null id
-    values: Any
     hashes: Any  # uint64
 
     @classmethod
@@ -99,17 +126,21 @@ class BatchIds:
 
         column = contract.row_id
         kind = contract.column(column).type
-        present = df[column].notna().to_numpy()
-        rows = np.flatnonzero(present)
-        values = id_values(df[column].iloc[rows] if len(rows) < len(df) else df[column], kind)
-        return cls(column, kind, rows, values, id_hashes(values))
+        ids = df[column]
+        rows = np.flatnonzero(ids.notna().to_numpy())
+        hashes = hash_ids(ids.iloc[rows] if len(rows) < len(ids) else ids, kind)
+        return cls(column, kind, ids, rows, hashes)
+
+    def values_at(self, at: Any) -> Any:
+        """The id values (as hashed) at the given indexes of `rows`."""
+        return id_values(self.ids.iloc[self.rows[at]], self.kind)
 
     def clean_hashes(self, bad_rows: Any) -> np.ndarray:
         """Sorted distinct hashes of the ids of the rows not in `bad_rows` (what an accepted batch indexes)."""
         import numpy as np
 
         keep = ~np.isin(self.rows, bad_rows, assume_unique=True) if len(bad_rows) else slice(None)
-        return np.unique(self.hashes[keep])
+        return sorted_distinct(self.hashes[keep])
 
 
 class HashScreen:
@@ -118,7 +149,7 @@ class HashScreen:
     def __init__(self, hashes: np.ndarray) -> None:
         import numpy as np
 
-        self.order = np.argsort(hashes, kind="stable")
+        self.order = np.argsort(hashes)
         self.sorted = hashes[self.order]
         bits = int(min(26, max(10, np.ceil(np.log2(max(len(hashes), 1))) + 4)))  # about 1/16 of the table set
         self.shift = np.uint64(64 - bits)
@@ -158,8 +189,9 @@ def write_index(reports_dir: Location, key: str, hashes: np.ndarray, column: str
         {META: json.dumps(meta, sort_keys=True).encode()}
     )
     buf = pa.BufferOutputStream()
+    # sorted 64-bit hashes: delta encoding takes them to ~47 bits each; a codec on top gains nothing
     pq.write_table(
-        table, buf, compression="zstd", use_dictionary=False, column_encoding={COLUMN: "DELTA_BINARY_PACKED"}
+        table, buf, compression="none", use_dictionary=False, column_encoding={COLUMN: "DELTA_BINARY_PACKED"}
     )
     return storage.write_bytes(buf.getvalue().to_pybytes(), index_file(reports_dir, key))
 
@@ -186,11 +218,16 @@ def read_index(path: str, column: str) -> np.ndarray | None:
     return table.column(COLUMN).to_numpy()
 
 
-def validated_ids(clean_file: str, column: str, kind: str) -> np.ndarray:
-    """The ids of an accepted interval, exactly, from its validated file."""
+def validated_ids(clean_file: str, column: str, kind: str) -> Any:
+    """The ids of an accepted interval, exactly, from its validated file: an arrow array of the values that
+    `id_values` gives (strings, int64, float64; timestamps as int64 ns)."""
+    import pyarrow as pa
+
     try:
-        ids = storage.read_parquet(clean_file, columns=[column])[column]
-        return id_values(ids.dropna(), kind)
+        ids = storage.read_table(clean_file, columns=[column]).column(column).combine_chunks().drop_null()
+        if kind == "timestamp":
+            ids = ids.cast(pa.timestamp("ns", tz="UTC")).cast(pa.int64())
+        return ids
     except Exception as exc:
         raise RuntimeError(
             f"{clean_file}: cannot read its row ids `{column}` ({type(exc).__name__}: {exc}), so the batch cannot be "
@@ -202,41 +239,69 @@ def validated_ids(clean_file: str, column: str, kind: str) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 # the check
 
+READ_AHEAD = 4  # index files read ahead, in threads, while one is screened (memory: a few files at most)
+
 
 def seen_elsewhere(ids: BatchIds, key: str, validated_dir: Location, reports_dir: Location) -> dict[str, np.ndarray]:
     """For each other accepted interval, the positions of the batch's rows whose id it accepted, confirmed
     exactly against its validated file ({} when none). Call under `registry.locked`: an interval with no
     usable index gets one (from its validated file)."""
-    import numpy as np
-    import pandas as pd
+    from collections import deque
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
     if not len(ids.rows):
         return {}
     screen = HashScreen(ids.hashes)
     indexed = {storage.stem(f): f for f in storage.list_files(storage.join(reports_dir, INDEX), ".parquet")}
-    found: dict[str, np.ndarray] = {}
-    for clean_file in storage.list_files(validated_dir, ".parquet"):
+    # this interval's own ids are replaced by this run: never a duplicate of itself
+    others = [f for f in storage.list_files(validated_dir, ".parquet") if storage.stem(f) != key]
+
+    def load(clean_file: str) -> tuple[np.ndarray, Any]:
         other = storage.stem(clean_file)
-        if other == key:  # this interval's own ids: replaced by this run, never a duplicate of itself
-            continue
-        exact = None
         hashes = read_index(indexed[other], ids.column) if other in indexed else None
-        if hashes is None:  # accepted before the index existed (or indexed otherwise): rebuilt once, here
-            exact = validated_ids(clean_file, ids.column, ids.kind)
-            hashes = np.unique(id_hashes(exact))
-            write_index(reports_dir, other, hashes, ids.column)
-            logger.info("row-id index of %s rebuilt from %s (%d ids)", other, clean_file, len(hashes))
-        common = screen.common(hashes)
-        if not len(common):
-            continue
-        at = screen.positions(common)
-        if exact is None:
-            exact = validated_ids(clean_file, ids.column, ids.kind)
-        confirmed = pd.Series(ids.values[at]).isin(pd.Series(exact)).to_numpy()
-        if not confirmed.all():
-            logger.info("%s: %d row-id hash collision(s) with %s, not duplicates", key, int((~confirmed).sum()), other)
-        if confirmed.any():
-            found[other] = ids.rows[at[confirmed]]
+        if hashes is not None:
+            return hashes, None
+        # accepted before the index existed (or indexed otherwise): rebuilt from the validated file, once
+        exact = validated_ids(clean_file, ids.column, ids.kind)
+        hashes = sorted_distinct(hash_ids(exact, ids.kind))
+        write_index(reports_dir, other, hashes, ids.column)
+        logger.info("row-id index of %s rebuilt from %s (%d ids)", other, clean_file, len(hashes))
+        return hashes, exact
+
+    found: dict[str, np.ndarray] = {}
+    with ThreadPoolExecutor(max_workers=READ_AHEAD, thread_name_prefix="row-ids") as pool:
+        queue: deque[tuple[str, Future[tuple[np.ndarray, Any]]]] = deque()
+        todo = iter(others)
+        for clean_file in todo:
+            queue.append((clean_file, pool.submit(load, clean_file)))
+            if len(queue) >= READ_AHEAD:
+                break
+        while queue:
+            clean_file, loading = queue.popleft()
+            following = next(todo, None)
+            if following is not None:
+                queue.append((following, pool.submit(load, following)))
+            hashes, exact = loading.result()
+            common = screen.common(hashes)
+            if not len(common):
+                continue
+            at = screen.positions(common)  # candidates: confirmed on the ids themselves
+            if exact is None:
+                exact = validated_ids(clean_file, ids.column, ids.kind)
+            candidates = pa.array(ids.values_at(at))
+            if exact.type != candidates.type:  # e.g. large_string written by another tool
+                exact = exact.cast(candidates.type)
+            # every accepted id probed into the few candidates, then the candidates into the ids that matched
+            matched = exact.filter(pc.is_in(exact, value_set=candidates))
+            confirmed = pc.is_in(candidates, value_set=matched).to_numpy(zero_copy_only=False)
+            other = storage.stem(clean_file)
+            if not confirmed.all():
+                logger.info("%s: %d row-id hash collision(s) with %s: not duplicates", key, (~confirmed).sum(), other)
+            if confirmed.any():
+                found[other] = ids.rows[at[confirmed]]
     return found
 
 

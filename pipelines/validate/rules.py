@@ -25,7 +25,7 @@ PARTIAL = 20  # partial_unexpected_count asked from GX
 # names that say "label" whatever the model: an extra column called like this is a leaked label
 # (when a model reads the dataset at all)
 LEAK_WORDS = {"label", "labels", "target", "y", "outcome", "truth", "groundtruth"}
-_GENERIC_WORDS = {"is", "has", "was", "flag", "id", "the", "of", "value", "amount"}
+_GENERIC_WORDS = {"is", "has", "was", "flag", "id", "the", "of", "value"}
 
 # GX type names accepted for each numeric contract type (pandas dtypes; object columns are checked
 # value by value against the Python types).
@@ -188,7 +188,7 @@ def leak_reason(
     With no readers there is no label to leak (the column is just not in the contract). By content
     (label kind `column`): its values equal a reader's label column in >= 99% of the rows (GX
     `expect_column_pair_values_to_be_equal` with mostly=0.99 succeeded). By name: it contains a
-    reader's label column's own words (`fraud` for `is_fraud`), or for a computed label (kind
+    reader's label column's own words (`churned` for `is_churned`), or for a computed label (kind
     `future_sum`) `future`/`next` or the model's name (`spend_next_7d` for spend); or it is called
     like any label (`label`, `target`, `y`, `outcome`, ...).
     """
