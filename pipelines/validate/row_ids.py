@@ -8,11 +8,11 @@ million ids (bench/row_ids.py). The file's schema metadata names the hash and th
 with another hash or of another column counts as missing.
 
 The check (`seen_elsewhere`): the batch's ids are hashed and sorted once. The other accepted
-intervals' index files are read one at a time (never more than one in memory), each screened
-through a bit table of the batch's hash prefixes and the survivors looked up in the batch's sorted
-hashes. A hash hit is only a candidate: it is confirmed against that interval's validated file (its
-ids, compared exactly) before the row is called a duplicate, so a hash collision can never
-quarantine a good row.
+intervals' index files are read by a few threads (`READ_AHEAD` files at a time, so memory does not grow
+with the history), each screened as it arrives through a bit table of the batch's hash prefixes and the
+survivors looked up in the batch's sorted hashes. A hash hit is only a candidate: it is confirmed
+against that interval's validated file (its ids, compared exactly) before the row is called a
+duplicate, so a hash collision can never quarantine a good row.
 
 Which intervals: those with a validated file (what downstream reads) other than the batch's own: a
 rerun, or a fixed file re-landed for the interval, replaces that interval's ids and never flags its
@@ -259,33 +259,33 @@ def seen_elsewhere(ids: BatchIds, key: str, validated_dir: Location, reports_dir
     # this interval's own ids are replaced by this run: never a duplicate of itself
     others = [f for f in storage.list_files(validated_dir, ".parquet") if storage.stem(f) != key]
 
-    def load(clean_file: str) -> tuple[np.ndarray, Any]:
+    def screened(clean_file: str) -> tuple[np.ndarray, Any]:
+        """The hashes an interval shares with the batch (and its exact ids, when they had to be read)."""
         other = storage.stem(clean_file)
         hashes = read_index(indexed[other], ids.column) if other in indexed else None
         if hashes is not None:
-            return hashes, None
+            return screen.common(hashes), None
         # accepted before the index existed (or indexed otherwise): rebuilt from the validated file, once
         exact = validated_ids(clean_file, ids.column, ids.kind)
         hashes = sorted_distinct(hash_ids(exact, ids.kind))
         write_index(reports_dir, other, hashes, ids.column)
         logger.info("row-id index of %s rebuilt from %s (%d ids)", other, clean_file, len(hashes))
-        return hashes, exact
+        return screen.common(hashes), exact
 
     found: dict[str, np.ndarray] = {}
     with ThreadPoolExecutor(max_workers=READ_AHEAD, thread_name_prefix="row-ids") as pool:
         queue: deque[tuple[str, Future[tuple[np.ndarray, Any]]]] = deque()
         todo = iter(others)
         for clean_file in todo:
-            queue.append((clean_file, pool.submit(load, clean_file)))
+            queue.append((clean_file, pool.submit(screened, clean_file)))
             if len(queue) >= READ_AHEAD:
                 break
         while queue:
             clean_file, loading = queue.popleft()
             following = next(todo, None)
             if following is not None:
-                queue.append((following, pool.submit(load, following)))
-            hashes, exact = loading.result()
-            common = screen.common(hashes)
+                queue.append((following, pool.submit(screened, following)))
+            common, exact = loading.result()
             if not len(common):
                 continue
             at = screen.positions(common)  # candidates: confirmed on the ids themselves

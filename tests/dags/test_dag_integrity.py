@@ -60,17 +60,20 @@ def test_every_stage_exists_for_every_spec_dataset_and_view(dagbag, specs, datas
 
 
 def test_owners_retries_tags(dagbag, specs, datasets, declarations_index):
+    # tasks that must not retry: a blocked batch fails at once (a retry would re-send the email), and the
+    # outbox is tried again by its next scheduled run anyway
+    no_retry = {("gate_batch",), ("deliver_pending",)}
     for dag_id, dag in dagbag.dags.items():
-        stage, subject = dag_id.split("__", 1)
+        stage, _, subject = dag_id.partition("__")
         assert "flywheel" in dag.tags and any(t.startswith("stage:") for t in dag.tags), dag_id
         assert dag.doc_md, f"{dag_id} has no documentation for the UI"
         for t in dag.tasks:
             assert t.owner and t.owner != "airflow", f"{dag_id}.{t.task_id} has no owner"
-            if not (dag_id.startswith("ingest_validate") and t.task_id == "gate_batch"):
+            if (t.task_id,) not in no_retry:
                 assert t.retries >= 1, f"{dag_id}.{t.task_id} has no retries"
-        if stage == "example":
+        if stage in ("example", "deliver_outbox"):
             continue
-        if stage == "ingest_validate":
+        if stage in ("ingest_validate", "land"):
             owners, tag = datasets[subject].owners, f"dataset:{subject}"
         elif stage == "features":
             owners = datasets[declarations_index["views"][subject]["dataset"]].owners
@@ -95,6 +98,14 @@ def test_task_chains(dagbag):
     assert edges("ingest_validate__transactions") == {("validate_batch", "gate_batch"),
                                                       ("gate_batch", "publish_validated")}
     assert edges("features__customer_stats") == {("build_feature_table", "materialize_features")}
+    assert edges("land__transactions") == {("plan_ingestion", "start_ingestion")}
+    # landing is enough: the land DAG is scheduled on an Asset whose watcher looks at the landing area
+    cond = dagbag.dags["land__transactions"].timetable.asset_condition
+    (landed,) = cond.objects
+    assert landed.uri == "x-flywheel://datasets/transactions/landed" and landed.watchers
+    start = dagbag.dags["land__transactions"].get_task("start_ingestion")
+    assert start.partial_kwargs["trigger_dag_id"] == "ingest_validate__transactions"
+    assert start.partial_kwargs["reset_dag_run"] is True
     assert edges("train__fraud") == {("build_training_set", "train_challenger"), ("train_challenger", "evaluate_gate"),
                                      ("evaluate_gate", "promote_champion"), ("evaluate_gate", "write_model_card"),
                                      ("promote_champion", "write_model_card")}
