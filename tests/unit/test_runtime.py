@@ -285,3 +285,26 @@ def test_embedded_services_start_no_log_server_on_every_interface(tmp_path):
     assert "--skip-serve-logs" in cmds["scheduler"] and "--skip-serve-logs" in cmds["triggerer"]
     for name in ("api-server", "mlflow"):
         assert cmds[name][cmds[name].index("--host") + 1] == "127.0.0.1", name
+
+
+def test_a_demo_whose_services_went_away_stops_with_one_clear_line(tmp_path, monkeypatch, capsys):
+    """Airflow not answering (stopped mid-demo) is one line saying what to do, not a URLError traceback."""
+    from flywheel import cli, demo
+    from flywheel.airflow_api import AirflowAPI, AirflowUnreachable
+
+    with socket.socket() as s:           # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    api = AirflowAPI(f"http://127.0.0.1:{port}", "admin", "x")
+    with pytest.raises(AirflowUnreachable, match=f"127.0.0.1:{port} does not answer"):
+        api.dags()
+
+    def services_gone(*args, **kwargs):
+        return api.dags()
+
+    monkeypatch.setattr(demo, "run_demo", services_gone)
+    monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path / "home"))
+    assert cli.main(["demo", "--short"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not answer" in err[0] and "flywheel demo --resume" in err[0]
+    assert "Traceback" not in err[0]
