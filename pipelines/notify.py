@@ -29,6 +29,7 @@ def blocked_batch_email(
     e = html.escape
     failures = sorted(result.get("failures") or [], key=lambda f: _ORDER.get(str(f.get("severity")), 3))
     blocking = [f for f in failures if f.get("severity") == "batch"]
+    broken = sum(int(f.get("count") or 0) for f in failures if f.get("severity") == "row")
     rules = ", ".join(sorted({str(f["rule"]) for f in blocking}))
     models = [m.name for m in readers]
     rows = "".join(
@@ -58,8 +59,8 @@ def blocked_batch_email(
         f"<b>Contract:</b> <code>{e(contract.path.parent.name)}/{e(contract.path.name)}</code> "
         f"(owners: {e(', '.join(contract.owners))})<br>"
         f"{waiting}<br>"
-        f"<b>Rows landed:</b> {result['rows_landed']} (quarantined by row rules: {result.get('rows_quarantined', 0)}; "
-        "published: 0)<br>"
+        f"<b>Rows landed:</b> {result['rows_landed']} (row-rule findings: {broken}; nothing is quarantined "
+        "or published: the file is kept whole under blocked/)<br>"
         f"<b>Blocking rule(s):</b> {e(rules or '(none)')}</p>"
         + "".join(f"<p>⛔ {e(str(f['message']))}</p>" for f in blocking)
         + docs_html

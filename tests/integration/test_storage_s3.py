@@ -80,6 +80,7 @@ def test_validation_gate_reads_and_writes_the_bucket(world):
         f"data/validation_reports/transactions/{key}.json",
         "data/validation_reports/transactions/accepted_batches.json",
         f"data/validation_reports/transactions/profiles/{key}.json",
+        f"data/validation_reports/transactions/row_ids/{key}.parquet",   # the accepted-ids index
     ])
     clean = pd.read_parquet(io.BytesIO(w["body"](f"data/validated/transactions/{key}.parquet")))
     assert len(clean) == result.rows_clean and list(clean.columns) == spec.dataset.column_names
