@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -207,70 +207,22 @@ def _parse_time(value: str, flag: str) -> datetime:
 
 
 def _interval(args: argparse.Namespace, contract: DatasetContract, file: Path) -> tuple[datetime, datetime]:
-    """--start/--end, else the start encoded in the file name, else the cadence interval of the data."""
+    """--start/--end, else the interval of the file's name or earliest event (pipelines/landing.py)."""
+    from pipelines.landing import interval_of, next_tick
+
     if args.end and not args.start:
         raise CLIError("--end needs --start.")
-    start = _parse_time(args.start, "--start") if args.start else _start_from_name(contract, file)
-    if start is None:
-        start = _start_from_data(contract, file)
-    end = _parse_time(args.end, "--end") if args.end else _next_tick(contract.cadence, start)
+    if args.start:
+        start = _parse_time(args.start, "--start")
+        end = _parse_time(args.end, "--end") if args.end else next_tick(contract.cadence, start)
+    else:
+        try:
+            start, end = interval_of(contract, str(file))
+        except ValueError as exc:
+            raise CLIError(f"{exc} (--start and --end).") from None
     if end <= start:
         raise CLIError(f"the interval end {end.isoformat()} is not after its start {start.isoformat()}.")
     return start, end
-
-
-def _start_from_name(contract: DatasetContract, file: Path) -> datetime | None:
-    """`transactions_{start:%Y-%m-%d}.parquet` -> the start in `transactions_2026-01-05.csv` (any suffix)."""
-    import re
-
-    pattern = contract.file_pattern
-    m = re.search(r"\{start:([^}]*)\}", pattern)
-    if m is None:
-        return None
-    prefix, rest = pattern[: m.start()], pattern[m.end():]
-    suffix = re.sub(r"\.[A-Za-z0-9]+$", "", rest)  # the extension may differ (.csv for .parquet)
-    stem = file.stem
-    if not (stem.startswith(prefix) and stem.endswith(suffix)):
-        return None
-    middle = stem[len(prefix): len(stem) - len(suffix)] if suffix else stem[len(prefix):]
-    try:
-        ts = datetime.strptime(middle, m.group(1) or "%Y-%m-%d")
-    except ValueError:
-        return None
-    return ts.replace(tzinfo=UTC)
-
-
-def _start_from_data(contract: DatasetContract, file: Path) -> datetime:
-    """The start of the cadence interval that holds the batch's earliest event."""
-    import pandas as pd
-
-    col = contract.timestamp
-    try:
-        if file.suffix.lower() == ".csv":
-            ts = pd.read_csv(file, usecols=[col])[col]
-        else:
-            ts = pd.read_parquet(file, columns=[col])[col]
-        first = pd.to_datetime(ts, utc=True, format="ISO8601").min()
-    except Exception as exc:  # noqa: BLE001
-        raise CLIError(f"{file}: the interval is not in the file name ({contract.file_pattern}) and cannot be "
-                       f"read from `{col}` ({type(exc).__name__}: {exc}); pass --start and --end.") from None
-    if pd.isna(first):
-        raise CLIError(f"{file}: no `{col}` values to place the batch in an interval; pass --start and --end.")
-    return _previous_tick(contract.cadence, first.to_pydatetime())
-
-
-def _next_tick(cadence: str, after: datetime) -> datetime:
-    """The first cadence tick after `after` (the contract loader has checked the cron expression)."""
-    from croniter import croniter
-
-    return croniter(cadence, after).get_next(datetime).astimezone(UTC)
-
-
-def _previous_tick(cadence: str, at: datetime) -> datetime:
-    """The last cadence tick at or before `at`."""
-    from croniter import croniter
-
-    return croniter(cadence, at + timedelta(microseconds=1)).get_prev(datetime).astimezone(UTC)
 
 
 def _print_result(result: Any, kept: str | None) -> None:

@@ -255,7 +255,7 @@ def _build_cells(ck: np.ndarray, n_ent: int, n_buckets: int) -> _Cells:
         del occ
         row_cell = cum0[ck]
     else:
-        order = np.argsort(ck, kind="stable")
+        order = _argsort_keys(ck)
         sorted_ck = ck[order]
         start = np.empty(n, dtype=bool)
         start[:1] = True
@@ -269,6 +269,21 @@ def _build_cells(ck: np.ndarray, n_ent: int, n_buckets: int) -> _Cells:
     ent = keys // n_buckets
     bucket = (keys - ent * n_buckets).astype(np.int32)
     return _Cells(n_buckets, keys, rows, row_cell, ent, bucket, cum0)
+
+
+def _argsort_keys(keys: np.ndarray) -> np.ndarray:
+    """Stable argsort of non-negative int64 keys: a radix sort on 16-bit digits (numpy sorts uint16
+    stably by counting), about twice as fast as a comparison sort for 10M keys below 2**32."""
+    import numpy as np
+
+    order = np.argsort((keys & 0xFFFF).astype(np.uint16), kind="stable")
+    top = int(keys.max(initial=0))
+    shift = 16
+    while top >> shift:
+        digit = ((keys[order] >> shift) & 0xFFFF).astype(np.uint16)
+        order = order[np.argsort(digit, kind="stable")]
+        shift += 16
+    return order
 
 
 @dataclass
@@ -302,7 +317,7 @@ def _snapshot_rows(cells: _Cells, lookback: int, first_snap: int, windows: set[i
     rel += np.arange(total, dtype=rel.dtype)
     # (entity, bucket) -> (bucket, entity) order (entity codes sort like the keys): a stable radix sort of
     # the snapshot index, then the entity of each row
-    order = np.argsort(rel.astype(np.uint16) if nb - first_snap <= 1 << 16 else rel, kind="stable")
+    order = _argsort_keys(rel)
     last = rel[order].astype(np.int32)
     last += first_snap
     del rel
