@@ -173,14 +173,15 @@ def _utc_ns(s: pd.Series) -> np.ndarray:
 
 
 def _codes(values: Any) -> tuple[np.ndarray, Any]:
-    """int64 codes that sort like the values (null -> -1) and the distinct values, sorted."""
+    """Integer codes that sort like the values (null -> -1) and the distinct values, sorted."""
     import numpy as np
     import pandas as pd
 
     if isinstance(values, np.ndarray) and values.dtype.kind in "iu" and len(values):
         lo, hi = int(values.min()), int(values.max())
         if hi - lo < max(4 * len(values), 1 << 20):     # direct addressing: O(n + range), no hashing
-            off = values - lo if values.dtype.itemsize == 8 else values.astype(np.int64) - lo
+            off = ((values - lo).astype(np.int64) if values.dtype == np.uint64
+                   else values.astype(np.int64, copy=False) - lo)
             occ = np.bincount(off, minlength=hi - lo + 1) > 0
             rank = np.cumsum(occ, dtype=_small_int(len(values))) - 1
             return rank[off], (np.flatnonzero(occ) + lo).astype(values.dtype)

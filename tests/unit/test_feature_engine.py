@@ -164,7 +164,9 @@ def test_matches_the_brute_force_oracle(g, windows, key_kind, offset, snapshots,
     end = start + snapshots * g
     rng = np.random.default_rng(n + offset + snapshots)
     events = make_events(rng, n, start, end, view, key_kind)
+    before = events.copy()
     got = compute_view(events, view, start, end)
+    pd.testing.assert_frame_equal(events, before)        # the input is left as it was
     assert_same(got, oracle(events, view, start, end), view)
     assert [got[k].dtype for k in keys] == [events[k].dtype for k in keys]
     assert len(got) > snapshots, "the case should produce snapshots"
