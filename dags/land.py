@@ -37,7 +37,10 @@ def build(contract: DatasetContract) -> DAG:
                 payload = dict((ev.extra or {}).get("payload") or {})
                 if payload.get("key"):
                     latest[payload["key"]] = payload
+            # logical date and run_after at the interval's end: the run's data interval is the file's interval
+            # (infer_manual_data_interval of the cadence), shown as such in the UI
             return [{"trigger_run_id": f"batch__{key}", "logical_date": p["interval_end"],
+                     "run_after": p["interval_end"],
                      "conf": {"file": p["file"], "sha256": p["sha256"], "interval_start": p["interval_start"],
                               "interval_end": p["interval_end"]}}
                     for key, p in sorted(latest.items())]

@@ -565,12 +565,20 @@ def listening_sockets(home: Path) -> list[tuple[str, int, str]]:
     import ipaddress
 
     marker = f"FLYWHEEL_HOME={home}".encode()
+    # members of the services' process groups too: setproctitle (the API server's "airflow api_server ...")
+    # overwrites the memory /proc/<pid>/environ is read from
+    groups = set()
+    for pf in (home / "run").glob("*.pid"):
+        with contextlib.suppress(OSError, ValueError):
+            groups.add(int(pf.read_text()))
     owners: dict[str, str] = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
-            if marker not in (proc / "environ").read_bytes().split(b"\0"):
+            stat = _proc_stat(int(proc.name))
+            in_group = stat is not None and stat[1] in groups
+            if not in_group and marker not in (proc / "environ").read_bytes().split(b"\0"):
                 continue
             cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:80]
             for fd in (proc / "fd").iterdir():

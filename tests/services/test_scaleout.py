@@ -17,7 +17,6 @@ import os
 import secrets
 import signal
 import time
-from datetime import datetime
 from unittest import mock
 
 import pytest
@@ -136,8 +135,8 @@ def test_mlflow_runs_are_in_postgres_and_artifacts_in_s3(cluster):
 
 def test_data_areas_are_in_s3_not_on_local_disk(cluster):
     keys = _s3_keys(cluster, "data")
-    for area in ("data/landing/transactions/", "data/validated/fraud/", "data/quarantine/fraud/",
-                 "data/blocked/fraud/", "features/customer_stats/", "features/merchant_stats/", "scores/fraud/",
+    for area in ("data/landing/transactions/", "data/validated/transactions/", "data/quarantine/transactions/",
+                 "data/blocked/transactions/", "features/customer_stats/", "features/merchant_stats/", "scores/fraud/",
                  "reports/fraud/"):
         assert any(k.startswith(area) for k in keys), f"nothing under s3://…/{area}"
     for area in ("data/landing", "data/validated", "data/quarantine", "scores", "reports"):
@@ -173,14 +172,12 @@ def test_worker_killed_mid_task_the_retry_completes_with_identical_outputs(clust
     the validated and quarantined outputs are identical to the first run's, with no duplicate rows."""
     from flywheel import runtime
     from pipelines import storage
-    from pipelines.layout import interval_key
-
     api, lay = airflow_api(cluster), cluster["layout"]
     quarantined = storage.list_files(lay.quarantine("transactions"), ".parquet")
     assert quarantined
     key = storage.stem(quarantined[0])
     run = next(r for r in api.dag_runs("ingest_validate__transactions")
-               if r["state"] == "success" and interval_key(datetime.fromisoformat(r["data_interval_start"])) == key)
+               if r["state"] == "success" and r["dag_run_id"] == f"batch__{key}")
     outputs = [storage.join(lay.validated("transactions"), f"{key}.parquet"), quarantined[0]]
     before = [storage.read_parquet(u) for u in outputs]
 
