@@ -140,7 +140,9 @@ def _rollback_drill(api: AirflowAPI, tl: Timeline, spec: ModelSpec, dag_ids: lis
 
 
 def _runs_since(api: AirflowAPI, dag_ids: list[str], since: str) -> list[dict[str, Any]]:
-    runs = [r for r in api.dag_runs(run_after_gte=since) if r["dag_id"] in dag_ids]
+    """Runs that started since `since` (by start, not run_after: an ingest run of a past interval has its
+    run_after at that interval's end)."""
+    runs = [r for r in api.dag_runs(start_date_gte=since) if r["dag_id"] in dag_ids]
     return sorted(runs, key=lambda r: (r.get("start_date") or r.get("run_after") or "", r["dag_id"]))
 
 
