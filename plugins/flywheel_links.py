@@ -13,7 +13,6 @@ class FlywheelLinks(AirflowPlugin):
         {
             "name": "MLflow (models, runs, gate decisions)",
             "href": os.environ.get("FLYWHEEL_MLFLOW_UI", "http://127.0.0.1:5000") + "/#/models",
-            "destination": "nav",
-            "category": "browse",
+            "destination": "nav",   # a top-level entry of the nav menu
         },
     ]
