@@ -72,22 +72,46 @@ def start_from_name(contract: DatasetContract, name: str) -> datetime | None:
 
 
 def start_from_data(contract: DatasetContract, path: Location) -> datetime:
-    """The start of the cadence interval holding the file's earliest event (ValueError saying why not)."""
+    """The start of the cadence interval holding the file's earliest event (ValueError saying why not: an
+    empty file, a CSV with another delimiter, no timestamp column, no timestamp values)."""
     import pandas as pd
+    import pyarrow.parquet as pq
+
+    from pipelines.validate.reading import wrong_delimiter
 
     col = contract.timestamp
+    explicit = (f"name the file like `{contract.file_pattern}` or pass the interval explicitly "
+                "(`flywheel ingest`/`validate` --start)")
+    if storage.size(path) == 0:
+        raise ValueError(f"{path}: the file is empty (0 bytes), so it holds no `{col}` to place it in an interval: "
+                         "the producer probably crashed while writing it; re-land the batch.")
     try:
         with storage.local_copy(path) as local:
-            if str(local).lower().endswith(".csv"):
-                ts = pd.read_csv(local, usecols=[col])[col]
+            csv = str(local).lower().endswith(".csv")
+            columns = ([str(c) for c in pd.read_csv(local, nrows=0).columns] if csv
+                       else list(pq.read_schema(local).names))
+            if csv and (wrong := wrong_delimiter(columns)) is not None:
+                problem = (f"{wrong}; write it comma-separated (the contract {contract.path.name} expects one column "
+                           "per field) and re-land it")
+            elif col not in columns:
+                problem = (f"no column `{col}` (the contract's timestamp) to place the batch in an interval; the file "
+                           f"has {columns[:12]}. Fix the export, or {explicit}")
             else:
-                ts = pd.read_parquet(local, columns=[col])[col]
-        first = pd.to_datetime(ts, utc=True, format="ISO8601").min()
+                problem = ""
+                ts = pd.read_csv(local, usecols=[col])[col] if csv else pd.read_parquet(local, columns=[col])[col]
     except Exception as exc:  # noqa: BLE001 - any reason is said
-        raise ValueError(f"{path}: the interval is not in the file name ({contract.file_pattern}) and cannot be "
-                         f"read from `{col}` ({type(exc).__name__}: {exc}); pass the interval explicitly.") from None
+        kind = "CSV" if str(path).lower().endswith(".csv") else "parquet"
+        raise ValueError(f"{path}: cannot be read as {kind} to place the batch in an interval "
+                         f"({type(exc).__name__}: {exc}); re-land a valid file, or {explicit}.") from None
+    if problem:
+        raise ValueError(f"{path}: {problem}.")
+    try:
+        first = pd.to_datetime(ts, utc=True, format="ISO8601").min()
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: `{col}` cannot be read as timestamps to place the batch in an interval "
+                         f"({type(exc).__name__}: {exc}); {explicit}.") from None
     if pd.isna(first):
-        raise ValueError(f"{path}: no `{col}` values to place the batch in an interval; pass the interval explicitly.")
+        raise ValueError(f"{path}: no `{col}` values to place the batch in an interval; {explicit}.")
     return previous_tick(contract.cadence, first.to_pydatetime())
 
 

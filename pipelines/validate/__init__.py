@@ -53,7 +53,9 @@ offending values, their count, the contract key behind the limit and what to do 
      (`expect_table_row_count_to_be_between`);
    - a nullable column with `max_null_share` is null in at most that share of the rows
      (`expect_column_values_to_not_be_null` with mostly = 1 - max_null_share, check `null_share`);
-   - a non-nullable column that is null in every row (check `all_null`);
+   - a column that is null in every row (check `all_null`): a non-nullable one (its rows would all be
+     quarantined), and a nullable one too: nullable means "may be missing in some rows", and a column
+     empty in the whole batch is a broken export (`expect_column_values_to_not_be_null`, mostly ~0);
    - more than validation.max_quarantine_share of the rows broke row rules (`max_quarantine_share`; the
      rows of other intervals below count as well);
    - distribution, when validation.distribution.severity is `block`.

@@ -284,6 +284,22 @@ def all_null(rule: str, column: str | None, n: int, where: str) -> RuleFailure:
     )
 
 
+def all_null_nullable(rule: str, col: ColumnRule, n: int, where: str, contract_file: str) -> RuleFailure:
+    """A nullable column with no value at all in the batch: a broken export, not nullable data."""
+    return RuleFailure(
+        rule,
+        col.name,
+        "batch",
+        n,
+        [],
+        f"{where}: column `{col.name}` is null in all {n} rows (rule {rule}, check all_null). The contract "
+        f"{contract_file} lets it be null in some rows (nullable: true), but a column empty in every row is a "
+        "broken export (a field dropped or renamed upstream); the whole batch is blocked. Fix the export and "
+        f"re-land the file; if batches without any `{col.name}` are normal, remove the column from the contract.",
+        "all_null",
+    )
+
+
 def quarantine_share(
     df: pd.DataFrame,
     contract: DatasetContract,

@@ -59,15 +59,12 @@ def read_batch(path: str, contract: DatasetContract) -> tuple[pd.DataFrame | Non
             f"the file is truncated or not {kind}: re-land a valid file, then rerun the task."
         )
     df = df.reset_index(drop=True)  # positions are row labels: GX's unexpected_index_list is used as positions
-    if suffix == ".csv" and len(df.columns) == 1:
-        header = str(df.columns[0])
-        delimiter = next((d for d in (";", "\t", "|") if d in header), None)
-        if delimiter is not None:
-            shown = {"\t": "tab"}.get(delimiter, delimiter)
+    if suffix == ".csv":
+        wrong = wrong_delimiter(list(df.columns))
+        if wrong is not None:
             return None, (
-                f"{where}: the CSV header is one column `{header[:80]}`: the file looks {shown}-delimited "
-                f"(rule readable_file); write it comma-separated (the contract {show(contract.path)} "
-                "expects one column per field), re-land it, then rerun the task."
+                f"{where}: {wrong} (rule readable_file); write it comma-separated (the contract "
+                f"{show(contract.path)} expects one column per field), re-land it, then rerun the task."
             )
     for col in contract.columns:
         if col.name not in df.columns:
@@ -97,6 +94,19 @@ def read_batch(path: str, contract: DatasetContract) -> tuple[pd.DataFrame | Non
             except (ValueError, TypeError):
                 pass  # left as text: the type rule reports it with examples
     return df, None
+
+
+def wrong_delimiter(columns: list[str]) -> str | None:
+    """'the CSV header is one column `a;b;c`: the file looks ;-delimited' when a CSV was read as one column
+    whose name holds another delimiter; None otherwise."""
+    if len(columns) != 1:
+        return None
+    header = str(columns[0])
+    delimiter = next((d for d in (";", "\t", "|") if d in header), None)
+    if delimiter is None:
+        return None
+    shown = {"\t": "tab"}.get(delimiter, delimiter)
+    return f"the CSV header is one column `{header[:80]}`: the file looks {shown}-delimited"
 
 
 def arrow_type(contract_type: str) -> Any:

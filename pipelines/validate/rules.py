@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from pipelines.validate.gx import GXBatch
 
 PARTIAL = 20  # partial_unexpected_count asked from GX
+ANY_VALUE = 1e-9  # `mostly` that one non-null value in any batch satisfies (GX needs mostly > 0)
 # names that say "label" whatever the model: an extra column called like this is a leaked label
 # (when a model reads the dataset at all)
 LEAK_WORDS = {"label", "labels", "target", "y", "outcome", "truth", "groundtruth"}
@@ -100,6 +101,12 @@ def check_batch_rules(
                     column=col.name, mostly=1.0 - col.max_null_share, meta={"check": "null_share"}
                 )
             )
+        elif col.nullable:
+            # nullable, no declared share: some value must be present. A column null in EVERY row is a broken
+            # export (a dropped or renamed field upstream), not "nullable" data.
+            exps.append(
+                E.ExpectColumnValuesToNotBeNull(column=col.name, mostly=ANY_VALUE, meta={"check": "all_null"})
+            )
     results = gx_batch.run(df, "batch_rules", exps, {"result_format": "SUMMARY"})
 
     failures: list[RuleFailure] = []
@@ -127,6 +134,9 @@ def check_batch_rules(
             failures += _schema_failures(r.result, df, readers, probes, where, contract_file)
         elif check == "row_count":
             failures.append(messages.row_count(rule, r.result.get("observed_value"), contract, where, contract_file))
+        elif check == "all_null":
+            assert column is not None
+            failures.append(messages.all_null_nullable(rule, contract.column(column), len(df), where, contract_file))
         elif check == "null_share":
             assert column is not None
             nulls = int(r.result.get("unexpected_count") or 0)

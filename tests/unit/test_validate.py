@@ -808,6 +808,25 @@ def test_an_all_null_column_blocks(tmp_path):
     assert f.severity == "batch" and f"null in all {N} rows" in f.message
 
 
+def test_a_nullable_column_null_in_every_row_blocks(tmp_path, meters):
+    """`voltage` is nullable with no declared share: half null passes (meter_rows), but a batch where it is null
+    in every row is a broken export (the field was dropped upstream), not nullable data."""
+    df = meter_rows()
+    df["voltage"] = None
+    result = run_meters(tmp_path, meters, df)
+
+    assert result.verdict == "blocked" and result.rows_clean == 0
+    f = failure(result, "expect_column_values_to_not_be_null", "voltage", check="all_null")
+    assert f.severity == "batch" and f.count == 100
+    for part in ("`voltage` is null in all 100 rows", "nullable: true", "broken export", "meter_readings.yaml",
+                 "re-land"):
+        assert part in f.message, f.message
+    one = meter_rows()
+    one["voltage"] = None
+    one.loc[7, "voltage"] = 231.0  # one value present: nullable data, accepted
+    assert run_meters(tmp_path, meters, one).verdict == "accepted"
+
+
 def test_a_label_outside_its_allowed_values_is_quarantined_by_the_contract_rule(tmp_path):
     df = good_rows()
     df.loc[3, "is_fraud"] = 2
