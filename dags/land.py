@@ -31,12 +31,19 @@ def build(contract: DatasetContract) -> DAG:
 
         @task
         def plan_ingestion(**context) -> list[dict]:
-            """One ingest run per landed interval (the newest version of its file)."""
+            """One ingest run per landed interval (the newest version of its file). A file announced again while
+            it waits (`refire`) is started only when no run of its interval is queued, running or failed (a
+            failed one waits for a person: clear it in the UI)."""
             latest: dict[str, dict] = {}
             for ev in context["triggering_asset_events"][landed]:
                 payload = dict((ev.extra or {}).get("payload") or {})
-                if payload.get("key"):
+                if payload.get("key") and not (payload.get("refire") and latest.get(payload["key"])):
                     latest[payload["key"]] = payload
+            ti = context["ti"]
+            for key, p in list(latest.items()):
+                if p.get("refire") and ti.get_dr_count(dag_id=f"ingest_validate__{name}", run_ids=[f"batch__{key}"],
+                                                       states=["queued", "running", "failed"]):
+                    del latest[key]
             # logical date and run_after at the interval's end: the run's data interval is the file's interval
             # (infer_manual_data_interval of the cadence), shown as such in the UI
             return [{"trigger_run_id": f"batch__{key}", "logical_date": p["interval_end"],

@@ -17,7 +17,9 @@ log = logging.getLogger(__name__)
 
 SMTP_CONN_ID = "flywheel_smtp"
 FEAST_POOL = "feast_online_store"   # one writer at a time into the embedded SQLite online store
-START_DATE = datetime(2026, 1, 1)
+# the first interval any DAG can run: tasks are not created for a run before their start_date (its run would
+# "succeed" with nothing done), and a backfill may land files of any past interval
+START_DATE = datetime(1970, 1, 1)
 
 
 FEATURE_REPO = REPO_ROOT / "feature_repo"

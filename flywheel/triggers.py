@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,13 +27,18 @@ log = logging.getLogger(__name__)
 
 class LandingTrigger(BaseEventTrigger):
     """Fires {"dataset", "file", "interval_start", "interval_end", "key", "sha256"} for each landed file whose
-    current bytes the gate has not judged. Stateless across restarts: what was judged is read from the
-    dataset's validation reports, so a restart re-fires only files still waiting."""
+    current bytes the gate has not judged, and again (with "refire": true) every `refire_seconds` while it still
+    waits. Stateless across restarts: what was judged is read from the dataset's validation reports, so a
+    restart re-fires only files still waiting."""
 
     def __init__(self, dataset: str, poll_seconds: float = 5.0) -> None:
         super().__init__()
         self.dataset = dataset
         self.poll_seconds = float(poll_seconds)
+        # a file still waiting this long after its event is announced again (`refire`): Airflow can drop an
+        # asset event of a burst (a backfill of many files) when it arrives as the run its queue entry
+        # started is created; land__<dataset> skips a re-announced file whose ingest run is in flight or failed
+        self.refire_seconds = max(60.0, 12 * self.poll_seconds)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return ("flywheel.triggers.LandingTrigger", {"dataset": self.dataset, "poll_seconds": self.poll_seconds})
@@ -49,16 +55,22 @@ class LandingTrigger(BaseEventTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         known: dict[str, Any] = {}
-        fired: dict[str, str] = {}   # file -> sha256 already announced by this trigger
+        fired: dict[str, tuple[str, float]] = {}   # file -> (sha256 announced by this trigger, when)
         while True:
             try:
                 found = await asyncio.to_thread(self._scan, known)
             except Exception:  # noqa: BLE001 - a bad contract or an unreachable store: say it, keep watching
                 log.exception("landing watch of %s failed; retrying in %ss", self.dataset, self.poll_seconds)
                 found = []
+            now = time.monotonic()
             for f in found:
-                if fired.get(f["file"]) != f["sha256"]:
-                    fired[f["file"]] = f["sha256"]
+                sha, when = fired.get(f["file"], ("", 0.0))
+                if sha != f["sha256"]:
+                    fired[f["file"]] = (f["sha256"], now)
                     log.info("landed: %s for %s", f["file"], f["key"])
                     yield TriggerEvent(f)
+                elif now - when >= self.refire_seconds:
+                    fired[f["file"]] = (sha, now)
+                    log.info("still waiting for the gate: %s for %s (announced again)", f["file"], f["key"])
+                    yield TriggerEvent({**f, "refire": True})
             await asyncio.sleep(self.poll_seconds)

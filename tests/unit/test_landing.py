@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -40,8 +41,30 @@ def test_an_hourly_cadence_places_a_file_in_its_hour(tmp_path):
 def test_unreadable_without_a_name_says_why(tmp_path):
     f = tmp_path / "garbage.parquet"
     f.write_bytes(b"not parquet")
-    with pytest.raises(ValueError, match="cannot be read from `event_ts`"):
+    with pytest.raises(ValueError, match="cannot be read as parquet to place the batch in an interval"):
         interval_of(CONTRACT, str(f))
+
+
+def test_the_real_problem_is_named_when_the_interval_cannot_be_read(tmp_path):
+    """An empty file, a CSV with another delimiter, a missing timestamp column: each said as what it is (they used
+    to come back as 'cannot infer the interval')."""
+    empty = tmp_path / "export.csv"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"export.csv: the file is empty \(0 bytes\)"):
+        interval_of(CONTRACT, str(empty))
+    semi = tmp_path / "export_semi.csv"
+    semi.write_text(f"transaction_id;{CONTRACT.timestamp}\nt1;2026-02-10T10:00:00Z\n")
+    with pytest.raises(ValueError, match=r"looks ;-delimited; write it comma-separated") as err:
+        interval_of(CONTRACT, str(semi))
+    assert "export_semi.csv" in str(err.value)
+    other = tmp_path / "export_cols.csv"
+    other.write_text("transaction_id,when\nt1,2026-02-10T10:00:00Z\n")
+    with pytest.raises(ValueError, match=rf"no column `{CONTRACT.timestamp}`.*\['transaction_id', 'when'\]"):
+        interval_of(CONTRACT, str(other))
+    text = tmp_path / "export_text.csv"
+    text.write_text(f"{CONTRACT.timestamp}\nyesterday\n")
+    with pytest.raises(ValueError, match=rf"`{CONTRACT.timestamp}` cannot be read as timestamps"):
+        interval_of(CONTRACT, str(text))
 
 
 def test_pending_lists_files_the_gate_has_not_judged_in_their_current_bytes(tmp_path):
@@ -61,3 +84,52 @@ def test_pending_lists_files_the_gate_has_not_judged_in_their_current_bytes(tmp_
     first.write_bytes(b"v2 fixed")
     (again,) = pending(CONTRACT, str(landing), str(reports), known)
     assert again.sha256 != only.sha256 and again.key == only.key
+
+
+def test_the_watcher_announces_a_waiting_file_again_until_the_gate_judges_it(tmp_path, monkeypatch):
+    """Airflow can drop an asset event of a burst (a backfill of many files landed at once): a file still waiting
+    for the gate is announced again (`refire`), and no more once its report records its bytes."""
+    import asyncio
+
+    from flywheel.triggers import LandingTrigger
+    from pipelines.layout import Layout
+    from pipelines.util import sha256_file
+
+    monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path))
+    monkeypatch.delenv("FLYWHEEL_DATA_URI", raising=False)
+    lay = Layout.from_env()
+    landing = Path(lay.landing(CONTRACT.name))
+    landing.mkdir(parents=True)
+    f = landing / CONTRACT.file_name(MON)
+    pd.DataFrame({CONTRACT.timestamp: pd.to_datetime(["2026-02-10T10:00"], utc=True)}).to_parquet(f)
+    trigger = LandingTrigger(CONTRACT.name, poll_seconds=0.05)
+    trigger.refire_seconds = 0.3
+
+    async def events(n: int) -> list[dict]:
+        out, gen = [], trigger.run()
+        async for ev in gen:
+            out.append(ev.payload)
+            if len(out) == n:
+                break
+        await gen.aclose()
+        return out
+
+    first, again = asyncio.run(events(2))
+    assert first["file"] == str(f) and first["key"] == "2026-02-09" and "refire" not in first
+    assert again["refire"] is True and again["sha256"] == first["sha256"]
+    reports = Path(lay.validation_reports(CONTRACT.name))
+    reports.mkdir(parents=True)
+    (reports / "2026-02-09.json").write_text(json.dumps({"batch_sha256": sha256_file(f)}))
+
+    async def quiet() -> list[dict]:
+        gen, out = trigger.run(), []
+        try:
+            async with asyncio.timeout(1.0):
+                async for ev in gen:
+                    out.append(ev.payload)
+        except TimeoutError:
+            pass
+        await gen.aclose()
+        return out
+
+    assert asyncio.run(quiet()) == []   # judged: not announced at all
