@@ -54,6 +54,10 @@ class Metric:
     kernel: Kernel = field(repr=False, compare=False)
     binary_labels: bool = False       # labels must be 0/1
     probabilities: bool = False       # predictions must be probabilities in [0, 1]
+    # what XGBoost minimises and watches for early stopping when this is the primary metric: a model judged
+    # on RMSE learns the conditional mean (squared error), one judged on MAE the median (absolute error)
+    objective: str = "binary:logistic"
+    eval_metric: str = "aucpr"
 
     @property
     def sign(self) -> float:
@@ -175,12 +179,14 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            "the rare positives first", _average_precision_kernel, binary_labels=True),
     Metric("roc_auc", True, BINARY,
            "probability that a random positive scores above a random negative (ties count 1/2)",
-           _roc_auc_kernel, binary_labels=True),
+           _roc_auc_kernel, binary_labels=True, eval_metric="auc"),
     Metric("log_loss", False, BINARY,
            "mean negative log-likelihood of the labels under the predicted probabilities",
-           _log_loss_kernel, binary_labels=True, probabilities=True),
-    Metric("mae", False, REGRESSION, "mean absolute error", _mae_kernel),
-    Metric("rmse", False, REGRESSION, "root mean squared error", _rmse_kernel),
+           _log_loss_kernel, binary_labels=True, probabilities=True, eval_metric="logloss"),
+    Metric("mae", False, REGRESSION, "mean absolute error", _mae_kernel,
+           objective="reg:absoluteerror", eval_metric="mae"),
+    Metric("rmse", False, REGRESSION, "root mean squared error", _rmse_kernel,
+           objective="reg:squarederror", eval_metric="rmse"),
 )}
 
 # what the spec loader checks (derived: the registry above is the one source)

@@ -200,15 +200,19 @@ def library_versions() -> dict[str, str]:
 
 def fit(spec: ModelSpec, train: pd.DataFrame, features: list[str], params: dict[str, Any],
         categories: dict[str, list[str]] | None = None) -> xgb.Booster:
-    """XGBoost with early stopping on the newest 15% of the training rows (time order). String row
-    features are categorical with `categories` (default: `fit_categories` of `train`)."""
+    """XGBoost with early stopping on the newest 15% of the training rows (time order), minimising the objective
+    of the spec's primary metric (pipelines/metrics.py: squared error for RMSE, absolute error for MAE,
+    logistic for the binary metrics). String row features are categorical with `categories` (default:
+    `fit_categories` of `train`)."""
     import xgboost as xgb
 
     p = dict(params)
     rounds = int(p.pop("num_boost_round", 200))
     early = int(p.pop("early_stopping_rounds", 20))
-    objective = "binary:logistic" if spec.task == "binary" else "reg:absoluteerror"
-    metric = "aucpr" if spec.task == "binary" else "mae"
+    from pipelines.metrics import metric as registered
+
+    primary = registered(spec.primary_metric)   # the objective follows the metric the gate judges
+    objective, metric = primary.objective, primary.eval_metric
     cut = int(len(train) * 0.85)
     if categories is None:
         categories = fit_categories(spec, train, features)

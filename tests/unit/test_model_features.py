@@ -189,3 +189,19 @@ def test_a_version_trained_before_categories_json_falls_back_to_the_contract(tra
                                                                                            version)))
     want = m.predict(old, m.to_matrix_frame(scoring, SPEC, FEATURES, m.contract_categories(SPEC, FEATURES)))
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize(("metric", "centre"), [("rmse", "mean"), ("mae", "median")])
+def test_a_regression_learns_what_its_primary_metric_rewards(metric, centre):
+    """Judged on RMSE, a model must learn the conditional mean (squared error); on MAE, the median. With labels
+    skewed like star ratings and no signal in the features, the prediction sits on the mean or the median: a
+    model trained for the median and judged on RMSE failed its own gate (it used to be absolute error always)."""
+    spend = load_specs(REPO_ROOT / "models")["spend"]
+    spec = dataclasses.replace(spend, primary_metric=metric, row_features=("amount",))
+    rng = np.random.default_rng(5)
+    y = rng.choice([1.0, 4.0, 4.5, 5.0], p=[0.3, 0.3, 0.2, 0.2], size=4000)   # mean 3.55, median 4.0
+    train = pd.DataFrame({"amount": rng.gamma(2.0, 50.0, len(y)), LABEL: y})
+    booster = m.fit(spec, train, ["amount"], {"num_boost_round": 50, "early_stopping_rounds": 10, "max_depth": 2})
+    pred = m.predict(booster, m.to_matrix_frame(train, spec, ["amount"], {}))
+    want = float(np.mean(y)) if centre == "mean" else float(np.median(y))
+    assert abs(float(np.median(pred)) - want) < 0.15, (metric, float(np.median(pred)), want)
