@@ -61,7 +61,7 @@ def build(contract: DatasetContract, readers: list[ModelSpec]) -> DAG:
             log.info("%s", result.summary)
             return {**result.to_dict(), "key": key, "summary": result.summary}
 
-        @task(retries=0)
+        @task(retries=0, email_on_failure=False)   # a block sends its own notice (below), not Airflow's
         def gate_batch(result: dict, **context) -> dict:
             if result["verdict"] == "accepted":
                 return result

@@ -37,8 +37,9 @@ def build(contract: DatasetContract) -> DAG:
             latest: dict[str, dict] = {}
             for ev in context["triggering_asset_events"][landed]:
                 payload = dict((ev.extra or {}).get("payload") or {})
-                if payload.get("key") and not (payload.get("refire") and latest.get(payload["key"])):
-                    latest[payload["key"]] = payload
+                for f in payload.get("files") or [payload]:   # one event per scan (or one file, before)
+                    if f.get("key") and not (f.get("refire") and latest.get(f["key"])):
+                        latest[f["key"]] = f
             ti = context["ti"]
             for key, p in list(latest.items()):
                 if p.get("refire") and ti.get_dr_count(dag_id=f"ingest_validate__{name}", run_ids=[f"batch__{key}"],

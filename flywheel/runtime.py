@@ -195,6 +195,10 @@ def environment(lay: Layout, ports: Ports) -> dict[str, str]:
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "20",
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "60",
         "AIRFLOW_CONN_FLYWHEEL_SMTP": json.dumps(smtp_conn),
+        # a task that fails after its retries emails the DAG's owners through the same server (Airflow's own
+        # failure email looks for `smtp_default` otherwise, and only logged "SMTP connection is not found")
+        "AIRFLOW__EMAIL__EMAIL_CONN_ID": "flywheel_smtp",
+        "AIRFLOW__EMAIL__FROM_EMAIL": "flywheel@localhost",
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{ports.mlflow}",
         "FLYWHEEL_MLFLOW_UI": f"http://127.0.0.1:{ports.mlflow}",
         "FLYWHEEL_MLFLOW_BACKEND_URI": f"sqlite:///{lay.mlflow_dir() / 'mlflow.db'}",

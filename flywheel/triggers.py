@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 
 
 class LandingTrigger(BaseEventTrigger):
-    """Fires {"dataset", "file", "interval_start", "interval_end", "key", "sha256"} for each landed file whose
-    current bytes the gate has not judged, and again (with "refire": true) every `refire_seconds` while it still
+    """Fires {"dataset", "files": [{"dataset", "file", "interval_start", "interval_end", "key", "sha256"}, ...]}
+    for the landed files whose current bytes the gate has not judged (one event per scan: of a burst of events
+    the triggerer passed on one), and again (with "refire": true) every `refire_seconds` while a file still
     waits. Stateless across restarts: what was judged is read from the dataset's validation reports, so a
     restart re-fires only files still waiting."""
 
@@ -63,14 +64,18 @@ class LandingTrigger(BaseEventTrigger):
                 log.exception("landing watch of %s failed; retrying in %ss", self.dataset, self.poll_seconds)
                 found = []
             now = time.monotonic()
+            announce = []
             for f in found:
                 sha, when = fired.get(f["file"], ("", 0.0))
                 if sha != f["sha256"]:
-                    fired[f["file"]] = (f["sha256"], now)
                     log.info("landed: %s for %s", f["file"], f["key"])
-                    yield TriggerEvent(f)
+                    announce.append(f)
                 elif now - when >= self.refire_seconds:
-                    fired[f["file"]] = (sha, now)
                     log.info("still waiting for the gate: %s for %s (announced again)", f["file"], f["key"])
-                    yield TriggerEvent({**f, "refire": True})
+                    announce.append({**f, "refire": True})
+                else:
+                    continue
+                fired[f["file"]] = (f["sha256"], now)
+            if announce:   # one event per scan: the triggerer passed on only one of a burst of events
+                yield TriggerEvent({"dataset": self.dataset, "files": announce})
             await asyncio.sleep(self.poll_seconds)

@@ -78,14 +78,22 @@ def score_interval(spec: ModelSpec, validated_dir: Location, repo_path: Path, st
     return ScoreResult(out, len(frame), str(champ.version), key)
 
 
-def read_scores(scores_dir: Location, start: datetime, end: datetime) -> Any:
-    """The production log of the intervals that start in [start, end)."""
+def read_scores(scores_dir: Location, start: datetime, end: datetime, cadence: str | None = None) -> Any:
+    """The production log of the intervals that start in [start, end); with the dataset's `cadence`, of the
+    intervals that overlap [start, end) (a 30-day window ending on 1 June overlaps the May interval that
+    starts on 1 May; by start alone it held nothing)."""
     import pandas as pd
+
+    from pipelines.landing import next_tick
 
     frames = []
     for p in storage.list_files(scores_dir, ".parquet"):
         key = datetime.fromisoformat(storage.stem(p)).replace(tzinfo=start.tzinfo)
-        if start <= key < end:
+        if cadence is None:
+            inside = start <= key < end
+        else:
+            inside = key < end and next_tick(cadence, key) > start
+        if inside:
             frames.append(storage.read_parquet(p))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 

@@ -365,7 +365,8 @@ def _notify_expire_hours(raw: Any, path: Path) -> float:
     return float(hours)
 
 
-def load_spec(path: Path) -> ModelSpec:
+def load_spec(path: Path, datasets: Path | None = None) -> ModelSpec:
+    """One `models/<name>.yaml`, checked key by key; its dataset from `datasets` (default: datasets_dir())."""
     raw = yaml.safe_load(Path(path).read_text()) or {}
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: a model spec is a YAML mapping.")
@@ -397,7 +398,7 @@ def load_spec(path: Path) -> ModelSpec:
         raise SpecError(f"{path}: metric.primary {metric!r} is not one of {sorted(HIGHER_IS_BETTER)}.")
     _check_metric_fits(metric, task, path)
     gate, slices = _gate(_require(raw, "gate", path), metric, path)
-    dataset = load_dataset(_require(raw, "dataset", path), datasets_dir())
+    dataset = load_dataset(_require(raw, "dataset", path), datasets or datasets_dir())
     entity_key = _require(raw, "entity_key", path)
     label_spec = LabelSpec(
         kind=label_kind,

@@ -34,15 +34,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @contextlib.contextmanager
-def demo_run(home: Path, extra_env: dict[str, str]) -> Iterator[dict[str, Any]]:
-    """`flywheel demo --short` in its own FLYWHEEL_HOME on free ports; stops everything afterwards."""
+def demo_run(home: Path, extra_env: dict[str, str], stories: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
+    """`flywheel demo --short` in its own FLYWHEEL_HOME on free ports (every story, or `stories`); stops everything
+    afterwards."""
     from flywheel.runtime import Ports, environment
     from pipelines.layout import Layout
 
     ports = Ports.free()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLFLOW_TRACKING", "FLYWHEEL_"))}
     env.update({"FLYWHEEL_HOME": str(home), **ports.env(), **extra_env})
-    cmd = [sys.executable, "-m", "flywheel.cli", "demo", "--short"]
+    cmd = [sys.executable, "-m", "flywheel.cli", "demo", "--short", *(f"--story={x}" for x in stories)]
     saved = dict(os.environ)
     try:
         t = time.monotonic()
@@ -196,3 +197,80 @@ OUTCOMES = [timeline_tells_the_story, champion_exists_and_gate_recorded_decision
             retrain_was_requested_by_drift_without_a_human, blocked_batch_and_quarantined_rows,
             owners_got_the_drift_report_and_the_block_notice, second_model_ran_through_the_same_loop,
             ui_answers_and_the_api_needs_a_login]
+
+
+# ---- the second story: real MovieLens ratings (scenarios/movielens.py), monthly CSVs, a regression on RMSE
+
+
+def _ratings_models(demo: dict[str, Any]) -> dict[str, Any]:
+    return demo["summary"]["models"]["movie_rating"]
+
+
+def ratings_feed_was_onboarded_and_validated(demo: dict[str, Any]) -> None:
+    """Every real month (the backfill landed at once, then the live months) passed the gate with every row: the
+    rows published are exactly the package's ratings of those months."""
+    import pandas as pd
+
+    from pipelines import storage
+    from scenarios import movielens
+
+    story, lay = movielens.short_story(), demo["layout"]
+    months = [*story.backfill, *(m for m, _ in story.live)]
+    s = demo["summary"]["datasets"]["ratings"]
+    assert s["read_by"] == ["movie_rating"]
+    assert (s["batches_ingested"], s["batches_blocked"], s["rows_quarantined"]) == (len(months), 0, 0), s
+    for month in months:
+        clean = storage.read_parquet(storage.join(lay.validated("ratings"), f"{month}-01.parquet"))
+        real = movielens.month_ratings(month)
+        assert sorted(clean["rating_id"]) == sorted(real["rating_id"]), month
+        assert clean["rated_at"].min() >= pd.Timestamp(movielens.month_start(month))
+    runs = [r for r in airflow_api(demo).dag_runs("ingest_validate__ratings") if r["state"] == "success"]
+    assert {r["dag_run_id"] for r in runs} >= {f"batch__{m}-01" for m in months}
+
+
+def ratings_model_trained_gated_and_scored(demo: dict[str, Any]) -> None:
+    """The regression on RMSE went through the same loop: features of two entities from Feast, a first version
+    the gate promoted on its value threshold, scores of every live month by the champion."""
+    from pipelines import storage
+    from pipelines.spec import load_specs
+
+    spec = load_specs()["movie_rating"]
+    client = mlflow_client(demo)
+    model = client.get_registered_model("flywheel-movie_rating")
+    assert "champion" in model.aliases
+    versions = sorted(client.search_model_versions("name='flywheel-movie_rating'"), key=lambda v: int(v.version))
+    first = versions[0]
+    assert first.tags["flywheel.gate.decision"] == "promoted", first.tags
+    run = client.get_run(first.run_id)
+    assert run.data.metrics["rmse"] <= spec.gate["max_primary"], run.data.metrics
+    assert len(run.data.tags["flywheel.train_sha256"]) == 64
+    api = airflow_api(demo)
+    for view in ("user_ratings", "movie_ratings"):
+        assert [r for r in api.dag_runs(f"features__{view}") if r["state"] == "success"], view
+    lay = demo["layout"]
+    scored = storage.list_files(lay.scores("movie_rating"), ".parquet")
+    assert len(scored) >= 2, scored
+    import pandas as pd
+
+    scores = pd.concat(storage.read_parquet(p) for p in scored)
+    assert scores["model_version"].astype(str).isin([v.version for v in versions]).all()
+
+
+def ratings_drift_was_emailed_and_answered_by_a_retrain(demo: dict[str, Any]) -> None:
+    """The real data changed (new users in April 2016): the monitor said so, emailed the model's owners, and the
+    retrain it requested was judged by the gate on the newest holdout, with the reason recorded."""
+    from pipelines.spec import load_specs
+
+    m = _ratings_models(demo)
+    assert m["drift_events"], m
+    owners = set(load_specs()["movie_rating"].owners)
+    drift = [x for x in mails(demo["home"]) if "movie_rating" in x["Subject"] and "drift" in x["Subject"].lower()]
+    assert drift and {a.strip() for a in drift[0]["To"].split(",")} == owners
+    runs = airflow_api(demo).dag_runs("train__movie_rating")
+    assert any(r["run_type"] == "asset_triggered" and r["state"] == "success" for r in runs), runs
+    decisions = [g for g in m["gate_decisions"] if g["version"] != "1"]
+    assert decisions and all(g["decision"] in ("promoted", "rejected") and g["reason"] for g in decisions), decisions
+
+
+RATINGS_OUTCOMES = [ratings_feed_was_onboarded_and_validated, ratings_model_trained_gated_and_scored,
+                    ratings_drift_was_emailed_and_answered_by_a_retrain]

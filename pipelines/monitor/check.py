@@ -58,7 +58,7 @@ def check_drift(
     if champ is None or reference is None:
         raise ValueError(f"{spec.name}: no champion, so no reference to compare with; train a model first.")
     start = interval_end - timedelta(days=spec.drift.window_days)
-    current = read_scores(scores_dir, start, interval_end)
+    current = read_scores(scores_dir, start, interval_end, spec.dataset.cadence)
     if len(current) == 0:
         raise ValueError(
             f"{spec.name}: no scored rows in {start.isoformat()} → {interval_end.isoformat()} under {scores_dir}; "

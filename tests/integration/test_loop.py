@@ -1,17 +1,19 @@
 """The whole loop through the real scheduler, on the short scenario, in a private FLYWHEEL_HOME.
 
-One demo run on the embedded default (real Airflow API server, scheduler, DAG processor,
-triggerer; real MLflow server; real Feast stores; a real SMTP server on loopback) on free ports, so
-it passes while a demo runs. The outcomes asserted (tests/loop_outcomes.py) are the ones the
-scale-out layer (tests/services/test_scaleout.py) asserts on the native scale-out topology.
+One demo run of both stories (card transactions, then real MovieLens ratings) on the embedded default
+(real Airflow API server, scheduler, DAG processor, triggerer; real MLflow server; real Feast stores; a
+real SMTP server on loopback) on free ports, so it passes while a demo runs. The cards outcomes
+(tests/loop_outcomes.py) are the ones the scale-out layer (tests/services/test_scaleout.py) asserts on the
+native scale-out topology.
 """
 
 from __future__ import annotations
 
 import pytest
-from loop_outcomes import OUTCOMES, demo_run
+from loop_outcomes import OUTCOMES, RATINGS_OUTCOMES, demo_run
 
 pytestmark = pytest.mark.integration
+MODELS = ("fraud", "spend", "movie_rating")
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +25,7 @@ def demo(tmp_path_factory):
         yield d
 
 
-@pytest.mark.parametrize("outcome", OUTCOMES, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("outcome", OUTCOMES + RATINGS_OUTCOMES, ids=lambda f: f.__name__)
 def test_demo_outcome(demo, outcome):
     outcome(demo)
 
@@ -52,7 +54,7 @@ def _score_files(demo) -> dict[str, bytes]:
     from pipelines import storage
 
     lay = demo["layout"]
-    return {p: storage.read_bytes(p) for m in ("fraud", "spend") for p in storage.list_files(lay.scores(m), ".parquet")}
+    return {p: storage.read_bytes(p) for m in MODELS for p in storage.list_files(lay.scores(m), ".parquet")}
 
 
 def test_resume_of_a_finished_demo_replays_nothing(demo):
@@ -64,16 +66,16 @@ def test_resume_of_a_finished_demo_replays_nothing(demo):
     from loop_outcomes import REPO, mlflow_client
 
     client = mlflow_client(demo)
-    aliases = {m: dict(client.get_registered_model(f"flywheel-{m}").aliases) for m in ("fraud", "spend")}
-    versions = {m: len(client.search_model_versions(f"name='flywheel-{m}'")) for m in ("fraud", "spend")}
+    aliases = {m: dict(client.get_registered_model(f"flywheel-{m}").aliases) for m in MODELS}
+    versions = {m: len(client.search_model_versions(f"name='flywheel-{m}'")) for m in MODELS}
     scores = _score_files(demo)
     proc = subprocess.run([sys.executable, "-m", "flywheel.cli", "demo", "--short", "--resume"], env=demo["env"],
                           cwd=REPO, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    assert proc.stdout.count("already played (--resume)") == 8, proc.stdout[-3000:]
+    assert proc.stdout.count("already played (--resume)") == 8 + 1 + 2, proc.stdout[-3000:]  # cards; ratings
     assert "engineer triggers" not in proc.stdout and "on-call drill" not in proc.stdout
-    assert {m: dict(client.get_registered_model(f"flywheel-{m}").aliases) for m in ("fraud", "spend")} == aliases
-    assert {m: len(client.search_model_versions(f"name='flywheel-{m}'")) for m in ("fraud", "spend")} == versions
+    assert {m: dict(client.get_registered_model(f"flywheel-{m}").aliases) for m in MODELS} == aliases
+    assert {m: len(client.search_model_versions(f"name='flywheel-{m}'")) for m in MODELS} == versions
     assert _score_files(demo) == scores
 
 

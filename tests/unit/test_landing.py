@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -105,6 +105,9 @@ def test_the_watcher_announces_a_waiting_file_again_until_the_gate_judges_it(tmp
     trigger = LandingTrigger(CONTRACT.name, poll_seconds=0.05)
     trigger.refire_seconds = 0.3
 
+    second = landing / CONTRACT.file_name(MON + timedelta(weeks=1))
+    pd.DataFrame({CONTRACT.timestamp: pd.to_datetime(["2026-02-17T10:00"], utc=True)}).to_parquet(second)
+
     async def events(n: int) -> list[dict]:
         out, gen = [], trigger.run()
         async for ev in gen:
@@ -114,9 +117,13 @@ def test_the_watcher_announces_a_waiting_file_again_until_the_gate_judges_it(tmp
         await gen.aclose()
         return out
 
-    first, again = asyncio.run(events(2))
-    assert first["file"] == str(f) and first["key"] == "2026-02-09" and "refire" not in first
-    assert again["refire"] is True and again["sha256"] == first["sha256"]
+    burst, again = asyncio.run(events(2))
+    # both files in ONE event (the triggerer passes on one event of a burst)
+    assert [x["key"] for x in burst["files"]] == ["2026-02-09", "2026-02-16"]
+    first = burst["files"][0]
+    assert first["file"] == str(f) and "refire" not in first
+    assert [x["refire"] for x in again["files"]] == [True, True] and again["files"][0]["sha256"] == first["sha256"]
+    second.unlink()
     reports = Path(lay.validation_reports(CONTRACT.name))
     reports.mkdir(parents=True)
     (reports / "2026-02-09.json").write_text(json.dumps({"batch_sha256": sha256_file(f)}))

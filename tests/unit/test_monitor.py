@@ -701,3 +701,21 @@ def test_email_says_what_happens_next_and_shows_performance(recorded: DriftResul
     assert "<h3>Performance</h3>" in body and "0.410" in body and "0.440" in body
     dedupe = RetrainDecision(False, "suppressed (dedupe): ...", "dedupe", True)
     assert "already queued or running" in compose_drift_email(spec, recorded, dedupe, LINKS).html
+
+
+def test_a_drift_window_reads_every_interval_it_overlaps_whatever_the_cadence(tmp_path):
+    """Monthly batches, a 30-day window: the window ending on 1 June starts on 2 May and must read the May
+    scores (keyed 2016-05-01); by interval start alone it read nothing and the monitor failed every 31-day month."""
+    from datetime import UTC, datetime, timedelta
+
+    import pandas as pd
+
+    from pipelines.score import read_scores
+
+    for month, n in (("2016-04-01", 3), ("2016-05-01", 5)):
+        pd.DataFrame({"prediction": [0.5] * n}).to_parquet(tmp_path / f"{month}.parquet")
+    end = datetime(2016, 6, 1, tzinfo=UTC)
+    assert len(read_scores(tmp_path, end - timedelta(days=30), end, "0 0 1 * *")) == 5
+    assert len(read_scores(tmp_path, end - timedelta(days=61), end, "0 0 1 * *")) == 8
+    may_end = datetime(2016, 5, 1, tzinfo=UTC)   # a 30-day April: the window is exactly the interval
+    assert len(read_scores(tmp_path, may_end - timedelta(days=30), may_end, "0 0 1 * *")) == 3

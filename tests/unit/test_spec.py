@@ -40,7 +40,12 @@ def write(path: Path, raw: dict[str, Any]) -> Path:
 
 def test_shipped_specs_load_with_their_declared_settings():
     specs = load_specs(MODELS)
-    assert set(specs) == {"fraud", "spend"}
+    assert set(specs) == {"fraud", "spend", "movie_rating"}
+    rating = specs["movie_rating"]   # the second example: real MovieLens ratings, another shape on every axis
+    assert (rating.task, rating.primary_metric, rating.label.kind, rating.label.column) == (
+        "regression", "rmse", "column", "rating")
+    assert (rating.dataset.name, rating.dataset.cadence, rating.event_timestamp) == ("ratings", "0 0 1 * *", "rated_at")
+    assert rating.entity_key == "userId" and rating.row_features == ("year", "genres")
     fraud, spend = specs["fraud"], specs["spend"]
     assert fraud.task == "binary" and spend.task == "regression"
     assert fraud.label.kind == "column" and fraud.label.column == "is_fraud" and fraud.label.delay_days == 2
