@@ -505,7 +505,7 @@ def _summary(lay: Layout, ports: runtime.Ports, chosen: list[ModelSpec], batches
         "emails_sent": len(mails),
         "emails": [{k: m[k] for k in ("to", "subject", "attachments")} for m in mails],
         "urls": {"airflow": f"http://127.0.0.1:{ports.airflow}/", "mlflow": f"http://127.0.0.1:{ports.mlflow}/"},
-        "login": {"user": "admin", "password_file": str(lay.secrets() / "admin_password")},
+        "login": {"username": "admin", "password_file": str(lay.secrets() / "admin_password")},
     }
 
 

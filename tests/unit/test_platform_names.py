@@ -58,7 +58,8 @@ def test_the_declarations_give_names_to_look_for():
 
 
 # Ordinary English words that also name a column (e.g. a column `category`) are only flagged where code uses
-# them as a name: an identifier or a string literal equal to the word. Names with an underscore or a digit
+# them as a name: an identifier (not an attribute, keyword argument or parameter) or a string literal equal to
+# the word. Names with an underscore or a digit
 # (`event_ts`, `customer_stats`) are flagged anywhere, comments and docstrings included.
 ALLOWED: set[tuple[str, str]] = set()   # (file, line) exceptions, each with its reason: none today
 
@@ -79,9 +80,16 @@ def find_mentions(path: Path, names: dict[str, str]) -> list[str]:
     text = path.read_text()
     lines = text.splitlines()
     hits = []
-    for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+    tokens = [t for t in tokenize.generate_tokens(io.StringIO(text).readline)
+              if t.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT)]
+    for i, tok in enumerate(tokens):
         found: list[tuple[str, int]] = []   # (name, line number)
-        if tok.type == tokenize.NAME and tok.string in words:
+        before = tokens[i - 1].string if i else ""
+        after = tokens[i + 1].string if i + 1 < len(tokens) else ""
+        # a word as an attribute (`dt.year`), a keyword argument or a parameter (`title=...`, `title: str`) is
+        # the English word; as a bare name or a string literal it may be the column
+        as_word = before == "." or (after in ("=", ":") and before in ("(", ","))
+        if tok.type == tokenize.NAME and tok.string in words and not as_word:
             found.append((tok.string, tok.start[0]))
         if tok.type == tokenize.STRING:
             try:
