@@ -7,8 +7,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+STALE_EVENT_S = 20.0   # an asset event queued this long without starting a run waits for another asset (AND)
 
 
 class AirflowAPIError(RuntimeError):
@@ -104,21 +106,28 @@ class AirflowAPI:
             return None
         return out.get("value")
 
-    def queued_asset_events(self, dag_id: str) -> int:
+    def queued_asset_events(self, dag_id: str, newer_than: float | None = None) -> int:
+        """Asset events queued for `dag_id`; with `newer_than` (seconds), only those queued that recently."""
         try:
-            return int(self.get(f"/dags/{dag_id}/assets/queuedEvents")["total_entries"])
+            events = self.get(f"/dags/{dag_id}/assets/queuedEvents")["queued_events"]
         except AirflowAPIError as e:
             if "404" in str(e):
                 return 0
             raise
+        if newer_than is None:
+            return len(events)
+        since = datetime.now(UTC) - timedelta(seconds=newer_than)
+        return sum(1 for e in events if datetime.fromisoformat(e["created_at"].replace("Z", "+00:00")) > since)
 
     def wait_settled(self, dag_ids: list[str], timeout: float = 900, quiet: float = 1.5) -> None:
-        """Until no run is queued/running and no asset event waits for any of `dag_ids`."""
+        """Until no run is queued/running and no asset event waits for any of `dag_ids`. An event queued longer
+        than `STALE_EVENT_S` is half of an AND schedule (e.g. one view of a model's service built once more than
+        the other): it starts nothing until the other asset updates, so it is not waited for."""
         deadline = time.monotonic() + timeout
         calm_since: float | None = None
         while time.monotonic() < deadline:
             active = [r for r in self.dag_runs(state=["queued", "running"]) if r["dag_id"] in dag_ids]
-            waiting = 0 if active else sum(self.queued_asset_events(d) for d in dag_ids)
+            waiting = 0 if active else sum(self.queued_asset_events(d, STALE_EVENT_S) for d in dag_ids)
             if not active and not waiting:
                 calm_since = calm_since or time.monotonic()
                 if time.monotonic() - calm_since >= quiet:
