@@ -83,9 +83,11 @@ def performance_drift(
     drop = worse / abs(reference_value) if reference_value != 0 else (math.inf if worse > 0 else 0.0)
     out["drop"] = float(drop)
     status = "degraded" if drop > d.performance_max_drop else "ok"
+    # in the metric's own direction: an AP that rose, or an MAE that fell, is "better", never "-47% worse"
+    change = f"{100 * abs(drop):.0f}% {'worse' if drop > 0 else 'better'}" if drop else "unchanged"
     detail = (
         f"{spec.primary_metric} {value:.4g} on {len(y):,} labelled rows vs {reference_value:.4g} at the gate "
-        f"({100 * drop:+.0f}% worse; limit {100 * d.performance_max_drop:.0f}%)"
+        f"({change}; degraded beyond {100 * d.performance_max_drop:.0f}% worse)"
     )
     return {**out, "status": status, "detail": detail}
 

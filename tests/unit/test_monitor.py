@@ -554,6 +554,21 @@ def test_performance_compares_the_primary_metric_with_the_gate_value(spec) -> No
     assert bad["status"] == "degraded" and bad["drop"] > spec.drift.performance_max_drop
 
 
+def test_performance_says_better_or_worse_in_the_metrics_direction(spec) -> None:
+    """It read 'average_precision 0.4515 ... vs 0.307 at the gate (-47% worse)' for a metric that had improved."""
+    y, p = labelled(2000, 100)
+    up = performance_drift(spec, y, p, reference_value=0.3)   # AP, higher is better: above the gate value
+    assert up["status"] == "ok" and up["value"] > 0.3
+    assert "% better" in up["detail"] and "worse;" not in up["detail"] and "-" not in up["detail"].split("(")[1]
+    spend = load_spec(REPO_ROOT / "models" / "spend.yaml")     # MAE, lower is better
+    rng = np.random.default_rng(1)
+    target = rng.gamma(2, 200, 1000)
+    fell = performance_drift(spend, target, target + rng.normal(0, 10, 1000), reference_value=100.0)
+    assert fell["value"] < 100 and "% better" in fell["detail"], fell["detail"]
+    rose = performance_drift(spend, target, target + rng.normal(0, 300, 1000), reference_value=100.0)
+    assert "% worse" in rose["detail"] and rose["status"] == "degraded"
+
+
 def test_performance_without_gate_value_or_labels_is_recorded_not_guessed(spec) -> None:
     y, p = labelled(2000, 100)
     unknown = performance_drift(spec, y, p, reference_value=None)
