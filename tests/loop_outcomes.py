@@ -242,7 +242,7 @@ def ratings_model_trained_gated_and_scored(demo: dict[str, Any]) -> None:
     first = versions[0]
     assert first.tags["flywheel.gate.decision"] == "promoted", first.tags
     run = client.get_run(first.run_id)
-    assert run.data.metrics["rmse"] <= spec.gate["max_primary"], run.data.metrics
+    assert run.data.metrics["holdout_rmse"] <= spec.gate["max_primary"], run.data.metrics
     assert len(run.data.tags["flywheel.train_sha256"]) == 64
     api = airflow_api(demo)
     for view in ("user_ratings", "movie_ratings"):
