@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,8 +32,10 @@ def main(argv: list[str] | None = None) -> int:
                          description="Copy FILE into the dataset's landing area, unchanged. The landing watcher of "
                          "land__<dataset> then starts ingest_validate__<dataset> for the interval the file's name "
                          "(or its earliest event) places it in. Past intervals are backfills.")
-    ing.add_argument("file", type=Path)
+    ing.add_argument("file", type=Path, nargs="+", help="one or more batch files (.parquet or .csv)")
     ing.add_argument("--dataset", required=True, help="datasets/<name>.yaml")
+    ing.add_argument("--wait", action="store_true", help="wait for each file's ingest run and print the gate's "
+                     "verdict (exit 2 if any batch was blocked)")
     demo = sub.add_parser("demo", help="play the demo scenario through the real scheduler")
     demo.add_argument("--short", action="store_true", help="the short scenario used by the integration test")
     demo.add_argument("--resume", action="store_true", help="keep the previous state instead of resetting")
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ports = runtime.Ports.from_env()
     if args.cmd == "ingest":
-        return ingest_command(args, lay)
+        return ingest_command(args, lay, ports)
     if args.cmd == "train":
         return train_command(args, lay, ports)
     if args.cmd == "init":
@@ -115,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def ingest_command(args: argparse.Namespace, lay: Layout) -> int:
-    """`flywheel ingest FILE --dataset NAME`: copy the file into landing and say which interval it lands in."""
+def ingest_command(args: argparse.Namespace, lay: Layout, ports: Any = None) -> int:
+    """`flywheel ingest FILE... --dataset NAME [--wait]`: copy the files into landing, say which interval each lands
+    in; with --wait, wait for their ingest runs and print the gate's verdicts."""
     from pipelines import storage
     from pipelines.landing import interval_of
     from pipelines.layout import interval_key
@@ -131,20 +134,64 @@ def ingest_command(args: argparse.Namespace, lay: Layout) -> int:
         print(f"flywheel ingest: error: unknown dataset {args.dataset!r}; known: {', '.join(sorted(contracts))} "
               "(datasets/<name>.yaml)", file=sys.stderr)
         return EXIT_ERROR
-    if not args.file.is_file():
-        print(f"flywheel ingest: error: {args.file} is not a file", file=sys.stderr)
-        return EXIT_ERROR
     contract = contracts[args.dataset]
+    placed = []
+    for file in args.file:   # every file is placed before any is copied: a bad one lands nothing
+        if not file.is_file():
+            print(f"flywheel ingest: error: {file} is not a file", file=sys.stderr)
+            return EXIT_ERROR
+        try:
+            placed.append((file, *interval_of(contract, str(file))))
+        except ValueError as exc:
+            print(f"flywheel ingest: error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+    for file, start, end in placed:
+        dest = storage.join(lay.landing(contract.name), file.name)
+        storage.copy(str(file), dest)
+        print(f"landed {dest} for {start.isoformat()} → {end.isoformat()}; land__{contract.name} starts "
+              f"ingest_validate__{contract.name} run batch__{interval_key(start)} when its watcher sees it")
+    if not args.wait:
+        return 0
+    return _wait_for_ingestion(contract.name, [f"batch__{interval_key(start)}" for _, start, _ in placed], lay, ports)
+
+
+def _wait_for_ingestion(dataset: str, run_ids: list[str], lay: Layout, ports: Any) -> int:
+    """Wait until each ingest run has finished (after this landing), print its verdict; 2 if any was blocked."""
+    import time
+
+    from flywheel import runtime
+    from flywheel.airflow_api import AirflowAPI, AirflowAPIError, AirflowUnreachable
+    from flywheel.demo import describe_run
+
+    api = AirflowAPI(f"http://127.0.0.1:{ports.airflow}", "admin", runtime.admin_password(lay))
+    dag_id, landed_at = f"ingest_validate__{dataset}", datetime.now(UTC)
+    waiting, blocked = list(dict.fromkeys(run_ids)), 0
+    deadline = time.monotonic() + 600 + 60 * len(waiting)
     try:
-        start, end = interval_of(contract, str(args.file))
-    except ValueError as exc:
-        print(f"flywheel ingest: error: {exc}", file=sys.stderr)
+        while waiting and time.monotonic() < deadline:
+            for run_id in list(waiting):
+                try:
+                    run = api.get(f"/dags/{dag_id}/dagRuns/{run_id}")
+                except AirflowUnreachable:
+                    raise
+                except AirflowAPIError:
+                    continue   # not started yet
+                began = max(datetime.fromisoformat((run.get(k) or "1970-01-01T00:00:00Z").replace("Z", "+00:00"))
+                            for k in ("queued_at", "start_date"))   # this landing's run, not an earlier one
+                if run["state"] in ("success", "failed") and began >= landed_at - timedelta(seconds=1):
+                    line = describe_run(api, run)
+                    blocked += line.startswith("BLOCKED")
+                    print(f"{run_id}: {line}", flush=True)
+                    waiting.remove(run_id)
+            time.sleep(2)
+    except AirflowUnreachable as exc:
+        print(f"flywheel ingest: error: {exc}; the files are landed: start the services (`make up`)", file=sys.stderr)
         return EXIT_ERROR
-    dest = storage.join(lay.landing(contract.name), args.file.name)
-    storage.copy(str(args.file), dest)
-    print(f"landed {dest} for {start.isoformat()} → {end.isoformat()}; land__{contract.name} starts "
-          f"ingest_validate__{contract.name} run batch__{interval_key(start)} when its watcher sees it")
-    return 0
+    if waiting:
+        print(f"flywheel ingest: error: still not ingested: {', '.join(waiting)}; is land__{dataset} unpaused and "
+              "the triggerer running (`flywheel status`)?", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_BLOCKED if blocked else 0
 
 
 def train_command(args: argparse.Namespace, lay: Layout, ports: Any) -> int:
