@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines.spec import REPO_ROOT, load_contract
+from pipelines.spec import REPO_ROOT, load_contract, load_datasets
 
 pytestmark = pytest.mark.unit
 
@@ -120,11 +120,12 @@ def test_errors_exit_1_with_a_clear_message(tmp_path):
 
     unknown = flywheel("--dataset", "nope", str(batch), home=tmp_path)
     assert unknown.returncode == 1
-    assert "unknown dataset 'nope'; known: transactions (datasets/<name>.yaml)" in unknown.stderr
+    known = ", ".join(sorted(load_datasets()))   # every contract of datasets/, e.g. "ratings, transactions"
+    assert f"unknown dataset 'nope'; known: {known} (datasets/<name>.yaml)" in unknown.stderr
 
     no_dataset = flywheel(str(batch), "--json", home=tmp_path)
     assert no_dataset.returncode == 1 and json.loads(no_dataset.stdout)["verdict"] == "error"
-    assert "--dataset NAME is required; known: transactions" in no_dataset.stderr
+    assert f"--dataset NAME is required; known: {known}" in no_dataset.stderr
 
     old_flag = flywheel("--model", "fraud", str(batch), home=tmp_path)
     assert old_flag.returncode == 1  # an error, not "blocked" (2)
