@@ -195,6 +195,8 @@ def environment(lay: Layout, ports: Ports) -> dict[str, str]:
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "20",
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "60",
         "AIRFLOW_CONN_FLYWHEEL_SMTP": json.dumps(smtp_conn),
+        # the landing watcher lists a local folder: every 2 s costs nothing (S3, scaled out: every 5 s)
+        "FLYWHEEL_LANDING_POLL_SECONDS": "2",
         # a task that fails after its retries emails the DAG's owners through the same server (Airflow's own
         # failure email looks for `smtp_default` otherwise, and only logged "SMTP connection is not found")
         "AIRFLOW__EMAIL__EMAIL_CONN_ID": "flywheel_smtp",
@@ -227,6 +229,7 @@ def environment(lay: Layout, ports: Ports) -> dict[str, str]:
 def _services_defaults(lay: Layout, ports: Ports) -> dict[str, str]:
     """What the `services` topology changes: only these variables (docker-compose.yaml sets the same)."""
     e = os.environ
+    poll = {"FLYWHEEL_LANDING_POLL_SECONDS": "5"}   # a LIST request on the object store each time
     pg = (e.get("FLYWHEEL_POSTGRES") or "postgresql://postgres@127.0.0.1:5432").rstrip("/")
     prefix = e.get("FLYWHEEL_DB_PREFIX") or "flywheel"
     redis_host = e.get("FLYWHEEL_REDIS") or "127.0.0.1:6379"
@@ -234,6 +237,7 @@ def _services_defaults(lay: Layout, ports: Ports) -> dict[str, str]:
     driverless = pg.split("://", 1)[1]
     s3 = f"http://127.0.0.1:{ports.s3}"
     return {
+        **poll,
         "FLYWHEEL_POSTGRES": pg,
         "FLYWHEEL_DB_PREFIX": prefix,
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
