@@ -244,7 +244,8 @@ def test_shipped_contract_carries_owners_cadence_and_the_batch_gate():
     assert contract.distribution.reference_batches == 4 and contract.distribution.max_ratio == pytest.approx(3.0)
     assert contract.file_name(datetime(2026, 1, 5, tzinfo=UTC)) == "transactions_2026-01-05.parquet"
     assert all(c.max_null_share is None for c in contract.columns)
-    assert load_datasets(DATASETS)["transactions"] == contract and set(load_datasets(DATASETS)) == {"transactions", "ratings"}
+    shipped = load_datasets(DATASETS)
+    assert shipped["transactions"] == contract and set(shipped) == {"transactions", "ratings"}
 
 
 def test_contract_defaults_when_validation_is_left_out(tmp_path):
