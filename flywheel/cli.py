@@ -145,14 +145,26 @@ def ingest_command(args: argparse.Namespace, lay: Layout, ports: Any = None) -> 
         except ValueError as exc:
             print(f"flywheel ingest: error: {exc}", file=sys.stderr)
             return EXIT_ERROR
+    from pipelines.landing import validated_sha256
+    from pipelines.util import sha256_file
+
+    # the same bytes already judged for the interval (an earlier landing, or `flywheel validate` into this home)
+    # start no run: the watcher only reacts to bytes the gate has not judged
+    judged = {interval_key(start) for file, start, _ in placed
+              if validated_sha256(lay.validation_reports(contract.name), interval_key(start)) == sha256_file(file)}
     for file, start, end in placed:
         dest = storage.join(lay.landing(contract.name), file.name)
         storage.copy(str(file), dest)
         print(f"landed {dest} for {start.isoformat()} → {end.isoformat()}; land__{contract.name} starts "
               f"ingest_validate__{contract.name} run batch__{interval_key(start)} when its watcher sees it")
+    for key in sorted(judged):
+        print(f"batch__{key}: these bytes were already judged for {key} (an earlier landing, or `flywheel validate` "
+              f"into this FLYWHEEL_HOME): no new ingest run; its report is {lay.validation_reports(contract.name)}/"
+              f"{key}.json. To ingest it through Airflow anyway, clear that interval's run in the UI.")
     if not args.wait:
         return 0
-    return _wait_for_ingestion(contract.name, [f"batch__{interval_key(start)}" for _, start, _ in placed], lay, ports)
+    return _wait_for_ingestion(contract.name, [f"batch__{interval_key(start)}" for _, start, _ in placed
+                                              if interval_key(start) not in judged], lay, ports)
 
 
 def _wait_for_ingestion(dataset: str, run_ids: list[str], lay: Layout, ports: Any) -> int:
