@@ -23,14 +23,15 @@ def build(view: str, info: dict[str, Any], contract: DatasetContract, readers: l
         doc_md=(f"### Features · view `{view}`\n\nComputes the aggregations declared in "
                 f"`feature_repo/definitions.py` ({', '.join(info['features'])}) from the validated batches of "
                 f"`{dataset}` (lookback {info['lookback_s'] / 86400:g} days), one parquet table per interval "
-                "(rewritten on re-run; later intervals whose windows see a re-validated batch are rebuilt too), "
+                "(rewritten on re-run; later intervals whose windows see a re-validated batch are rebuilt too, "
+                "and so is any table missing or older than a batch it reads), "
                 "then `FeatureStore.materialize` into the online store. Semantics: `pipelines/features/__init__.py`."
                 f"\n\n*Read by:* {', '.join(readers) or 'no model yet'}"),
     ) as dag:
 
         @task
         def build_feature_table(**context) -> list[dict]:
-            from pipelines.features import build_view_table, dependent_keys, load_repo, table_keys
+            from pipelines.features import build_view_table, catch_up, dependent_keys, load_repo, table_keys
             from pipelines.layout import Layout, parse_key
 
             lay = Layout.from_env()
@@ -47,6 +48,13 @@ def build(view: str, info: dict[str, Any], contract: DatasetContract, readers: l
                     rebuilt = build_view_table(declared, lay.validated(dataset), lay.features(), later, nxt, key)
                     out.append({"interval_start": later.isoformat(), "interval_end": nxt.isoformat(), "key": key,
                                 "rebuilt_for": ev["key"], **rebuilt.to_dict()})
+            # and every table still missing or older than a batch it reads (an event Airflow did not deliver)
+            for table in catch_up(declared, lay.validated(dataset), lay.features(), contract_cadence,
+                                  skip=tuple(iv["key"] for iv in out)):
+                start = parse_key(table.interval_key)
+                out.append({"interval_start": start.isoformat(),
+                            "interval_end": fc.next_tick(contract_cadence, start).isoformat(),
+                            "key": table.interval_key, "rebuilt_for": "stale", **table.to_dict()})
             return out
 
         @task(pool=fc.FEAST_POOL, outlets=[fc.features_asset(view)])

@@ -40,6 +40,8 @@ def build(spec: ModelSpec, views: dict[str, str]) -> DAG:
             by_key = {ev["key"]: ev for asset in interval_assets for ev in fc.interval_events(context, asset)}
             events = [by_key[k] for k in sorted(by_key)]
             results = []
+            if events:
+                fc.catch_up_features(spec)
             for ev in events:
                 res = score_interval(spec, lay.validated(spec.dataset.name), REPO_ROOT / "feature_repo",
                                      fc.parse_ts(ev["interval_start"]), fc.parse_ts(ev["interval_end"]),

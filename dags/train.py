@@ -64,11 +64,12 @@ def build(spec: ModelSpec) -> DAG:
                 # the end of the newest validated interval, by the dataset's cadence
                 as_of = fc.next_tick(spec.dataset.cadence, parse_key(keys[-1])).isoformat()
             run_key = fc.run_key(dag_run.run_id)
+            rebuilt = fc.catch_up_features(spec)
             ts = build_set(spec, lay.validated(spec.dataset.name), REPO_ROOT / "feature_repo", fc.parse_ts(as_of),
                            lay.home / "training" / spec.name / run_key, (lay.features(), lay.feature_cache()))
             log.info("training set as of %s (%s): %d train / %d holdout rows", as_of, reason, ts.train_rows,
                      ts.holdout_rows)
-            return {**ts.to_dict(), "as_of": as_of, "reason": reason, "run_key": run_key,
+            return {**ts.to_dict(), "as_of": as_of, "reason": reason, "run_key": run_key, "features_rebuilt": rebuilt,
                     "params_override": dict(params.get("params") or {})}
 
         @task

@@ -51,6 +51,25 @@ def model_views(spec: ModelSpec) -> list[str]:
     return list(services[spec.feature_service])
 
 
+def catch_up_features(spec: ModelSpec) -> list[str]:
+    """Before a model reads its features: rebuild every table of its views that is missing or older than a
+    validated batch it reads (an asset event Airflow did not deliver, a features run still queued), so
+    training and scoring never read a stale snapshot. Returns "view/key" of what was rebuilt."""
+    from pipelines.features import catch_up, load_repo
+    from pipelines.layout import Layout
+
+    lay, repo, contracts = Layout.from_env(), load_repo(FEATURE_REPO), datasets()
+    rebuilt = []
+    for name in model_views(spec):
+        view = repo.view(name)
+        for table in catch_up(view, lay.validated(view.dataset), lay.features(), contracts[view.dataset].cadence):
+            rebuilt.append(f"{name}/{table.interval_key}")
+    if rebuilt:
+        log.warning("%s: rebuilt %d stale feature tables before reading them: %s", spec.name, len(rebuilt),
+                    ", ".join(rebuilt))
+    return rebuilt
+
+
 # --- Assets: the loop as an asset graph. One function per concept, used by producer and consumer.
 LANDING_POLL_ENV = "FLYWHEEL_LANDING_POLL_SECONDS"   # how often the landing watcher looks (default 5 s)
 

@@ -212,6 +212,17 @@ def list_files(prefix: Location, suffix: str = "") -> list[str]:
     return [join(prefix, n) for n in names]
 
 
+def list_versions(prefix: Location, suffix: str = "") -> dict[str, tuple[int, int]]:
+    """`list_files`, each with its `version` (size, modification time in ns), in one listing call."""
+    import pyarrow.fs as pafs
+
+    fs, path = resolve(prefix)
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True, recursive=False))
+    return {join(prefix, i.base_name): (int(i.size or 0), int(i.mtime_ns or 0))
+            for i in sorted(infos, key=lambda i: i.base_name)
+            if i.type == pafs.FileType.File and i.base_name.endswith(suffix) and not i.base_name.startswith(".")}
+
+
 # ----------------------------------------------------------------------------------------------
 # reading
 

@@ -20,7 +20,9 @@ checks them for every declared view):
    features are at most one granularity stale.
 3. The snapshots of interval [start, end) of the source dataset are t in (start, end], written to
    `<view>/<start key>.parquet` with `created_ts` = end; re-validating a past batch rebuilds its
-   interval and every later table whose snapshots see it (t < end + lookback).
+   interval and every later table whose snapshots see it (t < end + lookback). Whatever the order of
+   events, a table older than a validated batch it reads is stale (`stale_keys`): every features run, and
+   every training and scoring run before it reads, rebuilds those first (`catch_up`).
 """
 
 from pipelines.features.declarations import DeclaredView, FeatureRepo, load_repo, view_index
@@ -44,8 +46,10 @@ from pipelines.features.store import (
 from pipelines.features.tables import (
     ViewTable,
     build_view_table,
+    catch_up,
     dependent_keys,
     read_validated,
+    stale_keys,
     sync_feature_tables,
     table_keys,
     validated_keys,
@@ -53,7 +57,8 @@ from pipelines.features.tables import (
 
 __all__ = [
     "ONLINE_STORE_ENV", "REDIS_ENV", "RETRIEVAL_ENV", "DeclaredView", "FeatureRepo", "ViewRetrieval", "ViewTable",
-    "apply_feature_repo", "asof_sql", "build_view_table", "dependent_keys", "feature_store", "historical_features",
-    "historical_features_asof", "load_repo", "materialize", "online_features", "read_validated", "repo_config",
-    "retrieval_plan", "sync_feature_tables", "table_keys", "validated_keys", "view_index",
+    "apply_feature_repo", "asof_sql", "build_view_table", "catch_up", "dependent_keys", "feature_store",
+    "historical_features", "historical_features_asof", "load_repo", "materialize", "online_features",
+    "read_validated", "repo_config", "retrieval_plan", "stale_keys", "sync_feature_tables", "table_keys",
+    "validated_keys", "view_index",
 ]

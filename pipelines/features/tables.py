@@ -97,14 +97,17 @@ def build_view_table(view: DeclaredView, validated_dir: Location, features_root:
                              columns=needed)
     snap = compute_view(history, spec, start, end)
     out = storage.join(features_root, view.name, f"{key}.parquet")
+    marker = _empty_marker(features_root, view.name, key)
     if snap.empty:
         storage.delete(out)
+        storage.write_text("", marker)   # built, and empty: not "never built" (see stale_keys)
         log.info("feature view %s: no snapshot for %s..%s (no events in the lookback)", view.name, start, end)
         return ViewTable(view.name, key, None, 0)
     keys = list(spec.join_keys)
     _check_unique(snap, view.name, keys, spec.feature_timestamp, out)
     _check_no_overlap(snap, view.name, keys, spec.feature_timestamp, out)
     storage.write_parquet(snap, out)
+    storage.delete(marker)
     log.info("feature table %s: %d snapshots for %s..%s", out, len(snap), start, end)
     return ViewTable(view.name, key, str(out), len(snap))
 
@@ -125,6 +128,57 @@ def dependent_keys(view: DeclaredView, table_keys: list[str], start: datetime, e
         if end <= t < horizon:
             out.append(k)
     return sorted(out)
+
+
+def _empty_marker(features_root: Location, view: str, key: str) -> str:
+    """Where a build that found no snapshot for the interval says so (outside the view's folder, which Feast reads)."""
+    return storage.join(features_root, "_empty", view, key)
+
+
+def stale_keys(view: DeclaredView, validated_dir: Location, features_root: Location, cadence: str) -> list[str]:
+    """The interval keys of `view` whose table is missing or older than a validated batch it reads.
+
+    The table of [s, e) reads the batches with events in [s + granularity - lookback, e): it is current when it
+    was written (or found empty) after every one of them was. So this finds an interval whose build never ran
+    (an asset event lost in a burst, a features run that failed) and a table built before a batch in its
+    lookback was (re-)validated, whatever order batches came in. Cheap: two listings per view and dataset.
+    """
+    from pipelines.landing import next_tick
+    from pipelines.layout import parse_key
+
+    batches = []
+    for path, (_, mtime) in storage.list_versions(validated_dir, ".parquet").items():
+        start = parse_key(storage.stem(path))
+        batches.append((storage.stem(path), start, next_tick(cadence, start), mtime))
+    built = {storage.stem(p): v[1] for p, v in storage.list_versions(storage.join(features_root, view.name),
+                                                                      ".parquet").items()}
+    built.update({storage.name(p): v[1] for p, v in storage.list_versions(
+        storage.join(features_root, "_empty", view.name)).items() if storage.name(p) not in built})
+    reach = view.engine.granularity - view.lookback
+    out = []
+    for key, start, end, _ in batches:
+        when = built.get(key)
+        if when is None or any(mtime > when for _, b_start, b_end, mtime in batches
+                               if b_start < end and b_end > start + reach):
+            out.append(key)
+    return out
+
+
+def catch_up(view: DeclaredView, validated_dir: Location, features_root: Location, cadence: str,
+             skip: tuple[str, ...] = ()) -> list[ViewTable]:
+    """Build every stale table of `view` (see `stale_keys`) except `skip`; idempotent, oldest first."""
+    from pipelines.landing import next_tick
+    from pipelines.layout import parse_key
+
+    out = []
+    for key in stale_keys(view, validated_dir, features_root, cadence):
+        if key in skip:
+            continue
+        start = parse_key(key)
+        log.warning("feature view %s: table %s is missing or older than a validated batch it reads; rebuilding it",
+                    view.name, key)
+        out.append(build_view_table(view, validated_dir, features_root, start, next_tick(cadence, start), key))
+    return out
 
 
 def table_keys(features_root: Location, view: str) -> list[str]:

@@ -19,9 +19,11 @@ import pytest
 from pipelines import storage
 from pipelines.features import (
     build_view_table,
+    catch_up,
     dependent_keys,
     load_repo,
     read_validated,
+    stale_keys,
     sync_feature_tables,
     table_keys,
 )
@@ -410,6 +412,62 @@ def test_dependent_keys_are_the_later_tables_within_the_lookback(view_name):
     daily = [f"{horizon - timedelta(days=2):%Y-%m-%d}", f"{horizon:%Y-%m-%d}", f"{end - timedelta(days=1):%Y-%m-%d}"]
     assert dependent_keys(view, daily, start, end) == [daily[0]]
     assert dependent_keys(view, [], start, end) == []
+
+
+# ---- stale tables: whatever events Airflow delivered, no reader sees a table older than its inputs
+
+WEEKLY = "0 0 * * 1"  # the fixture's batches are weekly (Mondays), whatever the dataset's own cadence
+
+
+def _revalidate(path: Path) -> None:
+    """A re-validation of the batch: its file rewritten (after the tables were built)."""
+    path.write_bytes(path.read_bytes())
+
+
+@pytest.mark.parametrize("view_name", VIEWS)
+def test_stale_tables_are_found_and_caught_up_in_any_order(view_name, validated, tmp_path):
+    import shutil
+
+    view = REPO.views[view_name]
+    batches = Path(shutil.copytree(validated[view.dataset], tmp_path / "validated"))
+    for f in batches.glob("*.parquet"):  # validated an hour ago
+        os.utime(f, (f.stat().st_mtime - 3600, f.stat().st_mtime - 3600))
+    root = tmp_path / "features"
+    keys = sorted(p.stem for p in batches.glob("*.parquet"))
+    assert stale_keys(view, batches, root, WEEKLY) == keys  # nothing built yet: every interval is behind
+
+    built = catch_up(view, batches, root, WEEKLY, skip=(keys[0],))
+    assert [t.interval_key for t in built] == keys[1:]
+    assert stale_keys(view, batches, root, WEEKLY) == [keys[0]]
+    catch_up(view, batches, root, WEEKLY)
+    assert stale_keys(view, batches, root, WEEKLY) == []
+    # what catch_up wrote is what the features run writes for that interval
+    start = datetime.fromisoformat(keys[5]).replace(tzinfo=UTC)
+    direct = build(view_name, {view.dataset: batches}, tmp_path / "direct", start, start + timedelta(days=7), keys[5])
+    pd.testing.assert_frame_equal(pd.read_parquet(root / view_name / f"{keys[5]}.parquet"),
+                                  pd.read_parquet(direct.path))
+
+    # an interval whose features run never happened (its asset event was lost in a burst)
+    (root / view_name / f"{keys[5]}.parquet").unlink()
+    assert stale_keys(view, batches, root, WEEKLY) == [keys[5]]
+    catch_up(view, batches, root, WEEKLY)
+
+    # a past batch re-validated after the later tables were built: it and every table that reads it
+    _revalidate(batches / f"{keys[3]}.parquet")
+    w3 = datetime.fromisoformat(keys[3]).replace(tzinfo=UTC)
+    assert stale_keys(view, batches, root, WEEKLY) == [keys[3], *dependent_keys(view, keys, w3, w3 + timedelta(days=7))]
+    assert len(stale_keys(view, batches, root, WEEKLY)) >= 2
+    catch_up(view, batches, root, WEEKLY)
+    assert stale_keys(view, batches, root, WEEKLY) == []
+
+    # a batch with no snapshot to take (no events in any lookback) is built once, found empty, and stays current
+    far = f"{T0 + timedelta(days=400):%Y-%m-%d}"
+    pd.read_parquet(batches / f"{keys[0]}.parquet").head(0).to_parquet(batches / f"{far}.parquet", index=False)
+    assert stale_keys(view, batches, root, WEEKLY) == [far]
+    [empty] = catch_up(view, batches, root, WEEKLY)
+    assert (empty.path, empty.rows) == (None, 0)
+    assert not (root / view_name / f"{far}.parquet").exists()
+    assert stale_keys(view, batches, root, WEEKLY) == []
 
 
 # ---- reading validated batches
