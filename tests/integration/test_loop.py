@@ -2,7 +2,8 @@
 
 One demo run of both stories (card transactions, then real MovieLens ratings) on the embedded default
 (real Airflow API server, scheduler, DAG processor, triggerer; real MLflow server; real Feast stores; a
-real SMTP server on loopback) on free ports, so it passes while a demo runs. The cards outcomes
+real SMTP server on loopback) on free ports, so it passes while a demo runs (the `demo` fixture of
+tests/integration/conftest.py, shared with the other integration tests that look at a played loop). The cards outcomes
 (tests/loop_outcomes.py) are the ones the scale-out layer (tests/services/test_scaleout.py) asserts on the
 native scale-out topology.
 """
@@ -10,19 +11,10 @@ native scale-out topology.
 from __future__ import annotations
 
 import pytest
-from loop_outcomes import OUTCOMES, RATINGS_OUTCOMES, demo_run
+from loop_outcomes import OUTCOMES, RATINGS_OUTCOMES
 
 pytestmark = pytest.mark.integration
 MODELS = ("fraud", "spend", "movie_rating")
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    home = tmp_path_factory.mktemp("flywheel-home")
-    # a killed task is noticed after 30 s instead of Airflow's 300 (the crash test below waits for it)
-    with demo_run(home, {"FLYWHEEL_TOPOLOGY": "embedded", "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
-                         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5"}) as d:
-        yield d
 
 
 @pytest.mark.parametrize("outcome", OUTCOMES + RATINGS_OUTCOMES, ids=lambda f: f.__name__)
