@@ -28,7 +28,8 @@ demo: install  ## play the whole loop on the embedded default; leaves the UIs ru
 	$(BIN)/python -m flywheel.cli demo
 
 test: install  ## the whole suite (unit, DAG integrity, integration through the real scheduler)
-	$(BIN)/python -m pytest tests -q
+	# the demo runs start in the background when collection ends and play while the unit tests run
+	$(BIN)/python -m pytest tests/unit tests/dags tests/services tests/integration -q
 
 test-unit: install
 	$(BIN)/python -m pytest tests -q -m unit

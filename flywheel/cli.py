@@ -37,10 +37,17 @@ def main(argv: list[str] | None = None) -> int:
     ing.add_argument("--wait", action="store_true", help="wait for each file's ingest run and print the gate's "
                      "verdict (exit 2 if any batch was blocked)")
     demo = sub.add_parser("demo", help="play the demo scenario through the real scheduler")
-    demo.add_argument("--short", action="store_true", help="the short scenario used by the integration test")
+    length = demo.add_mutually_exclusive_group()
+    length.add_argument("--short", dest="full", action="store_false",
+                        help="the compact stories (the default; what the integration test plays): 8 weekly card "
+                             "batches, a year of ratings and 2 live months")
+    length.add_argument("--full", dest="full", action="store_true",
+                        help="the long stories: 13 weekly card batches (a second retrain, more shifted weeks) and 3 "
+                             "live months of ratings (about twice as long)")
+    demo.set_defaults(full=None)   # --resume plays the length of the demo it resumes
     demo.add_argument("--resume", action="store_true", help="keep the previous state instead of resetting")
     demo.add_argument("--story", action="append", choices=["cards", "ratings"],
-                      help="play only this story (repeatable; default: cards, then ratings)")
+                      help="play only this story (repeatable; default: both, side by side)")
     val = sub.add_parser(
         "validate",
         help="run a dataset's data gate on one batch file, outside Airflow",
@@ -108,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         from flywheel.demo import run_demo
 
         try:
-            return run_demo(lay, ports, short=args.short, resume=args.resume, story_names=args.story)
+            return run_demo(lay, ports, short=None if args.full is None else not args.full, resume=args.resume,
+                            story_names=args.story)
         except AirflowUnreachable as exc:
             print(f"flywheel demo: stopped: {exc}. The services went away (`flywheel status` says which); "
                   "`make up` restarts them and `flywheel demo --resume` plays what was not played yet.",

@@ -12,7 +12,9 @@ import email.policy
 import json
 import os
 import shutil
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -39,11 +41,13 @@ class Ledger:
     """The demo's steps already played (`FLYWHEEL_HOME/demo-played.json`): `--resume` plays only the others.
 
     Landing, re-landing a fixed file, each engineer-triggered training and the on-call drill are steps;
-    everything else follows from them through Airflow (and is idempotent per interval)."""
+    everything else follows from them through Airflow (and is idempotent per interval). Stories play at the same
+    time: marks are serialised."""
 
     def __init__(self, path: Path, fresh: bool) -> None:
         self.path = path
         self.done: list[str] = [] if fresh or not path.exists() else list(json.loads(path.read_text()))
+        self._lock = threading.Lock()
         if fresh:
             self.path.unlink(missing_ok=True)
 
@@ -51,19 +55,29 @@ class Ledger:
         return step in self.done
 
     def mark(self, step: str) -> None:
-        self.done.append(step)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.done, indent=1))
-        tmp.replace(self.path)
+        with self._lock:
+            self.done.append(step)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.done, indent=1))
+            tmp.replace(self.path)
 
 
 class Timeline:
-    def __init__(self) -> None:
-        self.t0 = time.monotonic()
+    """The printed timeline: elapsed time, and which story a line belongs to when stories play together."""
+    _print = threading.Lock()
+
+    def __init__(self, t0: float | None = None, tag: str = "") -> None:
+        self.t0 = time.monotonic() if t0 is None else t0
+        self.tag = tag
+
+    def story(self, tag: str) -> Timeline:
+        return Timeline(self.t0, tag)
 
     def say(self, text: str, indent: int = 0) -> None:
         el = time.monotonic() - self.t0
-        print(f"[{int(el // 60):02d}:{int(el % 60):02d}] {'    ' * indent}{text}", flush=True)
+        tag = f"{self.tag:<7s} " if self.tag else ""
+        with self._print:
+            print(f"[{int(el // 60):02d}:{int(el % 60):02d}] {tag}{'    ' * indent}{text}", flush=True)
 
 
 def _reset(lay: Layout) -> None:
@@ -391,9 +405,14 @@ def stories(specs: dict[str, ModelSpec], names: list[str] | None) -> dict[str, l
     return out
 
 
-def run_demo(lay: Layout, ports: runtime.Ports, short: bool = False, resume: bool = False,
+def run_demo(lay: Layout, ports: runtime.Ports, short: bool | None = None, resume: bool = False,
              story_names: list[str] | None = None) -> int:
+    """Play the stories (compact unless `short` is False; with `resume` and no `short`, the length of the demo
+    resumed) through the services of `lay.home`, print the timeline and the summary."""
     t_start = time.monotonic()
+    length_file = lay.home / "demo-length"
+    if short is None:
+        short = not (resume and length_file.exists() and length_file.read_text().strip() == "full")
     tl = Timeline()
     plays = stories(load_specs(), story_names)
     if not plays:
@@ -411,6 +430,8 @@ def run_demo(lay: Layout, ports: runtime.Ports, short: bool = False, resume: boo
         if runtime.topology() == "services":
             runtime.reset_services(runtime.environment(lay, ports))
             tl.say("RESET: dropped the PostgreSQL databases and flushed the Redis database of this install")
+    lay.home.mkdir(parents=True, exist_ok=True)
+    length_file.write_text("short" if short else "full")
     t = time.monotonic()
     env = runtime.init(lay, ports)
     tl.say(f"initialised Airflow DB, secrets and the Feast registry ({time.monotonic() - t:.0f}s)")
@@ -447,17 +468,25 @@ def run_demo(lay: Layout, ports: runtime.Ports, short: bool = False, resume: boo
     api.wait_settled(dag_ids)
     since = datetime.now(UTC).isoformat()
     seen: set[str] = {f"{r['dag_id']}/{r['dag_run_id']}" for r in _runs_since(api, dag_ids, "2000-01-01T00:00:00Z")}
-    play = Play(api, tl, lay, dag_ids, since, seen, Ledger(lay.home / "demo-played.json", fresh=not resume))
+    ledger = Ledger(lay.home / "demo-played.json", fresh=not resume)
+    # the stories land different datasets and read different views: they play at the same time, each waiting
+    # only for its own DAGs (the scheduler interleaves them as it would two teams' feeds)
+    scripts = {"cards": partial(_play_cards, sc=short_scenario() if short else Scenario()),
+               "ratings": partial(_play_ratings, story=movielens.short_story() if short else movielens.story())}
+    games = {name: Play(api, tl.story(name) if len(plays) > 1 else tl, lay, _dag_ids(readers), since, set(seen),
+                        ledger) for name, readers in plays.items()}
     t_loop = time.monotonic()
-    if "cards" in plays:
-        _play_cards(play, short_scenario() if short else Scenario(), plays["cards"])
-    if "ratings" in plays:
-        _play_ratings(play, movielens.short_story() if short else movielens.story(), plays["ratings"])
+    with ThreadPoolExecutor(max_workers=len(games), thread_name_prefix="story") as pool:
+        futures = [pool.submit(scripts[name], play, chosen=plays[name]) for name, play in games.items()]
+        for f in futures:
+            f.result()   # a story that failed fails the demo (after the others finished)
     loop_s = time.monotonic() - t_loop
     # refresh final states and build the summary
     final = {f"{r['dag_id']}/{r['dag_run_id']}": r for r in _runs_since(api, dag_ids, since)}
-    runs_final = [{**final.get(f"{r['dag_id']}/{r['dag_run_id']}", r), "line": r["line"]} for r in play.runs]
-    summary = _summary(lay, ports, chosen, play.batches, runs_final, api, t_start, t_services, loop_s, short)
+    runs_final = [{**final.get(f"{r['dag_id']}/{r['dag_run_id']}", r), "line": r["line"]}
+                  for play in games.values() for r in play.runs]
+    batches = [b for play in games.values() for b in play.batches]
+    summary = _summary(lay, ports, chosen, batches, runs_final, api, t_start, t_services, loop_s, short)
     (lay.home / "demo-summary.json").write_text(json.dumps(summary, indent=2, default=str))
     _print_summary(summary, lay, ports)
     return 0

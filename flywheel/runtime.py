@@ -195,8 +195,8 @@ def environment(lay: Layout, ports: Ports) -> dict[str, str]:
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "20",
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "60",
         "AIRFLOW_CONN_FLYWHEEL_SMTP": json.dumps(smtp_conn),
-        # the landing watcher lists a local folder: every 2 s costs nothing (S3, scaled out: every 5 s)
-        "FLYWHEEL_LANDING_POLL_SECONDS": "2",
+        # the landing watcher lists a local folder: every second costs nothing (S3, scaled out: every 5 s)
+        "FLYWHEEL_LANDING_POLL_SECONDS": "1",
         # a task that fails after its retries emails the DAG's owners through the same server (Airflow's own
         # failure email looks for `smtp_default` otherwise, and only logged "SMTP connection is not found")
         "AIRFLOW__EMAIL__EMAIL_CONN_ID": "flywheel_smtp",
@@ -209,6 +209,9 @@ def environment(lay: Layout, ports: Ports) -> dict[str, str]:
         "FLYWHEEL_FEAST_ONLINE": str(lay.feast_dir() / "online.db"),
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        # the tracking server's job runner (GenAI scorers, trace roll-ups) starts 8 processes (~2 GB, ~80 s of CPU
+        # at start on 2 cores) that Flywheel never uses
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         "DO_NOT_TRACK": "1",
         "GX_ANALYTICS_ENABLED": "false",
         "FEAST_USAGE": "False",

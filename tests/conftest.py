@@ -79,3 +79,19 @@ def s3_bucket(s3_server, request):
     name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-") + f"-{os.getpid()}"
     client.create_bucket(Bucket=name)
     return name, client
+
+
+# ---- the demo runs the integration and services tests look at: started as soon as collection ends
+
+def pytest_collection_finish(session):
+    """Start the demo runs the collected tests need in the background (tests/demo_runs.py): they play while the
+    unit tests run. A run that cannot start here is retried, and reported, by the fixture that needs it."""
+    if session.config.option.collectonly or not session.items:
+        return
+    fixtures = {f for item in session.items for f in getattr(item, "fixturenames", ())}
+    try:
+        from demo_runs import start_early
+
+        start_early(session.config._tmp_path_factory.getbasetemp(), fixtures)
+    except Exception as e:  # noqa: BLE001 - the fixture raises it again where a test can report it
+        session.config.pluginmanager.get_plugin("terminalreporter").write_line(f"demo runs not started early: {e}")

@@ -14,74 +14,36 @@ Skips only when PostgreSQL or Redis on 127.0.0.1 do not answer; with FLYWHEEL_RE
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import time
 from unittest import mock
 
 import pytest
-from loop_outcomes import OUTCOMES, airflow_api, demo_run, mlflow_client
+from demo_runs import POSTGRES, REDIS, played, services_run, services_unreachable
+from loop_outcomes import OUTCOMES, airflow_api, mlflow_client
 
 pytestmark = pytest.mark.services
-
-POSTGRES = os.environ.get("FLYWHEEL_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
-REDIS = os.environ.get("FLYWHEEL_TEST_REDIS", "127.0.0.1:6379")
-
-
-def _unreachable() -> str | None:
-    import psycopg
-    import redis
-
-    try:
-        psycopg.connect(POSTGRES + "/postgres", connect_timeout=3).close()
-    except psycopg.OperationalError as e:
-        return f"PostgreSQL at {POSTGRES} does not answer ({str(e).strip()[:200]})"
-    host, port = REDIS.split(":")
-    try:
-        redis.Redis(host=host, port=int(port), socket_connect_timeout=3).ping()
-    except redis.RedisError as e:
-        return f"Redis at {REDIS} does not answer ({e})"
-    return None
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    reason = _unreachable()
+    reason = services_unreachable()
     if reason:
         if os.environ.get("FLYWHEEL_REQUIRE_SERVICES") == "1":
             pytest.fail(f"{reason}; FLYWHEEL_REQUIRE_SERVICES=1 says they must run here")
         pytest.skip(reason)
-    import redis
-
     from flywheel import runtime
 
-    host, port = REDIS.split(":")
-    # a Redis database of its own (the demo's RESET flushes it): the first empty one from 15 down
-    redis_db = next((str(n) for n in range(15, 7, -1) if redis.Redis(host=host, port=int(port), db=n).dbsize() == 0),
-                    None)
-    assert redis_db, f"Redis at {REDIS} has no empty database among 8-15 for this test"
-    home = tmp_path_factory.mktemp("flywheel-services")
-    prefix = f"flywheel_test_{os.getpid()}"
-    extra = {
-        "FLYWHEEL_TOPOLOGY": "services",
-        "FLYWHEEL_POSTGRES": POSTGRES,
-        "FLYWHEEL_DB_PREFIX": prefix,
-        "FLYWHEEL_REDIS": REDIS,
-        "FLYWHEEL_REDIS_DB": redis_db,
-        "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(16),
-        # a worker that dies is noticed in 30 s instead of Airflow's 300 s default
-        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
-        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
-    }
+    run = services_run(tmp_path_factory.getbasetemp())
     try:
-        with demo_run(home, extra, stories=("cards",)) as d:   # the ratings story runs in tests/integration
-            d["prefix"], d["redis_db"] = prefix, int(redis_db)
+        with played(run) as d:
+            d["prefix"], d["redis_db"] = run.extra["FLYWHEEL_DB_PREFIX"], int(run.extra["FLYWHEEL_REDIS_DB"])
             yield d
     finally:
-        with mock.patch.dict(os.environ, {**extra, "FLYWHEEL_HOME": str(home)}):
+        with mock.patch.dict(os.environ, {**run.extra, "FLYWHEEL_HOME": str(run.home)}):
             from pipelines.layout import Layout
 
-            env = runtime.environment(Layout(home), runtime.Ports())
+            env = runtime.environment(Layout(run.home), runtime.Ports())
         runtime.reset_services(env)
 
 
