@@ -119,6 +119,34 @@ class AirflowAPI:
         since = datetime.now(UTC) - timedelta(seconds=newer_than)
         return sum(1 for e in events if datetime.fromisoformat(e["created_at"].replace("Z", "+00:00")) > since)
 
+    def finished_run(self, dag_id: str, run_id: str, since: datetime | None = None) -> dict[str, Any] | None:
+        """The run once it has succeeded or failed (queued or started at or after `since`, when given: this
+        landing's or trigger's run, not an earlier one of the same id); None while it has not, or does not exist."""
+        try:
+            run = self.get(f"/dags/{dag_id}/dagRuns/{run_id}")
+        except AirflowUnreachable:
+            raise
+        except AirflowAPIError:
+            return None   # not created yet
+        if run["state"] not in ("success", "failed"):
+            return None
+        if since is not None:
+            began = max(datetime.fromisoformat((run.get(k) or "1970-01-01T00:00:00Z").replace("Z", "+00:00"))
+                        for k in ("queued_at", "start_date"))
+            if began < since - timedelta(seconds=1):
+                return None
+        return dict(run)
+
+    def wait_run(self, dag_id: str, run_id: str, timeout: float, since: datetime | None = None,
+                 poll: float = 2.0) -> dict[str, Any]:
+        """`finished_run`, waited for; TimeoutError after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while (run := self.finished_run(dag_id, run_id, since)) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{dag_id} run {run_id} not finished after {timeout:.0f}s")
+            time.sleep(poll)
+        return run
+
     def wait_settled(self, dag_ids: list[str], timeout: float = 900, quiet: float = 1.5) -> None:
         """Until no run is queued/running and no asset event waits for any of `dag_ids`. An event queued longer
         than `STALE_EVENT_S` is half of an AND schedule (e.g. one view of a model's service built once more than

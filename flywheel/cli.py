@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -180,7 +180,7 @@ def _wait_for_ingestion(dataset: str, run_ids: list[str], lay: Layout, ports: An
     import time
 
     from flywheel import runtime
-    from flywheel.airflow_api import AirflowAPI, AirflowAPIError, AirflowUnreachable
+    from flywheel.airflow_api import AirflowAPI, AirflowUnreachable
     from flywheel.demo import describe_run
 
     api = AirflowAPI(f"http://127.0.0.1:{ports.airflow}", "admin", runtime.admin_password(lay))
@@ -190,15 +190,8 @@ def _wait_for_ingestion(dataset: str, run_ids: list[str], lay: Layout, ports: An
     try:
         while waiting and time.monotonic() < deadline:
             for run_id in list(waiting):
-                try:
-                    run = api.get(f"/dags/{dag_id}/dagRuns/{run_id}")
-                except AirflowUnreachable:
-                    raise
-                except AirflowAPIError:
-                    continue   # not started yet
-                began = max(datetime.fromisoformat((run.get(k) or "1970-01-01T00:00:00Z").replace("Z", "+00:00"))
-                            for k in ("queued_at", "start_date"))   # this landing's run, not an earlier one
-                if run["state"] in ("success", "failed") and began >= landed_at - timedelta(seconds=1):
+                run = api.finished_run(dag_id, run_id, since=landed_at)   # this landing's run, not an earlier one
+                if run is not None:
                     line = describe_run(api, run)
                     blocked += line.startswith("BLOCKED")
                     print(f"{run_id}: {line}", flush=True)
@@ -254,11 +247,9 @@ def train_command(args: argparse.Namespace, lay: Layout, ports: Any) -> int:
     try:
         api.trigger(dag_id, conf={"as_of": as_of, "reason": args.reason}, run_id=run_id)
         print(f"triggered {dag_id} run {run_id} (as of {as_of}); waiting for the gate...", flush=True)
-        deadline = time.monotonic() + 1800
-        while (run := api.get(f"/dags/{dag_id}/dagRuns/{run_id}"))["state"] not in ("success", "failed"):
-            if time.monotonic() > deadline:
-                return error(f"{dag_id} run {run_id} still {run['state']} after 30 minutes; see the Airflow UI.")
-            time.sleep(2)
+        run = api.wait_run(dag_id, run_id, timeout=1800)
+    except TimeoutError:
+        return error(f"{dag_id} run {run_id} not finished after 30 minutes; see the Airflow UI.")
     except AirflowUnreachable as exc:
         return error(f"{exc}; start the services first (`make up`).")
     except AirflowAPIError as exc:
