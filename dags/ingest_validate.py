@@ -71,10 +71,9 @@ def build(contract: DatasetContract, readers: list[ModelSpec]) -> DAG:
 
             kept = preserve_blocked(result["batch_file"], Layout.from_env().blocked(name), result["key"])
             log.info("blocked batch kept at %s", kept)
-            mail = blocked_batch_email(contract, readers, result, fc.run_link(context))
+            mail = blocked_batch_email(contract, readers, result, fc.run_link(context), pages=fc.flywheel_pages())
             # the block stands even when the mail server is down: then the mail waits in the outbox
-            sent = fc.send_or_queue(list(mail.to), mail.subject, mail.html, list(mail.attachments),
-                                    expire_hours=contract.email_expire_hours)
+            sent = fc.send_or_queue(mail, expire_hours=contract.email_expire_hours)
             told = "owners emailed" if sent["status"] == "sent" else f"email pending in the outbox ({sent['error']})"
             raise AirflowFailException(f"batch BLOCKED ({told}): {result['summary']}")
 

@@ -1,8 +1,9 @@
 """monitor__<model>: Evidently drift of the production log vs the champion's training reference.
 
-detect_drift → email_report (owners, on an alarm) and → request_retrain (the Asset train__<model> is
-scheduled on, when the retrain policy agrees). The policy (hysteresis, dedupe, cooldown) and the
-verdict live in pipelines/monitor.py; this file maps Airflow context to arguments.
+detect_drift → email_report (owners: once per alarm episode, see `plan_email`) and → request_retrain (the
+Asset train__<model> is scheduled on, when the retrain policy agrees). The policies (hysteresis, dedupe,
+cooldown; alarm episodes) and the verdict live in pipelines/monitor/; this file maps Airflow context to
+arguments.
 
 SMTP down: email_report retries the send in-process, then Airflow retries the task; on its last try
 the mail goes to the outbox (pipelines/outbox.py), recorded as `pending` in the verdict JSON and the
@@ -45,19 +46,21 @@ def build(spec: ModelSpec) -> DAG:
         @task
         def detect_drift(**context) -> dict:
             from pipelines.layout import Layout
-            from pipelines.monitor import check_drift, needs_email
+            from pipelines.monitor import check_drift
 
             lay = Layout.from_env()
             ev = fc.interval_events(context, scores)[-1]
             # dedupe: ask Airflow (Task SDK) whether a retrain of this model is already queued or running
             in_flight = context["ti"].get_dr_count(dag_id=f"train__{spec.name}", states=["queued", "running"])
-            result, decision = check_drift(spec, lay.scores(spec.name), lay.reports(spec.name),
+            result, decision, plan = check_drift(spec, lay.scores(spec.name), lay.reports(spec.name),
                                            fc.parse_ts(ev["interval_end"]), ev["key"],
                                            validated_dir=lay.validated(spec.dataset.name), retrain_in_flight=in_flight)
             log.info("drift: %s/%s columns drifted (%.0f%%); performance %s; %s", result.drifted_count,
                      len(result.columns), 100 * result.drifted_share, result.performance.get("status"),
                      decision.reason)
-            return {"drift": result.to_dict(), "alarm": decision.alarm, "email": needs_email(result, decision),
+            log.info("email: %s (%s)", plan.kind, plan.reason)
+            return {"drift": result.to_dict(), "alarm": decision.alarm, "email": plan.send, "episode": plan.episode,
+                    "email_reason": plan.reason,
                     "request": decision.request,
                     "rule": decision.rule, "reason": decision.reason, "key": ev["key"],
                     "interval_start": ev["interval_start"], "interval_end": ev["interval_end"],
@@ -66,7 +69,7 @@ def build(spec: ModelSpec) -> DAG:
         @task
         def email_report(found: dict, **context) -> dict:
             if not found["email"]:
-                raise AirflowSkipException("no drift and no performance drop: no email")
+                raise AirflowSkipException(f"no email for this window: {found['email_reason']}")
             import os
             from functools import partial
 
@@ -80,7 +83,7 @@ def build(spec: ModelSpec) -> DAG:
             ti = context["ti"]
             queue = partial(fc.send_or_queue, expire_hours=spec.email_expire_hours)
             return send_drift_report(spec, found["drift"]["verdict_json"], links, fc.send_email,
-                                     final_try=ti.try_number > ti.max_tries, queue=queue)
+                                     pages=fc.flywheel_pages(), final_try=ti.try_number > ti.max_tries, queue=queue)
 
         @task(outlets=[retrain])
         def request_retrain(found: dict, **context) -> str:

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset
 
 from pipelines.spec import REPO_ROOT, DatasetContract, ModelSpec, load_datasets, load_specs
+
+if TYPE_CHECKING:
+    from pipelines.mail import Email, Pages
 
 log = logging.getLogger(__name__)
 
@@ -186,26 +189,37 @@ def run_link(context: dict[str, Any]) -> str:
     return str(context["ti"].log_url).split("/tasks/")[0]
 
 
-def send_email(to: list[str], subject: str, html: str, files: list[str] | None = None) -> None:
-    """Deliver through Airflow's SMTP provider and the `flywheel_smtp` connection.
+def send_email(mail: Email) -> None:
+    """Deliver `mail` through Airflow's SMTP provider and the `flywheel_smtp` connection.
 
-    `files` are locations (local paths or s3:// URIs); remote ones are fetched to a temporary folder for
-    the SMTP hook, which attaches local files only.
+    The hook's `send_email_smtp` builds multipart/mixed with every file as application/octet-stream and
+    cannot show a picture inline; so the message is built by pipelines.mail.build_message (text and HTML
+    alternatives, inline PNGs by Content-ID, attachments with their own content types, remote locations read
+    from the store) and sent on the client the hook opened and logged in (SSL/STARTTLS, auth, timeout and
+    retry limit from the connection), retried like the hook retries its own sends.
     """
-    from contextlib import ExitStack
-
     from airflow.providers.smtp.hooks.smtp import SmtpHook
 
-    from pipelines import storage
+    from pipelines.mail import build_message
 
-    with ExitStack() as stack, SmtpHook(smtp_conn_id=SMTP_CONN_ID) as hook:
-        local = [str(stack.enter_context(storage.local_copy(f))) for f in files or []]
-        hook.send_email_smtp(to=to, subject=subject, html_content=html, files=local)
-    log.info("email sent to %s: %s", ", ".join(to), subject)
+    with SmtpHook(smtp_conn_id=SMTP_CONN_ID) as hook:
+        sender = hook.from_email
+        if not sender:
+            raise ValueError(f"the {SMTP_CONN_ID} connection has no from_email (its extra): set it to the address "
+                             "Flywheel sends from.")
+        msg = build_message(mail, sender)
+        client = hook._smtp_client   # the hook's logged-in smtplib client: it has no public accessor
+        for attempt in range(hook.smtp_retry_limit + 1):
+            try:
+                client.send_message(msg, from_addr=sender, to_addrs=list(mail.to))
+                break
+            except Exception:
+                if attempt == hook.smtp_retry_limit:
+                    raise
+    log.info("email sent to %s: %s", ", ".join(mail.to), mail.subject)
 
 
-def send_or_queue(to: list[str], subject: str, html: str, files: list[str] | None = None, *,
-                  expire_hours: float = 72.0, on_sent: dict[str, Any] | None = None) -> dict[str, Any]:
+def send_or_queue(mail: Email, *, expire_hours: float = 72.0, on_sent: dict[str, Any] | None = None) -> dict[str, Any]:
     """Send now through `send_email`; when the server does not take it, keep it in the outbox, where the
     `deliver_outbox` DAG retries it until it is delivered or expires (pipelines/outbox.py). Never raises for
     a delivery failure: returns {"status": "sent"} or {"status": "pending", "outbox_id", "error", "expires_at"}."""
@@ -214,8 +228,19 @@ def send_or_queue(to: list[str], subject: str, html: str, files: list[str] | Non
     from pipelines.layout import Layout
     from pipelines.outbox import send_or_queue as deliver
 
-    return deliver(send_email, Layout.from_env().outbox(), list(to), subject, html, list(files or []),
-                   now=datetime.now(UTC), expire_hours=expire_hours, on_sent=on_sent)
+    return deliver(send_email, Layout.from_env().outbox(), mail, now=datetime.now(UTC), expire_hours=expire_hours,
+                   on_sent=on_sent)
+
+
+def flywheel_pages() -> Pages:
+    """Flywheel's pages as emails link them: Airflow's API base URL (AIRFLOW__API__BASE_URL, set by
+    flywheel/runtime.py) and the data root whose files the page serves."""
+    import os
+
+    from pipelines.layout import Layout
+    from pipelines.mail import Pages
+
+    return Pages(base_url=os.environ.get("AIRFLOW__API__BASE_URL") or None, files_root=Layout.from_env().data_root)
 
 
 def run_key(run_id: str) -> str:

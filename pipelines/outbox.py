@@ -1,7 +1,8 @@
 """Durable email: an outbox of messages retried until delivered or expired, and a digest of the expired.
 
 A message Flywheel could not send at once (the SMTP server is down, refuses, times out) is written to
-`<outbox>/pending/<id>.json` with its recipients, subject, HTML, attachment locations, when it was first
+`<outbox>/pending/<id>.json` with its recipients, subject, HTML, text alternative, the locations of its
+inline pictures and attachments (so a retried email keeps its picture and its report), when it was first
 tried and when it expires. `deliver_pending` (run by the `deliver_outbox` DAG, every few minutes)
 retries each one: a delivered message moves to `sent/`, one past its expiry to `expired/`. Expired
 messages are never silently dropped: once the server answers again they go out as one digest per
@@ -11,8 +12,8 @@ recipient list ("these N messages could not be delivered"), and are marked diges
 that `deliver_pending` hands to the `notify_sent` callback (e.g. the drift report updates its verdict
 and the reports index from "pending" to "sent").
 
-Pure: sending goes through the `send(to, subject, html, files)` callable the caller gives (Airflow's
-SMTP hook in the DAGs); the clock is an argument.
+Pure: sending goes through the `send(email)` callable the caller gives (pipelines.mail.Email; Airflow's
+SMTP connection in the DAGs: flywheel.dagkit.send_email); the clock is an argument.
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pipelines import storage
+from pipelines.mail import Email
 
 log = logging.getLogger(__name__)
 
 DEFAULT_EXPIRE_HOURS = 72
 PENDING, SENT, EXPIRED = "pending", "sent", "expired"
 
-Send = Callable[[list[str], str, str, list[str]], None]
+Send = Callable[[Email], None]
 
 
 @dataclass
@@ -51,9 +53,15 @@ class Message:
     sent_at: str = ""
     digested: bool = False
     on_sent: dict[str, Any] = field(default_factory=dict)
+    text: str = ""
+    inline: list[list[str]] = field(default_factory=list)  # [content id, location of the PNG]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True)
+
+    def email(self) -> Email:
+        return Email(to=tuple(self.to), subject=self.subject, html=self.html, attachments=tuple(self.attachments),
+                     text=self.text, inline=tuple((str(c), str(loc)) for c, loc in self.inline))
 
 
 def _path(outbox: str, state: str, mid: str) -> str:
@@ -74,28 +82,29 @@ def message_id(to: list[str], subject: str, created_at: datetime) -> str:
     return f"{created_at:%Y%m%dT%H%M%S}-{digest}"
 
 
-def queue(outbox: str, to: list[str], subject: str, body: str, attachments: list[str], *, now: datetime,
-          error: str, expire_hours: float = DEFAULT_EXPIRE_HOURS, on_sent: dict[str, Any] | None = None) -> Message:
+def queue(outbox: str, mail: Email, *, now: datetime, error: str, expire_hours: float = DEFAULT_EXPIRE_HOURS,
+          on_sent: dict[str, Any] | None = None) -> Message:
     """Keep a message that could not be sent (after a first attempt that failed with `error`)."""
-    msg = Message(id=message_id(to, subject, now), to=list(to), subject=subject, html=body,
-                  attachments=[str(a) for a in attachments], created_at=now.isoformat(),
+    to = list(mail.to)
+    msg = Message(id=message_id(to, mail.subject, now), to=to, subject=mail.subject, html=mail.html,
+                  attachments=[str(a) for a in mail.attachments], created_at=now.isoformat(),
                   expires_at=(now + timedelta(hours=expire_hours)).isoformat(), attempts=1, last_error=error,
-                  last_attempt_at=now.isoformat(), on_sent=dict(on_sent or {}))
+                  last_attempt_at=now.isoformat(), on_sent=dict(on_sent or {}), text=mail.text,
+                  inline=[[str(c), str(loc)] for c, loc in mail.inline])
     storage.write_text(msg.to_json(), _path(outbox, PENDING, msg.id))
-    log.warning("email queued in the outbox (%s): %s to %s; retried until %s", error, subject, ", ".join(to),
+    log.warning("email queued in the outbox (%s): %s to %s; retried until %s", error, mail.subject, ", ".join(to),
                 msg.expires_at)
     return msg
 
 
-def send_or_queue(send: Send, outbox: str, to: list[str], subject: str, body: str, attachments: list[str], *,
-                  now: datetime, expire_hours: float = DEFAULT_EXPIRE_HOURS,
+def send_or_queue(send: Send, outbox: str, mail: Email, *, now: datetime, expire_hours: float = DEFAULT_EXPIRE_HOURS,
                   on_sent: dict[str, Any] | None = None) -> dict[str, Any]:
     """Send now; when that fails, queue it. Returns {"status": "sent"} or {"status": "pending", "outbox_id", ...}."""
     try:
-        send(list(to), subject, body, list(attachments))
+        send(mail)
     except Exception as exc:  # noqa: BLE001 - any delivery failure is retried from the outbox
-        msg = queue(outbox, to, subject, body, attachments, now=now, error=f"{type(exc).__name__}: {exc}",
-                    expire_hours=expire_hours, on_sent=on_sent)
+        msg = queue(outbox, mail, now=now, error=f"{type(exc).__name__}: {exc}", expire_hours=expire_hours,
+                    on_sent=on_sent)
         return {"status": PENDING, "outbox_id": msg.id, "error": msg.last_error, "expires_at": msg.expires_at}
     return {"status": SENT}
 
@@ -128,7 +137,7 @@ def deliver_pending(outbox: str, send: Send, *, now: datetime,
         msg.attempts += 1
         msg.last_attempt_at = now.isoformat()
         try:
-            send(list(msg.to), msg.subject, msg.html, list(msg.attachments))
+            send(msg.email())
         except Exception as exc:  # noqa: BLE001 - stays pending
             msg.last_error = f"{type(exc).__name__}: {exc}"
             storage.write_text(msg.to_json(), src)
@@ -162,7 +171,7 @@ def _send_digests(outbox: str, send: Send, now: datetime, try_anyway: bool) -> i
     for to, msgs in groups.items():
         subject, body = digest(msgs, now)
         try:
-            send(list(to), subject, body, [])
+            send(Email(to=to, subject=subject, html=body))
         except Exception as exc:  # noqa: BLE001 - tried again next run
             log.warning("digest of %d expired email(s) not sent: %s", len(msgs), exc)
             continue

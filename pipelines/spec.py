@@ -124,7 +124,12 @@ DRIFT_METHODS: dict[str, tuple[str, tuple[str, ...], float]] = {
 # switches to p-value tests, where the same threshold would mean the opposite).
 DEFAULT_DRIFT_METHODS = {"numeric": "wasserstein", "categorical": "jensenshannon"}
 DRIFT_KEYS = ("window_days", "drift_share", "threshold", "cooldown_days", "reference_rows", "max_rows", "methods",
-              "columns", "hysteresis", "performance")
+              "columns", "hysteresis", "performance", "alerts")
+# `drift.alerts`: how owners hear about an alarm that persists (pipelines/monitor/policy.py, `plan_email`)
+ALERT_MODES = {
+    "episode": "one email when an alarm episode starts, again only if it still alarms after cooldown_days",
+    "digest": "as episode, and the windows not emailed go out as one digest after cooldown_days or when it clears",
+}
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,7 @@ class DriftSpec:
     champion's gate-time holdout value. A retrain is requested when >= `alarm_windows` of the last
     `of_windows` windows alarmed, no retrain is queued or running, and the champion is older than
     `cooldown_days`. Each side is sampled (seeded) to `max_rows` rows before Evidently (0: no sampling).
+    Owners are emailed once per alarm episode (`alerts`, see ALERT_MODES), not once per window.
     """
 
     window_days: int = 7
@@ -162,6 +168,7 @@ class DriftSpec:
     performance_min_rows: int = 500  # fewer labelled rows in the window: performance not judged
     performance_min_positives: int = 20  # classifiers: fewer positive labels: not judged
     performance_retrain: bool = False  # does a performance drop alone make the window alarm?
+    alerts: str = "episode"  # ALERT_MODES: one email per alarm episode, or that and a digest of the rest
 
     def method_for(self, column: str, kind: Literal["numeric", "categorical"]) -> str:
         rule = self.columns.get(column)
@@ -559,6 +566,10 @@ def _drift_settings(raw: Any, path: Path) -> DriftSpec:
     retrain = perf.get("retrain", False)
     if not isinstance(retrain, bool):
         raise SpecError(f"{path}: `drift.performance.retrain` must be true or false, got {retrain!r}.")
+    alerts = raw.get("alerts", "episode")
+    if not isinstance(alerts, str) or alerts not in ALERT_MODES:
+        raise SpecError(f"{path}: `drift.alerts` must be one of {', '.join(ALERT_MODES)}, got {alerts!r}: "
+                        + "; ".join(f"{k}: {v}" for k, v in ALERT_MODES.items()) + ".")
     max_rows = number(raw, "max_rows", 50000, "drift.", whole=True)
     if 0 < max_rows < 1000:
         raise SpecError(f"{path}: `drift.max_rows` must be 0 (no sampling) or >= 1000: distances on smaller "
@@ -578,6 +589,7 @@ def _drift_settings(raw: Any, path: Path) -> DriftSpec:
         performance_min_rows=number(perf, "min_rows", 500, "drift.performance.", whole=True, low=1),
         performance_min_positives=number(perf, "min_positives", 20, "drift.performance.", whole=True),
         performance_retrain=retrain,
+        alerts=str(alerts),
     )
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import email
 import email.policy
-import gzip
+import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -158,10 +159,14 @@ def owners_got_the_drift_report_and_the_block_notice(demo: dict[str, Any]) -> No
     assert drift, [m["Subject"] for m in received]
     m = drift[0]
     assert {a.strip() for a in m["To"].split(",")} == owners
+    base = f"http://127.0.0.1:{demo['ports'].airflow}/flywheel"
+    body = opens_with_its_picture(m)
+    assert f'href="{base}/models/fraud"' in body and f'href="{base}/datasets/transactions"' in body
+    assert re.search(rf'href="{re.escape(base)}/files/reports/fraud/[^"]+\.html"', body), body[:3000]
     atts = list(m.iter_attachments())
-    assert atts and atts[0].get_filename().endswith(".html.gz")
-    html = gzip.decompress(atts[0].get_payload(decode=True)).decode()
-    assert "<html" in html.lower() and len(html) > 10_000
+    assert atts and atts[0].get_filename().endswith(".html") and atts[0].get_content_type() == "text/html"
+    html = atts[0].get_payload(decode=True).decode()
+    assert "<html" in html[:500].lower() and len(html) > 10_000
     # one blocked batch, one email: to the dataset's owners and every reader's owners, each once
     blocked = [m for m in received if "BLOCKED" in m["Subject"]]
     assert len(blocked) == 1, [m["Subject"] for m in received]
@@ -169,6 +174,40 @@ def owners_got_the_drift_report_and_the_block_notice(demo: dict[str, Any]) -> No
     want = {*load_datasets()["transactions"].owners, *specs["fraud"].owners, *specs["spend"].owners}
     assert sorted(to) == sorted(want)
     assert "amt" in blocked[0].get_body(preferencelist=("html",)).get_content()
+    body = opens_with_its_picture(blocked[0])
+    assert f'href="http://127.0.0.1:{demo["ports"].airflow}/flywheel/datasets/transactions"' in body
+
+
+def opens_with_its_picture(m: Any) -> str:
+    """The HTML shows a PNG that travels inline with it (Content-ID); returns the HTML."""
+    from PIL import Image
+
+    body = m.get_body(preferencelist=("html",)).get_content()
+    cids = re.findall(r'<img src="cid:([^"]+)"', body)
+    images = {p["Content-ID"].strip("<>"): p for p in m.walk() if p.get_content_type() == "image/png"}
+    assert cids and set(cids) <= set(images), (cids, list(images))
+    png = images[cids[0]].get_payload(decode=True)
+    with Image.open(io.BytesIO(png)) as img:
+        assert img.format == "PNG"
+    return body
+
+
+def a_persisting_alarm_is_emailed_once_per_episode(demo: dict[str, Any]) -> None:
+    """The shift lasts more than one window: every window is in the reports index (the page shows each), its
+    alarm episode recorded, but the owners got one drift email per episode, not one per window."""
+    from pipelines.monitor import entry_alerts, list_reports
+
+    index = list_reports(demo["layout"].reports("fraud"))
+    alerting = [h for h in index if entry_alerts(h)]
+    assert alerting and all(h["episode"] for h in alerting), index
+    for episode in {h["episode"] for h in alerting}:
+        windows = [h for h in index if h.get("episode") == episode]
+        assert windows[0]["key"] == episode and windows[0]["emailed"] and windows[0]["email_kind"] == "first"
+        assert all(h["email_kind"] in ("persisting", "reminder") for h in windows[1:]), windows
+    persisting = [h for h in alerting if not h["emailed"]]
+    assert persisting, f"no alarm persisted over two windows in this demo: {index}"
+    received = [m for m in mails(demo["home"]) if m["Subject"].startswith("[Flywheel] fraud:")]
+    assert len(received) == sum(1 for h in index if h["emailed"]) < len(alerting), [m["Subject"] for m in received]
 
 
 def second_model_ran_through_the_same_loop(demo: dict[str, Any]) -> None:
@@ -195,7 +234,8 @@ def ui_answers_and_the_api_needs_a_login(demo: dict[str, Any]) -> None:
 
 OUTCOMES = [timeline_tells_the_story, champion_exists_and_gate_recorded_decisions,
             retrain_was_requested_by_drift_without_a_human, blocked_batch_and_quarantined_rows,
-            owners_got_the_drift_report_and_the_block_notice, second_model_ran_through_the_same_loop,
+            owners_got_the_drift_report_and_the_block_notice, a_persisting_alarm_is_emailed_once_per_episode,
+            second_model_ran_through_the_same_loop,
             ui_answers_and_the_api_needs_a_login]
 
 

@@ -22,10 +22,17 @@ What one monitor run does (`check_drift`, called by the DAG's `detect_drift` tas
    A request needs an alarm in >= N of the last M windows (hysteresis, read from the index, keyed by
    interval), no retrain of the model queued or running (dedupe: the DAG asks Airflow), and a champion
    older than `drift.cooldown_days` (counted from its `flywheel.trained_as_of`).
-6. **Email** (`send_drift_report`): the owners get the verdict, the most drifted columns, what happens
-   next and links, with the report attached gzipped (or the JSON verdict when the gzip is over
-   MAX_ATTACHMENT_BYTES). If SMTP is down the send is retried; the outcome is recorded in the verdict
-   (`email`, `email_failed`) and the index; the report files stay on disk either way.
+6. **Email** (`plan_email`, pure; `send_drift_report`): owners get one email per *alarm episode*, not one
+   per window. An episode starts when a window alerts (data drift or a performance drop) after one that
+   did not; later windows of it are recorded with `emailed: false` and their `episode` (the page still
+   shows every window) until `drift.cooldown_days` have passed since its last email (then a reminder, or
+   with `drift.alerts: digest` a digest of the windows not emailed, also sent when the alarm clears). The
+   email shows the verdict, a picture of every column's score against its threshold (a PNG inline,
+   `<key>.png`), what happens next, links to the model's and dataset's Flywheel pages and the full report,
+   with the Evidently report attached as `.html` (the JSON verdict when over MAX_ATTACHMENT_BYTES). If
+   SMTP is down the send is retried, then kept in the outbox; the outcome is recorded in the verdict
+   (`email`, `email_failed`) and the index; the report files stay on disk either way. The retrain
+   decision (5) and the email plan never change each other.
 
 **Sampling and its error.** Each side is sampled (seeded by `training.seed`) to `drift.max_rows` rows
 before Evidently: Evidently's cost grows with the rows (74 s / 2 GB for 1M x 20 columns unsampled) while
@@ -37,8 +44,8 @@ its threshold (0 of 400 seed x column verdicts differed). The A/A and injected-s
 (tests/unit/test_monitor.py) run on 3,000-row samples, i.e. with more sampling noise than 50,000 rows.
 
 **Layout.** `results.py` (DriftResult, RetrainDecision, ColumnScores), `drift.py` (Evidently, column
-verdicts, sampling), `performance.py` (performance drift), `policy.py` (retrain decision, when to email),
-`reports.py` (verdict files, the reports index), `email.py` (the owners' email and its attachment),
+verdicts, sampling), `performance.py` (performance drift), `policy.py` (retrain decision, when to email: episodes),
+`reports.py` (verdict files, the reports index), `email.py` (the owners' email, its picture and attachment),
 `check.py` (`check_drift`, the stage as the DAG runs it). Every name is importable from
 `pipelines.monitor`; a test that patches a module-level name patches it in the submodule that uses it
 (e.g. `pipelines.monitor.email.MAX_ATTACHMENT_BYTES`).
@@ -48,6 +55,7 @@ Nothing heavy is imported at module level: pandas and evidently are imported ins
 
 from __future__ import annotations
 
+from pipelines.mail import Email
 from pipelines.monitor.check import check_drift
 from pipelines.monitor.drift import (
     LOW_CARDINALITY,
@@ -60,16 +68,15 @@ from pipelines.monitor.drift import (
 from pipelines.monitor.email import (
     EMAIL_TOP_COLUMNS,
     MAX_ATTACHMENT_BYTES,
-    Email,
     EmailDeliveryError,
     compose_drift_email,
     record_late_delivery,
     send_drift_report,
 )
 from pipelines.monitor.performance import performance_drift
-from pipelines.monitor.policy import decide_retrain, is_alarm, needs_email
+from pipelines.monitor.policy import decide_retrain, entry_alerts, is_alarm, needs_email, plan_email
 from pipelines.monitor.reports import INDEX_FILE, index_entry, list_reports, record_verdict
-from pipelines.monitor.results import ColumnScores, DriftResult, RetrainDecision
+from pipelines.monitor.results import ColumnScores, DriftResult, EmailPlan, RetrainDecision
 from pipelines.monitor.results import _ranked as _ranked  # tests rank columns directly
 
 __all__ = [
@@ -83,17 +90,20 @@ __all__ = [
     "DriftResult",
     "Email",
     "EmailDeliveryError",
+    "EmailPlan",
     "RetrainDecision",
     "check_drift",
     "compose_drift_email",
     "compute_drift",
     "decide_retrain",
     "drift_scores",
+    "entry_alerts",
     "index_entry",
     "is_alarm",
     "list_reports",
     "needs_email",
     "performance_drift",
+    "plan_email",
     "record_verdict",
     "sample_rows",
     "record_late_delivery",

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 from pipelines import storage
 from pipelines.monitor.drift import PREDICTION_COLUMN, compute_drift
 from pipelines.monitor.performance import _gate_value, performance_drift
-from pipelines.monitor.policy import decide_retrain
+from pipelines.monitor.policy import decide_retrain, needs_email, plan_email
 from pipelines.monitor.reports import list_reports, record_verdict
 
 if TYPE_CHECKING:
-    from pipelines.monitor.results import DriftResult, RetrainDecision
+    from pipelines.monitor.results import DriftResult, EmailPlan, RetrainDecision
     from pipelines.spec import ModelSpec
     from pipelines.storage import Location
 
@@ -35,8 +35,9 @@ def check_drift(
     validated_dir: Location | None = None,
     retrain_in_flight: int = 0,
     download_dir: Path | None = None,
-) -> tuple[DriftResult, RetrainDecision]:
-    """Drift and performance of the last `drift.window_days` of scores vs the champion; retrain or not.
+) -> tuple[DriftResult, RetrainDecision, EmailPlan]:
+    """Drift and performance of the last `drift.window_days` of scores vs the champion; retrain or not; email
+    the owners or not (one email per alarm episode: `plan_email`).
 
     `validated_dir` (the model's validated batches) is where delayed labels are read from; None skips
     the performance part. `retrain_in_flight` is the number of `train__<model>` runs queued or running
@@ -44,6 +45,7 @@ def check_drift(
     the decision. Scores, validated batches and reports are local paths or URIs (pipelines/storage.py).
     The champion's features.json and training reference are downloaded from MLflow into `download_dir`
     (local); by default reports_dir/_champion/<key> when reports_dir is local, else a temporary folder.
+    Returns the verdict, the retrain decision and the email plan.
     """
     import pandas as pd
 
@@ -94,16 +96,21 @@ def check_drift(
     result = replace(result, performance=perf)
 
     trained_at = datetime.fromisoformat(champ.trained_as_of) if champ.trained_as_of else None
+    history = list_reports(reports_dir)
     decision = decide_retrain(
-        result, spec, trained_at, interval_end, history=list_reports(reports_dir), retrain_in_flight=retrain_in_flight
+        result, spec, trained_at, interval_end, history=history, retrain_in_flight=retrain_in_flight
     )
-    record_verdict(reports_dir, key, result, decision, spec)
+    plan = plan_email(key, result.interval_end, needs_email(result, decision), history,
+                      mode=spec.drift.alerts, cooldown_days=spec.drift.cooldown_days)
+    record_verdict(reports_dir, key, result, decision, spec, plan)
     log.info(
-        "%s drift %s: %.0f%% columns drifted; performance %s; %s",
+        "%s drift %s: %.0f%% columns drifted; performance %s; %s; email: %s (%s)",
         spec.name,
         key,
         100 * result.drifted_share,
         perf.get("status"),
         decision.reason,
+        plan.kind,
+        plan.reason,
     )
-    return result, decision
+    return result, decision, plan

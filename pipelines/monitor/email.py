@@ -1,27 +1,27 @@
-"""The drift email to the model's owners: subject, HTML body, the report attachment, sending with retries.
+"""The drift email to the model's owners: subject, HTML body with its picture inline, links to Flywheel's
+pages, the report attached as it is, sending with retries. Which windows are emailed is `plan_email`'s call
+(pipelines/monitor/policy.py): one email per alarm episode.
 
 The delivery outcome is recorded in the verdict JSON and the reports index (pipelines/monitor/reports.py).
 """
 
 from __future__ import annotations
 
-import gzip
 import html
-import io
 import json
 import logging
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pipelines import storage
+from pipelines.mail import Email, Pages, links_html
 from pipelines.monitor.drift import SMALL_SAMPLE_ROWS
 from pipelines.monitor.policy import _champion_label
-from pipelines.monitor.reports import _update_index, _write_atomic
-from pipelines.monitor.results import DriftResult, RetrainDecision, _ranked
+from pipelines.monitor.reports import _update_index, _write_atomic, list_reports
+from pipelines.monitor.results import DriftResult, EmailPlan, RetrainDecision, _ranked
 from pipelines.util import json_safe
 
 if TYPE_CHECKING:
@@ -30,16 +30,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_ATTACHMENT_BYTES = 5 * 1024 * 1024
+# the Evidently report (~5 MB for a few columns) is attached as it is; above this the JSON verdict is attached
+# instead (and the report linked). Base64 makes an attachment 4/3 larger on the wire: 10 MiB -> ~14 MB.
+MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
 EMAIL_TOP_COLUMNS = 15
-
-
-@dataclass(frozen=True)
-class Email:
-    to: tuple[str, ...]
-    subject: str
-    html: str
-    attachments: tuple[str, ...]  # file locations (paths or URIs: the sender fetches remote ones)
 
 
 class EmailDeliveryError(RuntimeError):
@@ -47,40 +41,68 @@ class EmailDeliveryError(RuntimeError):
 
 
 def compose_drift_email(
-    spec: ModelSpec, result: DriftResult, decision: RetrainDecision, links: dict[str, str]
+    spec: ModelSpec,
+    result: DriftResult,
+    decision: RetrainDecision,
+    links: dict[str, str],
+    *,
+    pages: Pages | None = None,
+    plan: EmailPlan | None = None,
+    digest: Sequence[Mapping[str, Any]] = (),
 ) -> Email:
-    """The drift email to spec.owners, with the Evidently report attached gzipped (<key>.html.gz).
+    """The drift email to spec.owners: the verdict, a picture of every column's drift score against its
+    threshold (inline, `<key>.png` next to the report), what happens next, links to the model's and the
+    dataset's Flywheel pages and to the full report (`pages`), and the Evidently report attached as it is
+    (`<key>.html`; the JSON verdict instead when the report is over MAX_ATTACHMENT_BYTES).
 
-    A `.html` attachment trips Airflow's EmailOperator templating, hence the gzip; if the gzip is
-    larger than MAX_ATTACHMENT_BYTES the JSON verdict is attached instead.
+    `plan` (the window's EmailPlan) says which alarm episode this is, and whether it is a reminder or a
+    digest; `digest` are the index entries of the windows a digest covers (oldest first).
     """
+    pages = pages or Pages()
     window = f"{result.interval_start[:10]} → {result.interval_end[:10]}"
     n, total = result.drifted_count, len(result.columns)
-    if result.drift_detected:
-        subject = f"[Flywheel] {spec.name}: drift detected in {n}/{total} features ({window})"
+    kind = plan.kind if plan else "first"
+    if kind == "digest":
+        state = "alarm cleared" if not (result.drift_detected or result.performance_degraded) else "alarm persists"
+        subject = (f"[Flywheel] {spec.name}: {state}, digest of {len(digest)} window(s) of the episode since "
+                   f"{plan.episode if plan else ''} ({n}/{total} features drifted, {window})")
+    elif result.drift_detected:
+        still = "still " if kind == "reminder" else ""
+        subject = f"[Flywheel] {spec.name}: drift {still}detected in {n}/{total} features ({window})"
     elif result.performance_degraded:
         subject = f"[Flywheel] {spec.name}: performance drop, no data drift ({n}/{total} features drifted, {window})"
     else:
         subject = f"[Flywheel] {spec.name}: no drift ({n}/{total} features drifted, {window})"
 
-    attachment, note = _report_attachment(result)
-    body = _email_html(spec, result, decision, links, window, note)
-    return Email(to=tuple(spec.owners), subject=subject, html=body, attachments=(attachment,))
+    key = storage.stem(result.verdict_json)
+    picture = _drift_picture(spec, result, key, window)
+    cid = f"drift-{spec.name}-{key}@flywheel"
+    attachment, note = _report_attachment(result, pages)
+    page_links = [
+        (f"{spec.name} on Flywheel", pages.model(spec.name)),
+        (f"dataset {spec.dataset.name}", pages.dataset(spec.dataset.name)),
+        ("Full Evidently report", pages.file(result.report_html)),
+        *links.items(),
+    ]
+    body = _email_html(spec, result, decision, page_links, window, note, cid, plan, digest)
+    return Email(to=tuple(spec.owners), subject=subject, html=body, attachments=(attachment,),
+                 inline=((cid, picture),))
 
 
 def send_drift_report(
     spec: ModelSpec,
     verdict_json: Location,
     links: dict[str, str],
-    send: Callable[[list[str], str, str, list[str]], None],
+    send: Callable[[Email], None],
     *,
+    pages: Pages | None = None,
     final_try: bool = True,
     attempts: int = 3,
     retry_delay_s: float = 5.0,
     sleep: Callable[[float], None] = time.sleep,
     queue: Callable[..., dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Email the verdict at `verdict_json` to the owners through `send(to, subject, html, files)`.
+    """Email the verdict at `verdict_json` to the owners through `send(email)`.
 
     `send` is tried `attempts` times (waiting retry_delay_s, then twice that, ...). The outcome is
     recorded in the verdict JSON (`email`, `email_failed`) and the reports index, and returned. When
@@ -90,18 +112,26 @@ def send_drift_report(
     removed: the verdict names them.
 
     With `queue` (flywheel.dagkit.send_or_queue: the outbox), the final failure is not the end: the mail
-    is kept in the outbox and retried by the deliver_outbox DAG until delivered or expired; the status is
-    then "pending" (and becomes "sent" through `record_late_delivery` when it goes out).
+    is kept in the outbox (its picture and attachment with it) and retried by the deliver_outbox DAG until
+    delivered or expired; the status is then "pending" (and becomes "sent" through `record_late_delivery`).
+    The verdict's `email_plan` (check_drift) says whether this is a reminder or a digest, and of which
+    windows (read from the reports index).
     """
     path = os.fspath(verdict_json)
     raw = json.loads(storage.read_text(path))
     result = DriftResult.from_dict(raw)
     decision = RetrainDecision(**raw["decision"]) if raw.get("decision") else RetrainDecision(False, "")
-    mail = compose_drift_email(spec, result, decision, links)
+    plan = EmailPlan(**{**raw["email_plan"], "windows": tuple(raw["email_plan"].get("windows") or ())}) \
+        if raw.get("email_plan") else None
+    digest: list[dict[str, Any]] = []
+    if plan is not None and plan.kind == "digest":
+        by_key = {h["key"]: h for h in list_reports(storage.parent(path))}
+        digest = [by_key[k] for k in plan.windows if k in by_key]
+    mail = compose_drift_email(spec, result, decision, links, pages=pages, plan=plan, digest=digest)
     errors: list[str] = []
     for attempt in range(1, max(1, attempts) + 1):
         try:
-            send(list(mail.to), mail.subject, mail.html, list(mail.attachments))
+            send(mail)
         except Exception as exc:  # SMTP down, refused, timed out: all retried the same way
             errors.append(f"{type(exc).__name__}: {exc}")
             log.warning("%s: email attempt %d/%d failed: %s", spec.name, attempt, attempts, errors[-1])
@@ -114,13 +144,13 @@ def send_drift_report(
             "subject": mail.subject,
             "attempts": attempt,
             "attachments": [storage.name(a) for a in mail.attachments],
+            "inline": [storage.name(loc) for _, loc in mail.inline],
         }
         _record_email(path, result, status)
         log.info("%s: drift email sent to %s (attempt %d): %s", spec.name, ", ".join(mail.to), attempt, mail.subject)
         return status
     if final_try and queue is not None:
-        queued = queue(list(mail.to), mail.subject, mail.html, list(mail.attachments),
-                       on_sent={"kind": "drift_report", "verdict_json": path})
+        queued = queue(mail, on_sent={"kind": "drift_report", "verdict_json": path})
         status = {"status": queued["status"], "to": list(mail.to), "subject": mail.subject,
                   "attempts": len(errors) + 1, "error": errors[-1],
                   **{k: queued[k] for k in ("outbox_id", "expires_at") if k in queued}}
@@ -174,30 +204,34 @@ def _record_email(verdict_path: str, result: DriftResult, status: dict[str, Any]
     _update_index(storage.parent(verdict_path), key, {"email": status["status"]})
 
 
-def _report_attachment(result: DriftResult) -> tuple[str, str]:
+def _drift_picture(spec: ModelSpec, result: DriftResult, key: str, window: str) -> str:
+    """The drift chart of the window as `<key>.png` next to its report; returns its location."""
+    from pipelines.charts import drift_chart
+
+    n, total = result.drifted_count, len(result.columns)
+    png = drift_chart(result.columns, _ranked(result.columns),
+                      f"{spec.name} · {window}: {n}/{total} columns drifted")
+    return storage.write_bytes(png, storage.join(storage.parent(result.report_html), f"{key}.png"))
+
+
+def _report_attachment(result: DriftResult, pages: Pages) -> tuple[str, str]:
+    """The Evidently report as it is (a mail client opens .html), or the JSON verdict when it is missing or
+    too large; and a sentence saying which."""
     src = result.report_html
-    src_name = storage.name(src)
+    link = pages.file(src)
+    where = f'<a href="{html.escape(link, quote=True)}">on the model\'s page</a>' if link else html.escape(src)
     if not storage.is_file(src):
         log.warning("%s: report %s is missing; attaching the JSON verdict", result.model, src)
-        return result.verdict_json, f"The HTML report {src_name} was not found; the JSON verdict is attached."
-    gz = src + ".gz"
-    buf = io.BytesIO()
-    with gzip.GzipFile(filename=src_name, mode="wb", fileobj=buf, mtime=0) as fout:  # mtime=0: same input, same bytes
-        fout.write(storage.read_bytes(src))
-    storage.write_bytes(buf.getvalue(), gz)
-    size = len(buf.getvalue())
+        return result.verdict_json, f"The HTML report {html.escape(storage.name(src))} was not found; the JSON " \
+                                    "verdict is attached."
+    size = storage.size(src)
     if size > MAX_ATTACHMENT_BYTES:
-        log.warning(
-            "%s: gzipped report is %.1f MB (> %.0f MB); attaching the JSON verdict instead",
-            result.model,
-            size / 1e6,
-            MAX_ATTACHMENT_BYTES / 2**20,
-        )
-        return result.verdict_json, (
-            f"The full report ({size / 1e6:.1f} MB gzipped) is too large to attach; "
-            f"it is at {src}. The JSON verdict is attached."
-        )
-    return gz, f"The full Evidently report is attached ({storage.name(gz)}; open it after gunzip)."
+        log.warning("%s: report is %.1f MB (> %.0f MiB); attaching the JSON verdict instead", result.model,
+                    size / 1e6, MAX_ATTACHMENT_BYTES / 2**20)
+        return result.verdict_json, (f"The full report ({size / 1e6:.1f} MB) is too large to attach; open it "
+                                     f"{where}. The JSON verdict is attached.")
+    return src, (f"The full Evidently report is attached ({html.escape(storage.name(src))}, "
+                 f"{size / 1e6:.1f} MB: open it in a browser), and {where}.")
 
 
 _NEXT_STEP = {
@@ -222,9 +256,12 @@ def _email_html(
     spec: ModelSpec,
     result: DriftResult,
     decision: RetrainDecision,
-    links: dict[str, str],
+    links: Sequence[tuple[str, str | None]],
     window: str,
     note: str,
+    cid: str,
+    plan: EmailPlan | None,
+    digest: Sequence[Mapping[str, Any]],
 ) -> str:
     e = html.escape
     n, total = result.drifted_count, len(result.columns)
@@ -274,11 +311,10 @@ def _email_html(
             f"{result.rows_current:,} for the comparison (drift.max_rows).</i></p>"
         )
 
-    link_items = "".join(
-        f'<li><a href="{e(url, quote=True)}">{e(label)}</a></li>' for label, url in links.items() if url
-    )
-    link_block = f"<h3>Links</h3><ul>{link_items}</ul>" if link_items else ""
+    link_block = links_html(links)
     champion = e(_champion_label(result.champion_version)) if result.champion_version else "no champion yet"
+    picture = (f'<p><img src="cid:{e(cid, quote=True)}" alt="Drift score of each column against its threshold" '
+               'style="max-width:100%"></p>')
 
     return f"""<html><body style="font-family:sans-serif">
 <h2 style="color:{colour}">{e(spec.name)}: {verdict}</h2>
@@ -286,7 +322,10 @@ def _email_html(
 {100 * spec.drift.drift_share:.0f}%, default per-column threshold {spec.drift.threshold:g}).</p>
 <p>Window {e(window)} ({result.rows_current:,} rows) against the reference ({result.rows_reference:,} rows),
 {champion}.</p>
+{link_block}
+{_episode_html(plan, digest, spec)}
 {small}{sampled}
+{picture}
 <h3>Most drifted columns</h3>
 <table border="1" cellpadding="4" cellspacing="0" style="border-collapse:collapse">
 <tr><th>Column</th><th>Score</th><th>Method</th><th>Threshold</th><th>Drifted</th></tr>
@@ -297,11 +336,38 @@ def _email_html(
 {_performance_html(result.performance)}
 <h3>What happens next</h3>
 <p>{next_step}</p>
-{link_block}
-<p>{e(note)}</p>
+<p>{note}</p>
 <p style="color:#667085">{e(spec.description)} Owners: {e(", ".join(spec.owners))}.</p>
 </body></html>
 """
+
+
+def _episode_html(plan: EmailPlan | None, digest: Sequence[Mapping[str, Any]], spec: ModelSpec) -> str:
+    """Which alarm episode this email is about; a digest's table of the windows it covers."""
+    e = html.escape
+    if plan is None or plan.episode is None:
+        return ""
+    every = "Every window, emailed or not, is on the model's Flywheel page."
+    if plan.kind == "first":
+        lead = (f"A new alarm episode starts with this window ({e(plan.episode)}). While the next windows keep "
+                f"alarming, no email is sent for {spec.drift.cooldown_days} days (<code>drift.cooldown_days</code>)"
+                + (", then a digest of them" if spec.drift.alerts == "digest" else ", then a reminder") + ".")
+    elif plan.kind == "reminder":
+        lead = f"A reminder: the alarm episode that started with {e(plan.episode)} still alarms. {e(plan.reason)}."
+    else:
+        lead = f"A digest of the alarm episode that started with {e(plan.episode)}: {e(plan.reason)}."
+    if not digest:
+        return f"<p><i>{lead} {every}</i></p>"
+    rows = "".join(
+        f"<tr><td>{e(str(h.get('key')))}</td><td>{e(str(h.get('interval_end', ''))[:10])}</td>"
+        f"<td style='text-align:right'>{100 * float(h.get('drifted_share') or 0):.0f}%</td>"
+        f"<td>{e(', '.join((h.get('drifted_columns') or [])[:6]))}</td><td>{e(str(h.get('performance')))}</td>"
+        f"<td>{e(str(h.get('rule') or ''))}</td></tr>"
+        for h in digest
+    )
+    return (f"<p><i>{lead} {every}</i></p><table border='1' cellpadding='4' cellspacing='0' "
+            "style='border-collapse:collapse'><tr><th>Window</th><th>Ends</th><th>Columns drifted</th>"
+            f"<th>Most drifted</th><th>Performance</th><th>Retrain rule</th></tr>{rows}</table>")
 
 
 def _performance_html(perf: Mapping[str, Any]) -> str:

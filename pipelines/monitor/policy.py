@@ -1,6 +1,8 @@
-"""The retrain policy: alarms, hysteresis, dedupe and cooldown (`decide_retrain`), and when to email.
+"""The retrain policy: alarms, hysteresis, dedupe and cooldown (`decide_retrain`), and when to email
+(`needs_email`: does this window alert; `plan_email`: is it emailed, in which alarm episode).
 
-Pure functions: every input is an argument, time is the end of the monitored interval.
+Pure functions: every input is an argument, time is the end of the monitored interval. The two are
+separate concerns: the email plan never changes a retrain decision, and the other way round.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from pipelines.monitor.results import DriftResult, RetrainDecision
+from pipelines.monitor.results import DriftResult, EmailPlan, RetrainDecision
 from pipelines.util import as_utc
 
 if TYPE_CHECKING:
@@ -19,6 +21,66 @@ if TYPE_CHECKING:
 def needs_email(result: DriftResult, decision: RetrainDecision) -> bool:
     """The owners are emailed on an alarm, and on a performance drop even when it is not an alarm."""
     return bool(decision.alarm or result.drift_detected or result.performance_degraded)
+
+
+def entry_alerts(entry: Mapping[str, Any]) -> bool:
+    """`needs_email` of a window as the reports index records it (list_reports)."""
+    return bool(entry.get("alarm") or entry.get("drift_detected") or entry.get("performance") == "degraded")
+
+
+def plan_email(
+    key: str,
+    interval_end: str,
+    alerting: bool,
+    history: Iterable[Mapping[str, Any]],
+    *,
+    mode: str = "episode",
+    cooldown_days: int = 14,
+) -> EmailPlan:
+    """Is this window emailed? One email per alarm episode, not one per window. Pure.
+
+    An *episode* starts when a window alerts (`needs_email`: drift, a performance drop) and the window
+    before it did not (or there is none); it is named by that first window's key, and goes on while the
+    following windows keep alerting. Its first window is emailed ("first"). A later window of the same
+    episode is not ("persisting", recorded as `emailed: false` with its episode) until `cooldown_days`
+    have passed since the episode's last email: then it is emailed again ("reminder"; 0 days: every
+    window). With `mode="digest"` that later email is a digest of every window of the episode not
+    emailed yet ("digest"), and when the alarm clears the windows still not emailed go out as a
+    closing digest. A window that does not alert, outside digest mode, is never emailed ("quiet").
+
+    `history`: earlier index entries (`list_reports`: key, interval_end, alarm, drift_detected,
+    performance, episode, emailed); entries at or after this window's end are ignored, so a re-run or a
+    backfill decides the same way.
+    """
+    end = as_utc(datetime.fromisoformat(interval_end))
+
+    def at(h: Mapping[str, Any]) -> datetime:
+        return as_utc(datetime.fromisoformat(str(h["interval_end"])))
+
+    prior = sorted((h for h in history if at(h) < end), key=at)
+    prev = prior[-1] if prior else None
+    episode = str(prev["episode"]) if prev is not None and entry_alerts(prev) and prev.get("episode") else None
+    members = [h for h in prior if episode is not None and h.get("episode") == episode]
+    emailed = [h for h in members if h.get("emailed")]
+    since = members.index(emailed[-1]) + 1 if emailed else 0
+    unsent = tuple(str(h["key"]) for h in members[since:])
+    if not alerting:
+        if mode == "digest" and episode is not None and unsent:
+            return EmailPlan(True, "digest", episode, f"the alarm of episode {episode} cleared: a digest of the "
+                             f"{len(unsent)} window(s) not emailed yet", unsent)
+        return EmailPlan(False, "quiet", None, "nothing alerts")
+    if episode is None:
+        return EmailPlan(True, "first", key, "a new alarm episode starts")
+    last = at(emailed[-1]) if emailed else at(members[0])
+    due = last + timedelta(days=int(cooldown_days))
+    if end >= due:
+        if mode == "digest":
+            return EmailPlan(True, "digest", episode, f"episode {episode} still alarms {_days((end - last).days)} "
+                             "after its last email: a digest of the windows since", (*unsent, key))
+        return EmailPlan(True, "reminder", episode, f"episode {episode} still alarms {_days((end - last).days)} "
+                         f"after its last email (cooldown {cooldown_days} days): a reminder")
+    return EmailPlan(False, "persisting", episode, f"the alarm of episode {episode} persists; owners were emailed "
+                     f"for {last.date()}, the next email is due from {due.date()} (cooldown {cooldown_days} days)")
 
 
 def is_alarm(result: DriftResult, drift: DriftSpec) -> bool:

@@ -15,7 +15,7 @@ from pipelines import storage
 from pipelines.util import json_safe
 
 if TYPE_CHECKING:
-    from pipelines.monitor.results import DriftResult, RetrainDecision
+    from pipelines.monitor.results import DriftResult, EmailPlan, RetrainDecision
     from pipelines.spec import ModelSpec
     from pipelines.storage import Location
 
@@ -38,7 +38,9 @@ def list_reports(reports_dir: Location) -> list[dict[str, Any]]:
     return sorted(entries, key=lambda h: (str(h.get("interval_end", "")), str(h.get("key", ""))))
 
 
-def index_entry(key: str, result: DriftResult, decision: RetrainDecision) -> dict[str, Any]:
+def index_entry(
+    key: str, result: DriftResult, decision: RetrainDecision, plan: EmailPlan | None = None
+) -> dict[str, Any]:
     return {
         "key": key,
         "interval_start": result.interval_start,
@@ -55,14 +57,23 @@ def index_entry(key: str, result: DriftResult, decision: RetrainDecision) -> dic
         "reason": decision.reason,
         "report_html": result.report_html,
         "verdict_json": result.verdict_json,
+        "episode": plan.episode if plan else None,
+        "emailed": plan.send if plan else None,
+        "email_kind": plan.kind if plan else None,
         "email": None,
     }
 
 
 def record_verdict(
-    reports_dir: Location, key: str, result: DriftResult, decision: RetrainDecision, spec: ModelSpec
+    reports_dir: Location,
+    key: str,
+    result: DriftResult,
+    decision: RetrainDecision,
+    spec: ModelSpec,
+    plan: EmailPlan | None = None,
 ) -> str:
-    """Write the full verdict JSON (drift, performance, policy, decision) and upsert the key's index line."""
+    """Write the full verdict JSON (drift, performance, policy, decision, the email plan) and upsert the key's
+    index line."""
     _check_key(key)
     d = spec.drift
     policy = {
@@ -73,6 +84,7 @@ def record_verdict(
         "max_rows": d.max_rows,
         "hysteresis": {"alarms": d.alarm_windows, "windows": d.of_windows},
         "cooldown_days": d.cooldown_days,
+        "alerts": d.alerts,
         "performance": {
             "max_drop": d.performance_max_drop,
             "min_rows": d.performance_min_rows,
@@ -85,12 +97,15 @@ def record_verdict(
         "decision": decision.to_dict(),
         "alarm": decision.alarm,
         "policy": policy,
+        "email_plan": plan.to_dict() if plan else None,
+        "episode": plan.episode if plan else None,
+        "emailed": plan.send if plan else None,
         "email": None,
         "email_failed": False,
     }
     path = result.verdict_json
     _write_atomic(path, json.dumps(json_safe(verdict), indent=2).encode())
-    _upsert_index(reports_dir, index_entry(key, result, decision))
+    _upsert_index(reports_dir, index_entry(key, result, decision, plan))
     return path
 
 

@@ -86,3 +86,20 @@ def _severity(v: Mapping[str, Any]) -> float:
 
 def _ranked(columns: dict[str, dict]) -> list[str]:
     return sorted(columns, key=lambda c: (not columns[c]["drifted"], -_severity(columns[c]), c))
+
+
+@dataclass(frozen=True)
+class EmailPlan:
+    """Whether this window's verdict is emailed, and which alarm episode it belongs to (`plan_email`)."""
+
+    send: bool
+    # first (an episode starts) | reminder (it still alarms, the cooldown since its last email is over) |
+    # digest (digest mode: the windows not emailed yet, when the cooldown is over or the alarm cleared) |
+    # persisting (no email: inside the cooldown of its episode) | quiet (nothing alarms)
+    kind: str
+    episode: str | None  # key of the episode's first window; None outside an episode
+    reason: str
+    windows: tuple[str, ...] = ()  # the keys a digest covers, oldest first
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,9 +1,11 @@
-"""The drift email through Airflow's SMTP provider to a real SMTP server on loopback, and SMTP down.
+"""The drift email through Airflow's SMTP connection to a real SMTP server on loopback, and SMTP down.
 
 Starts `python -m flywheel.smtpd` (aiosmtpd, Maildir) on a free port, points the `flywheel_smtp`
 connection at it through AIRFLOW_CONN_FLYWHEEL_SMTP (the JSON form flywheel/runtime.py writes), and
-sends a composed drift email with flywheel.dagkit.send_email (a real SmtpHook). With no server on
-the port, the same path retries, fails in a controlled way and leaves every report file on disk.
+sends a composed drift email with flywheel.dagkit.send_email (a real SmtpHook's client). What arrives is
+read as a mail client reads it: the picture inline, the page links, the Evidently report attached as
+HTML. With no server on the port, the same path retries, fails in a controlled way and leaves every
+report file on disk; through the outbox it is delivered later with its picture and report.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 import contextlib
 import email
 import email.policy
-import gzip
+import io
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -24,6 +27,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipelines.mail import Email, Pages
 from pipelines.spec import REPO_ROOT, load_spec
 
 pytestmark = pytest.mark.integration
@@ -101,6 +105,27 @@ def report(spec, tmp_path: Path):
     return result
 
 
+def received_as_a_client_reads_it(msg, report_html: str, pages: Pages) -> None:
+    """The picture is inline and shown by the HTML, the links are Flywheel's pages, the report opens as HTML."""
+    from PIL import Image
+
+    body = msg.get_body(preferencelist=("html",)).get_content()
+    (cid,) = re.findall(r'<img src="cid:([^"]+)"', body)
+    (image,) = [p for p in msg.walk() if p.get_content_type() == "image/png"]
+    assert image["Content-ID"] == f"<{cid}>" and image.get_content_disposition() == "inline"
+    png = image.get_payload(decode=True)
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    with Image.open(io.BytesIO(png)) as img:
+        assert img.format == "PNG"
+    assert f'href="{pages.model("fraud")}"' in body and f'href="{pages.dataset("transactions")}"' in body
+    assert f'href="{pages.file(report_html)}"' in body and "/flywheel/files/reports/2026-03-02.html" in body
+    assert msg.get_body(preferencelist=("plain",)) is not None
+    (attachment,) = list(msg.iter_attachments())
+    assert attachment.get_filename() == "2026-03-02.html" and attachment.get_content_type() == "text/html"
+    data = attachment.get_payload(decode=True)
+    assert data == Path(report_html).read_bytes() and data.lstrip()[:100].lower().startswith((b"<!doctype", b"<html"))
+
+
 @contextlib.contextmanager
 def serving(port: int, mail: Path):
     """`python -m flywheel.smtpd` on `port`, until the block ends."""
@@ -153,8 +178,9 @@ def test_an_email_sent_while_smtp_is_down_is_delivered_after_it_comes_back(spec,
     monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("FLYWHEEL_DATA_URI", raising=False)
     box = str(tmp_path / "home" / "outbox")
+    pages = Pages("http://127.0.0.1:8080/", str(tmp_path))
     status = send_drift_report(spec, report.verdict_json, LINKS, dagkit.send_email, attempts=1, final_try=True,
-                               queue=partial(dagkit.send_or_queue, expire_hours=1), sleep=lambda s: None)
+                               queue=partial(dagkit.send_or_queue, expire_hours=1), sleep=lambda s: None, pages=pages)
     assert status["status"] == "pending" and status["outbox_id"]
     assert list_reports(report.verdict_json.rsplit("/", 1)[0])[0]["email"] == "pending"
     assert outbox.status(box)["pending"] == 1
@@ -173,12 +199,13 @@ def test_an_email_sent_while_smtp_is_down_is_delivered_after_it_comes_back(spec,
         (received,) = [email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
                        for p in (mail / "new").glob("*")]
         assert received["Subject"] == status["subject"] and "drift" in received["Subject"].lower()
+        received_as_a_client_reads_it(received, report.report_html, pages)   # kept whole in the outbox
         assert list_reports(report.verdict_json.rsplit("/", 1)[0])[0]["email"] == "sent"
         assert outbox.status(box) == {"pending": 0, "sent": 1, "expired": 0, "expired_not_digested": 0}
 
     # a message that never got through before its expiry is listed in a digest once the server answers
     monkeypatch.setenv("AIRFLOW_CONN_FLYWHEEL_SMTP", smtp_conn(port))
-    lost = dagkit.send_or_queue(["owner@example.com"], "[Flywheel] lost", "<p>x</p>", expire_hours=1)
+    lost = dagkit.send_or_queue(Email(("owner@example.com",), "[Flywheel] lost", "<p>x</p>"), expire_hours=1)
     assert lost["status"] == "pending"
     gone = outbox.deliver_pending(box, dagkit.send_email, now=datetime.now(UTC) + timedelta(hours=2))
     assert gone.expired == [lost["outbox_id"]] and gone.digests_sent == 0        # nobody to tell yet
@@ -191,13 +218,16 @@ def test_an_email_sent_while_smtp_is_down_is_delivered_after_it_comes_back(spec,
     assert outbox.status(box)["expired_not_digested"] == 0
 
 
-def test_drift_email_arrives_with_the_gzipped_report(spec, report, smtp_server, monkeypatch) -> None:
+def test_drift_email_arrives_with_its_picture_its_links_and_the_report(spec, report, smtp_server, monkeypatch,
+                                                                       tmp_path) -> None:
     from flywheel.dagkit import send_email
     from pipelines.monitor import list_reports, send_drift_report
 
     port, mail = smtp_server
     monkeypatch.setenv("AIRFLOW_CONN_FLYWHEEL_SMTP", smtp_conn(port))
-    status = send_drift_report(spec, report.verdict_json, LINKS, send_email, attempts=2, retry_delay_s=0.5)
+    pages = Pages("http://127.0.0.1:8080/", str(tmp_path))
+    status = send_drift_report(spec, report.verdict_json, LINKS, send_email, attempts=2, retry_delay_s=0.5,
+                               pages=pages)
     assert status["status"] == "sent" and status["attempts"] == 1
 
     files: list[Path] = []
@@ -212,12 +242,15 @@ def test_drift_email_arrives_with_the_gzipped_report(spec, report, smtp_server, 
     body = msg.get_body(preferencelist=("html",)).get_content()
     assert "Retrain requested" in body and "amount" in body
     assert 'href="http://127.0.0.1:5000/#/models/flywheel-fraud/versions/3"' in body
-    (attachment,) = list(msg.iter_attachments())
-    assert attachment.get_filename() == "2026-03-02.html.gz"
-    assert gzip.decompress(attachment.get_payload(decode=True)) == Path(report.report_html).read_bytes()
+    received_as_a_client_reads_it(msg, report.report_html, pages)
+    # what it costs on the wire: the report base64-encoded (4/3) plus the picture and the HTML
+    size, on_wire = Path(report.report_html).stat().st_size, files[0].stat().st_size
+    print(f"report {size / 1e6:.2f} MB -> message {on_wire / 1e6:.2f} MB")
+    assert on_wire < 1.45 * size + 500_000
 
     verdict = json.loads(Path(report.verdict_json).read_text())
     assert verdict["email"]["status"] == "sent" and verdict["email_failed"] is False
+    assert verdict["email"]["inline"] == ["2026-03-02.png"]
     assert list_reports(Path(report.verdict_json).parent)[0]["email"] == "sent"
 
 
@@ -228,9 +261,9 @@ def test_smtp_down_retries_fails_in_a_controlled_way_and_keeps_the_report(spec, 
     monkeypatch.setenv("AIRFLOW_CONN_FLYWHEEL_SMTP", smtp_conn(free_port()))  # nobody listens there
     calls: list[str] = []
 
-    def counted(*args):
-        calls.append(args[1])
-        send_email(*args)
+    def counted(mail):
+        calls.append(mail.subject)
+        send_email(mail)
 
     # a non-final task try: retried in-process, then raised so that Airflow retries the task
     t0 = time.monotonic()
@@ -244,7 +277,7 @@ def test_smtp_down_retries_fails_in_a_controlled_way_and_keeps_the_report(spec, 
     assert "Connection refused" in status["error"] or "Errno 111" in status["error"]
 
     reports = Path(report.verdict_json).parent
-    for name in ("2026-03-02.html", "2026-03-02.html.gz", "2026-03-02.json"):
+    for name in ("2026-03-02.html", "2026-03-02.png", "2026-03-02.json"):
         assert (reports / name).stat().st_size > 0, name  # no lost report
     verdict = json.loads(Path(report.verdict_json).read_text())
     assert verdict["email_failed"] is True and verdict["email"]["report_html"] == report.report_html

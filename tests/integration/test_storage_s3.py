@@ -9,7 +9,6 @@ checked with boto3 on the bucket itself, not through Flywheel's own code.
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 from datetime import timedelta
@@ -185,8 +184,8 @@ def test_scoring_and_drift_report_live_in_the_bucket(world, monkeypatch):
                    lay.scores(spec.name))
     assert len(read_scores(lay.scores(spec.name), start - timedelta(weeks=4), end)) == len(in_bucket)
 
-    result, decision = check_drift(spec, lay.scores(spec.name), lay.reports(spec.name), end, key,
-                                   validated_dir=lay.validated(spec.dataset.name))
+    result, decision, plan = check_drift(spec, lay.scores(spec.name), lay.reports(spec.name), end, key,
+                                         validated_dir=lay.validated(spec.dataset.name))
     assert result.report_html == f"s3://{w['bucket']}/flywheel/reports/fraud/{key}.html"
     assert w["keys"]("reports/") == [f"reports/fraud/{key}.html", f"reports/fraud/{key}.json",
                                      "reports/fraud/index.jsonl"]
@@ -198,16 +197,18 @@ def test_scoring_and_drift_report_live_in_the_bucket(world, monkeypatch):
 
     sent: list[tuple[str, bytes]] = []
 
-    def send(to, subject, html, files):  # what flywheel.dagkit.send_email does: fetch remote attachments
-        for f in files:
-            with storage.local_copy(f) as local:
-                sent.append((f, local.read_bytes()))
+    def send(mail):  # what flywheel.dagkit.send_email does: build the message, reading remote parts from the store
+        from pipelines.mail import build_message
+
+        build_message(mail, "flywheel@localhost")
+        sent.extend((f, storage.read_bytes(f)) for f in mail.attachments)
 
     status = send_drift_report(spec, result.verdict_json, {}, send)
-    assert status["status"] == "sent"
+    assert status["status"] == "sent" and plan.send and plan.kind == "first"
     ((attached, data),) = sent
-    assert attached == result.report_html + ".gz"
-    assert gzip.decompress(data) == w["body"](f"reports/fraud/{key}.html")
+    assert attached == result.report_html                      # attached as it is, read from the bucket
+    assert data == w["body"](f"reports/fraud/{key}.html")
+    assert w["body"](f"reports/fraud/{key}.png").startswith(b"\x89PNG")   # the picture is kept in the bucket
     assert json.loads(w["body"](f"reports/fraud/{key}.json"))["email"]["status"] == "sent"
     assert list_reports(lay.reports(spec.name))[0]["email"] == "sent"
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import gzip
+import email as email_lib
+import email.policy
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,9 +14,11 @@ import pandas as pd
 import pytest
 
 from pipelines import monitor
+from pipelines.mail import Email, Pages, build_message
 from pipelines.monitor import (
     DriftResult,
     EmailDeliveryError,
+    EmailPlan,
     RetrainDecision,
     compose_drift_email,
     compute_drift,
@@ -23,6 +26,7 @@ from pipelines.monitor import (
     drift_scores,
     list_reports,
     performance_drift,
+    plan_email,
     record_verdict,
     send_drift_report,
 )
@@ -220,18 +224,71 @@ def test_naive_champion_timestamp_is_taken_as_utc(spec) -> None:
 LINKS = {"Airflow run": "http://localhost:8080/dags/monitor__fraud/runs/r1", "MLflow model": "http://mlflow/m?a=1&b=2"}
 
 
-def test_email_goes_to_owners_with_gzipped_report(spec, drifted: DriftResult) -> None:
+PAGES = Pages(base_url="http://127.0.0.1:8080/", files_root="/srv/flywheel")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def rendered(mail: Email) -> email_lib.message.EmailMessage:
+    """The message as a mail client receives it: built, serialised, parsed back."""
+    raw = build_message(mail, "flywheel@localhost").as_bytes()
+    return email_lib.message_from_bytes(raw, policy=email.policy.default)
+
+
+def inline_picture(msg) -> bytes:
+    """The PNG the HTML shows: the image part whose Content-ID the HTML's <img src="cid:..."> names."""
+    import io
+    import re
+
+    from PIL import Image
+
+    html = msg.get_body(preferencelist=("html",)).get_content()
+    cids = re.findall(r'<img src="cid:([^"]+)"', html)
+    images = {p["Content-ID"].strip("<>"): p for p in msg.walk() if p.get_content_type() == "image/png"}
+    assert cids and set(cids) <= set(images), (cids, list(images))
+    part = images[cids[0]]
+    assert part.get_content_disposition() == "inline"
+    assert msg.get_body(preferencelist=("related",)) is not None  # the HTML and its picture travel together
+    png = part.get_payload(decode=True)
+    assert png.startswith(PNG_SIGNATURE)
+    with Image.open(io.BytesIO(png)) as img:
+        img.verify()
+        assert img.format == "PNG" and img.size[0] >= 400 and img.size[1] >= 100
+    return png
+
+
+def test_drift_email_shows_the_picture_links_the_pages_and_attaches_the_report(spec, drifted: DriftResult) -> None:
     decision = decide_retrain(drifted, spec, None, END)
-    email = compose_drift_email(spec, drifted, decision, LINKS)
-    assert email.to == spec.owners
+    pages = Pages(base_url="http://127.0.0.1:8080/", files_root=str(Path(drifted.report_html).parent.parent))
+    mail = compose_drift_email(spec, drifted, decision, LINKS, pages=pages)
+    assert mail.to == spec.owners
     n = sum(v["drifted"] for v in drifted.columns.values())
-    assert email.subject == f"[Flywheel] fraud: drift detected in {n}/8 features (2026-03-02 → 2026-03-09)"
-    (attachment,) = email.attachments
-    assert attachment == drifted.report_html + ".gz"
-    assert gzip.decompress(Path(attachment).read_bytes()) == Path(drifted.report_html).read_bytes()
-    assert "Retrain requested" in email.html
-    assert '<a href="http://mlflow/m?a=1&amp;b=2">MLflow model</a>' in email.html
-    assert "amount" in email.html and "Wasserstein distance (normed)" in email.html
+    assert mail.subject == f"[Flywheel] fraud: drift detected in {n}/8 features (2026-03-02 → 2026-03-09)"
+    assert mail.attachments == (drifted.report_html,)          # as it is: no .gz
+    msg = rendered(mail)
+    assert {a.strip() for a in msg["To"].split(",")} == set(spec.owners)
+    png = inline_picture(msg)
+    assert png == Path(drifted.report_html).with_suffix(".png").read_bytes()   # kept next to the report
+    html = msg.get_body(preferencelist=("html",)).get_content()
+    folder = Path(drifted.report_html).parent.name
+    assert 'href="http://127.0.0.1:8080/flywheel/models/fraud"' in html
+    assert 'href="http://127.0.0.1:8080/flywheel/datasets/transactions"' in html
+    assert f'href="http://127.0.0.1:8080/flywheel/files/{folder}/drifted.html"' in html
+    assert '<a href="http://mlflow/m?a=1&amp;b=2">MLflow model</a>' in html
+    assert "Retrain requested" in html and "amount" in html and "Wasserstein distance (normed)" in html
+    text = msg.get_body(preferencelist=("plain",)).get_content()   # the text alternative says the same
+    assert "Retrain requested" in text and "http://127.0.0.1:8080/flywheel/models/fraud" in text
+    (attachment,) = msg.iter_attachments()
+    assert attachment.get_filename() == "drifted.html" and attachment.get_content_type() == "text/html"
+    body = attachment.get_payload(decode=True)
+    assert body == Path(drifted.report_html).read_bytes()
+    assert body.lstrip()[:200].lower().startswith((b"<!doctype html", b"<html"))
+
+
+def test_a_report_outside_the_served_folder_is_not_linked(spec, drifted: DriftResult) -> None:
+    mail = compose_drift_email(spec, drifted, decide_retrain(drifted, spec, None, END), {}, pages=PAGES)
+    assert "/flywheel/files/" not in mail.html and "http://127.0.0.1:8080/flywheel/models/fraud" in mail.html
+    bare = compose_drift_email(spec, drifted, decide_retrain(drifted, spec, None, END), {})  # no base URL
+    assert "/flywheel/" not in bare.html and drifted.report_html in bare.html
 
 
 def test_email_without_drift_says_so(spec, stable: DriftResult) -> None:
@@ -679,8 +736,8 @@ def test_index_lists_reports_once_per_key_oldest_first(recorded: DriftResult, sp
 def test_email_send_is_retried_then_recorded(recorded: DriftResult, spec) -> None:
     calls, waits = [], []
 
-    def flaky(to, subject, html, files):
-        calls.append((to, subject, files))
+    def flaky(mail):
+        calls.append((list(mail.to), mail.subject, list(mail.attachments)))
         if len(calls) < 3:
             raise ConnectionRefusedError(111, "Connection refused")
 
@@ -688,7 +745,7 @@ def test_email_send_is_retried_then_recorded(recorded: DriftResult, spec) -> Non
         spec, recorded.verdict_json, LINKS, flaky, attempts=3, retry_delay_s=2, sleep=waits.append
     )
     assert status["status"] == "sent" and status["attempts"] == 3 and waits == [2, 4]
-    assert calls[-1][0] == list(spec.owners) and calls[-1][2] == [recorded.report_html + ".gz"]
+    assert calls[-1][0] == list(spec.owners) and calls[-1][2] == [recorded.report_html]
     raw = json.loads(Path(recorded.verdict_json).read_text())
     assert raw["email"]["status"] == "sent" and raw["email_failed"] is False
     assert list_reports(Path(recorded.verdict_json).parent)[0]["email"] == "sent"
@@ -705,7 +762,7 @@ def test_email_failure_raises_until_the_final_try_then_is_recorded(recorded: Dri
         spec, recorded.verdict_json, LINKS, down, final_try=True, attempts=2, sleep=lambda _: None
     )
     assert status["status"] == "failed" and "Connection refused" in status["error"]
-    assert Path(recorded.report_html).exists() and Path(recorded.report_html + ".gz").exists()
+    assert Path(recorded.report_html).exists()
     assert list_reports(Path(recorded.verdict_json).parent)[0]["email"] == "failed"
 
 
@@ -734,3 +791,142 @@ def test_a_drift_window_reads_every_interval_it_overlaps_whatever_the_cadence(tm
     assert len(read_scores(tmp_path, end - timedelta(days=61), end, "0 0 1 * *")) == 8
     may_end = datetime(2016, 5, 1, tzinfo=UTC)   # a 30-day April: the window is exactly the interval
     assert len(read_scores(tmp_path, may_end - timedelta(days=30), may_end, "0 0 1 * *")) == 3
+
+
+# ---------------------------------------------------------------------------- alarm episodes: who is emailed when
+
+
+def window(day: int, *, alarm: bool, plan: EmailPlan | None = None) -> dict:
+    """An index entry of the weekly window ending `day` days after END, as check_drift records it."""
+    end = END + timedelta(days=day)
+    return {"key": (end - timedelta(days=7)).date().isoformat(), "interval_end": end.isoformat(),
+            "alarm": alarm, "drift_detected": alarm, "performance": "ok",
+            "episode": plan.episode if plan else None, "emailed": plan.send if plan else None}
+
+
+def play(alarms: list[bool], *, mode: str = "episode", cooldown_days: int = 14) -> list[EmailPlan]:
+    """Weekly windows alarming or not, each planned with the index the earlier ones left behind."""
+    history: list[dict] = []
+    plans = []
+    for week, alarm in enumerate(alarms):
+        probe = window(7 * week, alarm=alarm)
+        plan = plan_email(probe["key"], probe["interval_end"], alarm, history, mode=mode, cooldown_days=cooldown_days)
+        history.append(window(7 * week, alarm=alarm, plan=plan))
+        plans.append(plan)
+    return plans
+
+
+def test_a_first_alarm_starts_an_episode_and_is_emailed() -> None:
+    quiet, first = play([False, True])
+    assert (quiet.send, quiet.kind, quiet.episode) == (False, "quiet", None)
+    assert (first.send, first.kind, first.episode) == (True, "first", "2026-03-09")
+    (alone,) = play([True])                                         # no window before it: also a start
+    assert alone.send and alone.kind == "first" and alone.episode == "2026-03-02"
+
+
+def test_a_persisting_alarm_is_emailed_once_per_episode_inside_the_cooldown() -> None:
+    plans = play([True, True, True, True, True], cooldown_days=28)
+    assert [p.send for p in plans] == [True, False, False, False, True]
+    assert {p.episode for p in plans} == {"2026-03-02"}              # one episode, every window recorded in it
+    assert [p.kind for p in plans] == ["first", "persisting", "persisting", "persisting", "reminder"]
+    assert "next email is due from 2026-04-06" in plans[1].reason   # 28 days after the first window's end
+
+
+def test_an_alarm_that_cleared_and_came_back_is_a_new_episode_and_a_new_email() -> None:
+    plans = play([True, True, False, True, True])
+    assert [p.send for p in plans] == [True, False, False, True, False]
+    assert [p.episode for p in plans] == ["2026-03-02", "2026-03-02", None, "2026-03-23", "2026-03-23"]
+
+
+def test_digest_mode_sends_the_windows_not_emailed_as_one_digest() -> None:
+    plans = play([True, True, True, False, True], mode="digest", cooldown_days=28)
+    assert [p.kind for p in plans] == ["first", "persisting", "persisting", "digest", "first"]
+    assert plans[3].send and plans[3].episode == "2026-03-02" and plans[3].windows == ("2026-03-09", "2026-03-16")
+    assert "cleared" in plans[3].reason
+    later = play([True, True, True, True, True], mode="digest", cooldown_days=28)
+    assert [p.kind for p in later] == ["first", "persisting", "persisting", "persisting", "digest"]
+    assert later[4].windows == ("2026-03-09", "2026-03-16", "2026-03-23", "2026-03-30")
+    assert play([True, False], mode="digest")[1].kind == "quiet"    # nothing left unsent: no digest
+
+
+def test_a_cooldown_of_zero_emails_every_alarming_window_and_reruns_plan_the_same() -> None:
+    assert [p.send for p in play([True, True, True], cooldown_days=0)] == [True, True, True]
+    history = [window(0, alarm=True, plan=EmailPlan(True, "first", "2026-03-02", "")),
+               window(7, alarm=True, plan=EmailPlan(False, "persisting", "2026-03-02", ""))]
+    rerun = plan_email("2026-03-02", END.isoformat(), True, history)   # the first window again: later ones ignored
+    assert (rerun.send, rerun.kind, rerun.episode) == (True, "first", "2026-03-02")
+
+
+def test_an_index_without_episodes_starts_one_and_a_performance_drop_alerts() -> None:
+    legacy = [{"key": "2026-02-23", "interval_end": START.isoformat(), "alarm": True, "drift_detected": True}]
+    assert plan_email("2026-03-02", END.isoformat(), True, legacy).kind == "first"
+    dropped = [{"key": "2026-02-23", "interval_end": START.isoformat(), "alarm": False, "drift_detected": False,
+                "performance": "degraded", "episode": "2026-02-23", "emailed": True}]
+    assert plan_email("2026-03-02", END.isoformat(), True, dropped).kind == "persisting"
+
+
+def test_the_email_plan_never_changes_the_retrain_decision(spec, recorded: DriftResult, tmp_path: Path) -> None:
+    """Separate concerns: a persisting alarm inside its episode still requests its retrain, and is recorded."""
+    drifting = verdict(spec, ["amount", "channel", "prediction"])
+    old_champion = END - timedelta(days=30)
+    history = [{**entry(END - timedelta(days=7), True), "episode": "2026-02-23", "emailed": True}]
+    decision = decide_retrain(drifting, spec, old_champion, END, history=history)
+    plan = plan_email("2026-03-02", END.isoformat(), True, history, cooldown_days=spec.drift.cooldown_days)
+    assert decision.request and decision.rule == "requested"
+    assert not plan.send and plan.episode == "2026-02-23"
+    assert decide_retrain(drifting, spec, old_champion, END) == decision     # the same without any history
+    record_verdict(tmp_path, "2026-03-02", recorded, decision, spec, plan)
+    (line,) = list_reports(tmp_path)
+    assert (line["episode"], line["emailed"], line["email_kind"]) == ("2026-02-23", False, "persisting")
+    raw = json.loads(Path(recorded.verdict_json).read_text())
+    assert raw["emailed"] is False and raw["episode"] == "2026-02-23" and raw["decision"]["request"] is True
+
+
+def test_alerts_mode_is_declared_in_the_spec_and_checked(tmp_path: Path) -> None:
+    assert load_spec(REPO_ROOT / "models" / "fraud.yaml").drift.alerts == "episode"
+    assert load_spec(write_fraud(tmp_path, {"alerts": "digest"})).drift.alerts == "digest"
+    with pytest.raises(SpecError, match=r"`drift.alerts` must be one of episode, digest, got 'weekly'") as err:
+        load_spec(write_fraud(tmp_path, {"alerts": "weekly"}))
+    assert str(tmp_path / "fraud.yaml") in str(err.value)
+
+
+def test_a_digest_email_lists_the_windows_it_covers(spec, recorded: DriftResult) -> None:
+    plan = EmailPlan(True, "digest", "2026-02-16", "episode 2026-02-16 still alarms 14 days after its last email",
+                     ("2026-02-23", "2026-03-02"))
+    digest = [{"key": "2026-02-23", "interval_end": START.isoformat(), "drifted_share": 0.5,
+               "drifted_columns": ["amount"], "performance": "ok", "rule": "cooldown"},
+              {"key": "2026-03-02", "interval_end": END.isoformat(), "drifted_share": 0.625,
+               "drifted_columns": ["amount", "channel"], "performance": "ok", "rule": "requested"}]
+    mail = compose_drift_email(spec, recorded, decide_retrain(recorded, spec, None, END), LINKS, plan=plan,
+                               digest=digest)
+    assert "digest of 2 window(s) of the episode since 2026-02-16" in mail.subject
+    assert "<td>2026-02-23</td>" in mail.html and "<td>cooldown</td>" in mail.html
+    inline_picture(rendered(mail))
+
+
+# ---------------------------------------------------------------------------- the outbox keeps the whole email
+
+
+def test_a_queued_drift_email_keeps_its_picture_and_its_report(spec, recorded: DriftResult, tmp_path: Path) -> None:
+    from functools import partial
+
+    from pipelines import outbox
+
+    box = str(tmp_path / "outbox")
+    delivered: list[Email] = []
+
+    def down(mail):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    queue = partial(outbox.send_or_queue, down, box, now=END)
+    status = send_drift_report(spec, recorded.verdict_json, LINKS, down, attempts=1, queue=queue, pages=PAGES)
+    assert status["status"] == "pending"
+    report = outbox.deliver_pending(box, delivered.append, now=END + timedelta(minutes=5))
+    assert report.sent == [status["outbox_id"]]
+    (mail,) = delivered
+    msg = rendered(mail)
+    inline_picture(msg)
+    (attachment,) = msg.iter_attachments()
+    assert attachment.get_content_type() == "text/html"
+    assert attachment.get_payload(decode=True) == Path(recorded.report_html).read_bytes()
+    assert mail.html.count("cid:") == 1 and "Retrain requested" in mail.html

@@ -986,6 +986,45 @@ def test_blocked_email_names_the_dataset_the_models_and_the_rule(tmp_path):
     assert mail.attachments == (result.report_path,)
 
 
+def test_blocked_email_shows_the_failed_rules_links_the_pages_and_attaches_the_report(tmp_path):
+    """As a mail client gets it: a picture of the failed rules inline (its Content-ID named by the HTML), the
+    dataset's and the models' Flywheel pages and the full report linked, the JSON report attached as it is."""
+    import email
+    import email.policy
+    import io
+
+    from PIL import Image
+
+    from pipelines.mail import Pages, build_message
+    from pipelines.notify import blocked_batch_email
+
+    rows = good_rows()
+    rows.loc[rows.index[: len(rows) // 4], "amount"] = -5.0          # a quarter of the rows: over the 5% allowed
+    result = run(tmp_path, land(tmp_path, rows))
+    assert result.verdict == "blocked"
+    pages = Pages(base_url="http://127.0.0.1:8080/", files_root=str(tmp_path))
+    mail = blocked_batch_email(CONTRACT, READERS, result.to_dict(), "http://airflow/run", pages=pages)
+    msg = email.message_from_bytes(build_message(mail, "flywheel@localhost").as_bytes(), policy=email.policy.default)
+    body = msg.get_body(preferencelist=("html",)).get_content()
+    (cid,) = re.findall(r'<img src="cid:([^"]+)"', body)
+    (image,) = [p for p in msg.walk() if p.get_content_type() == "image/png"]
+    assert image["Content-ID"] == f"<{cid}>" and image.get_content_disposition() == "inline"
+    png = image.get_payload(decode=True)
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    with Image.open(io.BytesIO(png)) as img:
+        assert img.format == "PNG" and img.size[0] >= 400
+    assert png == Path(result.report_path).with_suffix(".png").read_bytes()
+    assert 'href="http://127.0.0.1:8080/flywheel/datasets/transactions"' in body
+    assert 'href="http://127.0.0.1:8080/flywheel/models/fraud"' in body
+    assert 'href="http://127.0.0.1:8080/flywheel/models/spend"' in body
+    report_rel = Path(result.report_path).relative_to(tmp_path).as_posix()
+    assert f'href="http://127.0.0.1:8080/flywheel/files/{report_rel}"' in body
+    assert "max_quarantine_share" in msg.get_body(preferencelist=("plain",)).get_content()
+    (attachment,) = msg.iter_attachments()
+    assert attachment.get_content_type() == "application/json"
+    assert json.loads(attachment.get_payload(decode=True))["verdict"] == "blocked"
+
+
 def test_blocked_email_goes_to_each_owner_once(tmp_path):
     from pipelines.notify import blocked_batch_email
 
