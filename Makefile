@@ -8,7 +8,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test test-unit test-dags test-integration test-services lint up up-services demo-services down status clean compile bench
+.PHONY: install browser demo test test-unit test-dags test-integration test-services lint up up-services demo-services down status clean compile bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,14 @@ install: $(VENV)/.installed
 demo: install  ## play the whole loop on the embedded default; leaves the UIs running
 	$(BIN)/python -m flywheel.cli demo
 
-test: install  ## the whole suite (unit, DAG integrity, integration through the real scheduler)
+# the browser test (tests/integration/test_ui.py) drives Debian's chromium through Playwright's executable_path
+# (Playwright never downloads a browser here): installed with apt when missing and we are root
+browser:
+	@command -v chromium >/dev/null 2>&1 || { if [ "$$(id -u)" = 0 ]; then apt-get install -y --no-install-recommends chromium \
+	  || { apt-get update && apt-get install -y --no-install-recommends chromium; }; \
+	  else echo "chromium is missing: run 'sudo apt-get install -y chromium' (tests/integration/test_ui.py needs it)"; fi; }
+
+test: install browser  ## the whole suite (unit, DAG integrity, integration through the real scheduler)
 	# the demo runs start in the background when collection ends and play while the unit tests run
 	$(BIN)/python -m pytest tests/unit tests/dags tests/services tests/integration -q
 
@@ -37,7 +44,7 @@ test-unit: install
 test-dags: install
 	$(BIN)/python -m pytest tests -q -m dags
 
-test-integration: install
+test-integration: install browser
 	$(BIN)/python -m pytest tests -q -m integration
 
 test-services: install  ## the scale-out layer alone (needs PostgreSQL and Redis on 127.0.0.1)
