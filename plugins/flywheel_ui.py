@@ -326,6 +326,7 @@ class FlywheelUI(AirflowPlugin):
     name = "flywheel_ui"
     fastapi_apps = [{"app": _LazyApp(), "url_prefix": PREFIX, "name": "Flywheel models and datasets"}]
     external_views = [
-        {"name": "Flywheel", "href": f"{PREFIX}/", "url_route": "flywheel", "destination": "nav"},
+        {"name": "Flywheel", "href": f"{PREFIX}/", "url_route": "flywheel", "destination": "nav",
+         "nav_top_level": True},
         {"name": "Flywheel", "href": f"{PREFIX}/dags/{{DAG_ID}}", "url_route": "flywheel-dag", "destination": "dag"},
     ]

@@ -148,7 +148,7 @@ def heatmap(rows: Sequence[str], cols: Sequence[str], cells: Mapping[tuple[str, 
         return _empty(480, 60, label, "no monitor window yet")
     left = 12 + 7 * max(len(r) for r in rows)
     top = 70
-    width = left + cell_w * len(cols) + 12
+    width = max(left + cell_w * len(cols) + 70, 560)   # room for the last slanted label and the legend
     height = top + cell_h * len(rows) + 30
     body = []
     for j, c in enumerate(cols):

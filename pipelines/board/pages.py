@@ -115,7 +115,9 @@ def index_page(models: Sequence[ModelBoard], datasets: Sequence[DatasetBoard], u
             "<th>gate holdout metric</th><th>champion age</th><th>last monitor window</th><th>versions</th></tr>"
             + "".join(rows) + "</table><h2>Datasets</h2><table id='datasets'><tr><th>dataset</th><th>cadence</th>"
             "<th>batches</th><th>accepted</th><th>blocked</th><th>rows quarantined</th><th>read by</th></tr>"
-            + "".join(drows) + "</table>")
+            + "".join(drows) + "</table>"
+            + "".join(f"<h2>Rows per batch: {e(d.name)}</h2><div class='chart dataset-rows' "
+                      f"data-dataset='{e(d.name)}'>{_rows_chart(d, 640, 190)}</div>" for d in datasets))
     return layout_page("Flywheel", urls, body)
 
 
@@ -252,10 +254,14 @@ def model_page(m: ModelBoard, urls: Urls, now: datetime, message: str = "", erro
 BAR_STACKS = (("clean", "#2ca02c"), ("quarantined", "#ff7f0e"), ("blocked", "#d62728"))
 
 
+def _rows_chart(d: DatasetBoard, width: int = 640, height: int = 220) -> str:
+    return charts.stacked_bars([b.key for b in d.batches], BAR_STACKS,
+                               {b.key: [b.rows_clean, b.rows_quarantined, b.rows_blocked] for b in d.batches},
+                               f"rows per batch: {d.name}", width, height)
+
+
 def dataset_page(d: DatasetBoard, urls: Urls) -> str:
-    chart = charts.stacked_bars([b.key for b in d.batches], BAR_STACKS,
-                                {b.key: [b.rows_clean, b.rows_quarantined, b.rows_blocked] for b in d.batches},
-                                f"rows per batch: {d.name}")
+    chart = _rows_chart(d)
     rows = []
     for b in reversed(d.batches):
         fails = "".join(f"<li>[{e(f.get('severity'))}] <code>{e(f.get('rule'))}</code>"

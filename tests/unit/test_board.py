@@ -284,3 +284,16 @@ def test_stacked_bars_scale_to_the_tallest_bar():
     h = {k: float(r.get("height")) for k, r in bars.items()}
     assert h[("k1", "clean")] + h[("k1", "bad")] == pytest.approx(2 * h[("k2", "clean")], rel=0.02)
     assert h[("k1", "clean")] == pytest.approx(9 * h[("k1", "bad")], rel=0.02)
+
+
+def test_index_lists_every_model_with_its_champion_and_every_dataset_with_its_rows(registry, tmp_path):
+    lay = Layout(tmp_path / "home")
+    contract = SPEC.dataset
+    _result(lay, contract, "2026-01-05", "accepted", 100, 97, 3)
+    models = [model_board(SPEC, lay, registry, NOW)]
+    html = pages.index_page(models, [dataset_board(contract, lay, [SPEC.name])], pages.Urls("/flywheel"), NOW)
+    assert f"data-model='{SPEC.name}'>v1</td>" in html
+    assert f"/flywheel/datasets/{contract.name}" in html and f"/flywheel/models/{SPEC.name}" in html
+    start = html.index(f"data-dataset='{contract.name}'>") + len(f"data-dataset='{contract.name}'>")
+    svg = ET.fromstring(html[start:html.index("</svg>", start) + 6])
+    assert sorted(int(r.get("data-value")) for r in svg.iter(f"{SVG}rect") if r.get("class") == "bar") == [3, 97]
