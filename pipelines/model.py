@@ -351,19 +351,24 @@ def load_categories(model_name: str, version: str) -> dict[str, list[str]] | Non
     return run_categories(client, run_id) if run_id else None    # no run, no recorded categories
 
 
-def champion(model_name: str) -> Any:
-    """The model version behind the `champion` alias, or None when there is none yet."""
+def by_alias(model_name: str, alias: str) -> Any:
+    """The model version behind `alias`, or None when the alias (or the model) does not exist."""
     configure_mlflow_env()
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     client = MlflowClient()
     try:
-        return client.get_model_version_by_alias(model_name, CHAMPION)
+        return client.get_model_version_by_alias(model_name, alias)
     except MlflowException as exc:
         if "not found" in str(exc).lower() or "RESOURCE_DOES_NOT_EXIST" in str(exc):
             return None
         raise
+
+
+def champion(model_name: str) -> Any:
+    """The model version behind the `champion` alias, or None when there is none yet."""
+    return by_alias(model_name, CHAMPION)
 
 
 @dataclass(frozen=True)

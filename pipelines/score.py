@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 from pipelines import storage
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from pipelines.spec import ModelSpec
     from pipelines.storage import Location
 
@@ -28,6 +30,7 @@ class ScoreResult:
     rows: int
     model_version: str
     interval_key: str
+    shadows: list[str] = field(default_factory=list)   # "role:vN" of the versions that shadow-scored the rows
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -69,13 +72,71 @@ def score_interval(spec: ModelSpec, validated_dir: Location, repo_path: Path, st
         raise ValueError(f"{spec.name}: no validated rows for {key}; was the batch blocked?")
     frame = with_features(spec, repo_path, rows, tables)
     booster = m.load_version(spec.registered_model_name, champ.version)
-    frame["prediction"] = m.predict(booster, m.to_matrix_frame(  # with the champion's recorded categories
-        frame, spec, features, m.load_categories(spec.registered_model_name, str(champ.version))))
+    categories = m.load_categories(spec.registered_model_name, str(champ.version))
+    matrix = m.to_matrix_frame(frame, spec, features, categories)   # with the champion's recorded categories
+    frame["prediction"] = m.predict(booster, matrix)
     frame["model_version"] = str(champ.version)
     frame["scored_for"] = key
     out = storage.write_parquet(frame, storage.join(scores_dir, f"{key}.parquet"))
     log.info("%s: scored %d rows for %s with v%s", spec.name, len(frame), key, champ.version)
-    return ScoreResult(out, len(frame), str(champ.version), key)
+    shadow = shadow_scores(spec, frame, str(champ.version), client,
+                           reuse={_inputs_key(features, categories): matrix})
+    shadow_path = storage.join(scores_dir, SHADOW_DIR, f"{key}.parquet")
+    if shadow is None:
+        storage.delete(shadow_path)   # a re-run after the shadows went away leaves none behind
+    else:
+        storage.write_parquet(shadow, shadow_path)
+    return ScoreResult(out, len(frame), str(champ.version), key,
+                       sorted({f"{r}:v{v}" for r, v in zip(shadow["role"], shadow["model_version"], strict=True)})
+                       if shadow is not None else [])
+
+
+SHADOW_DIR = "_shadow"               # scores_dir/_shadow/<key>.parquet: the same rows, scored by the shadows
+SHADOW_ROLES = ("previous-champion", "challenger")
+
+
+def _inputs_key(features: list[str], categories: dict[str, list[str]] | None) -> str:
+    return json.dumps([features, categories], sort_keys=True, default=str)
+
+
+def shadow_scores(spec: ModelSpec, frame: pd.DataFrame, champion: str, client: Any,
+                  reuse: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame | None:
+    """The rows `frame` holds (already joined with their features), scored by the previous champion and a pending
+    challenger (each only when its alias exists and is not the champion): one row per (row, shadow version), with
+    the row's id, `model_version`, `role` and `prediction` (the rest of the row is in the scores file, by id).
+    None when there is no shadow. `reuse`: input matrices already built, by `_inputs_key` (a shadow with the
+    champion's inputs and categories predicts on the champion's matrix instead of building it again).
+
+    The monitor's guardrail compares champion and previous champion on exactly these rows once labels arrive."""
+    import pandas as pd
+
+    from pipelines import model as m
+
+    row_id = spec.dataset.row_id if spec.dataset.row_id in frame.columns else "row_id"
+    matrices = dict(reuse or {})
+    parts = []
+    for role in SHADOW_ROLES:
+        mv = m.by_alias(spec.registered_model_name, role)
+        if mv is None or str(mv.version) == champion:
+            continue
+        with tempfile.TemporaryDirectory(prefix="flywheel-shadow-") as tmp:
+            features = json.loads(Path(client.download_artifacts(mv.run_id, "features.json", tmp)).read_text())[
+                "features"]
+        missing = [f for f in features if f not in frame.columns]
+        if missing:   # a version trained on another feature service: it cannot shadow these rows
+            log.warning("%s: v%s (%s) cannot shadow: its features %s are not in the scored rows", spec.name,
+                        mv.version, role, missing)
+            continue
+        booster = m.load_version(spec.registered_model_name, str(mv.version))
+        categories = m.load_categories(spec.registered_model_name, str(mv.version))
+        key = _inputs_key(features, categories)
+        if key not in matrices:
+            matrices[key] = m.to_matrix_frame(frame, spec, features, categories)
+        pred = m.predict(booster, matrices[key])
+        parts.append(pd.DataFrame({row_id: frame[row_id].to_numpy(), "model_version": str(mv.version), "role": role,
+                                   "prediction": pred}))
+        log.info("%s: shadow-scored %d rows with v%s (%s)", spec.name, len(frame), mv.version, role)
+    return pd.concat(parts, ignore_index=True) if parts else None
 
 
 def read_scores(scores_dir: Location, start: datetime, end: datetime, cadence: str | None = None) -> Any:

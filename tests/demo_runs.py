@@ -56,7 +56,7 @@ class DemoRun:
                 self.proc = subprocess.Popen(self.cmd, env=self.env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
         return self
 
-    def result(self, timeout: float = 1800) -> dict[str, Any]:
+    def result(self, timeout: float = 2700) -> dict[str, Any]:
         """Wait for the demo to finish; what the tests read: home, ports, summary, log, env, wall, runtime_env,
         layout (AWS_*/FLYWHEEL_* of the runtime are put in os.environ, the way the tasks saw them)."""
         if self._result is not None:

@@ -62,7 +62,7 @@ def stack(tmp_path_factory):
 
         starter = threading.Thread(target=start, daemon=True)
         starter.start()
-        runtime.wait_http(f"http://127.0.0.1:{ports.mlflow}/health", 90, "MLflow")
+        runtime.wait_http(f"http://127.0.0.1:{ports.mlflow}/health", 240, "MLflow")   # minutes on a busy host
         os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
         print(f"MLflow up in {time.monotonic() - t0:.0f}s")
 
@@ -247,6 +247,39 @@ def test_readers_always_resolve_the_champion_while_it_moves(stack, spec):
     assert moves == 16 and len(seen) > 50 and set(seen) <= {"1", "2"} and {"1", "2"} <= set(seen)
     assert loads and all(r >= 1 for r in loads)
     assert _aliases(spec)["champion"] == "2" and _aliases(spec)["previous-champion"] == "1"
+
+
+def test_shadow_scores_are_the_previous_champion_s_and_the_challenger_s_predictions_on_the_same_rows(stack, spec):
+    """Scoring's shadows (pipelines.score.shadow_scores): the previous champion and a pending challenger (an alias
+    that is not the champion) score exactly the champion's rows, each with its own inputs and categories; the
+    champion never shadows itself."""
+    import numpy as np
+
+    from pipelines import model as m
+    from pipelines.score import shadow_scores
+
+    aliases = _aliases(spec)   # after the tests above: champion v2, previous-champion v1, and a challenger
+    champion = aliases["champion"]
+    want_roles = sorted((role, aliases[role]) for role in ("previous-champion", "challenger")
+                        if role in aliases and aliases[role] != champion)
+    assert ("previous-champion", "1") in want_roles
+    rows = _frames(7, 400).drop(columns=["label"]).assign(scored_for="2026-02-09")
+    shadow = shadow_scores(spec, rows, champion, _client())
+    assert shadow is not None
+    assert sorted(set(zip(shadow["role"], shadow["model_version"], strict=True))) == want_roles
+    assert list(shadow.columns) == ["transaction_id", "model_version", "role", "prediction"]   # the rest: by id
+    name = spec.registered_model_name
+    for _, version in want_roles:
+        mine = shadow[shadow["model_version"] == version]
+        assert list(mine["transaction_id"]) == list(rows["transaction_id"])   # the same rows, in order
+        want = m.predict(m.load_version(name, version),
+                         m.to_matrix_frame(rows, spec, FEATURES, m.load_categories(name, version)))
+        np.testing.assert_allclose(mine["prediction"].to_numpy(), want)
+    assert champion not in set(shadow["model_version"])
+    # a matrix in `reuse` built for other inputs is never used for these versions
+    reused = shadow_scores(spec, rows, champion, _client(), reuse={
+        "unrelated": m.to_matrix_frame(rows, spec, FEATURES, None)})
+    np.testing.assert_allclose(reused["prediction"].to_numpy(), shadow["prediction"].to_numpy())
 
 
 def _run(api, dag_id: str, conf: dict, timeout: float = 120) -> dict:
