@@ -8,69 +8,18 @@ S3), the mails received, and the Airflow runs.
 
 from __future__ import annotations
 
-import contextlib
 import email
 import email.policy
 import io
-import json
-import os
 import re
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from unittest import mock
+from typing import Any
 
 import pytest
 
-from flywheel.runtime import processes_of
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-
 REPO = Path(__file__).resolve().parents[1]
-
-
-@contextlib.contextmanager
-def demo_run(home: Path, extra_env: dict[str, str], stories: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
-    """`flywheel demo --short` in its own FLYWHEEL_HOME on free ports (every story, or `stories`); stops everything
-    afterwards."""
-    from flywheel.runtime import Ports, environment
-    from pipelines.layout import Layout
-
-    ports = Ports.free()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLFLOW_TRACKING", "FLYWHEEL_"))}
-    env.update({"FLYWHEEL_HOME": str(home), **ports.env(), **extra_env})
-    cmd = [sys.executable, "-m", "flywheel.cli", "demo", "--short", *(f"--story={x}" for x in stories)]
-    saved = dict(os.environ)
-    try:
-        t = time.monotonic()
-        proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=1800)
-        log = proc.stdout + proc.stderr
-        assert proc.returncode == 0, f"demo failed:\n{log[-6000:]}"
-        wall = time.monotonic() - t
-        summary = json.loads((home / "demo-summary.json").read_text())
-        # every process's environment as the runtime completed it (S3 endpoint, data URI, ...)
-        with mock.patch.dict(os.environ, env, clear=True):
-            full = environment(Layout(home), ports)
-        # this process reads the data store and S3 the way the tasks did
-        os.environ.update({k: v for k, v in full.items() if k.startswith(("AWS_", "FLYWHEEL_"))})
-        from pipelines import storage
-
-        storage.clear_cache()
-        yield {"home": home, "ports": ports, "summary": summary, "log": proc.stdout, "env": env, "wall": wall,
-               "runtime_env": full, "layout": Layout.from_env()}
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-        subprocess.run([sys.executable, "-m", "flywheel.cli", "down"], env=env, cwd=REPO, timeout=120)
-        deadline = time.monotonic() + 30   # children that were SIGKILLed may take a moment to vanish
-        while (left := processes_of(home)) and time.monotonic() < deadline:
-            time.sleep(1)
-        assert not left, f"processes left running after `flywheel down`: {left}"
 
 
 def mlflow_client(demo: dict[str, Any]) -> Any:
@@ -175,7 +124,9 @@ def owners_got_the_drift_report_and_the_block_notice(demo: dict[str, Any]) -> No
     assert sorted(to) == sorted(want)
     assert "amt" in blocked[0].get_body(preferencelist=("html",)).get_content()
     body = opens_with_its_picture(blocked[0])
-    assert f'href="http://127.0.0.1:{demo["ports"].airflow}/flywheel/datasets/transactions"' in body
+    base = f"http://127.0.0.1:{demo['ports'].airflow}/flywheel"
+    assert f'href="{base}/datasets/transactions"' in body and f'href="{base}/models/fraud"' in body
+    assert re.search(rf'href="{re.escape(base)}/files/validation/transactions/[^"]+\.json"', body), body[:3000]
 
 
 def opens_with_its_picture(m: Any) -> str:
