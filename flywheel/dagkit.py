@@ -234,13 +234,18 @@ def send_or_queue(mail: Email, *, expire_hours: float = 72.0, on_sent: dict[str,
 
 def flywheel_pages() -> Pages:
     """Flywheel's pages as emails link them: Airflow's API base URL (AIRFLOW__API__BASE_URL, set by
-    flywheel/runtime.py) and the data root whose files the page serves."""
+    flywheel/runtime.py) and the folders whose files the Flywheel page serves (plugins/flywheel_ui.py,
+    pipelines/board/files.py): every model's reports, every dataset's validation results and Data Docs."""
     import os
 
     from pipelines.layout import Layout
     from pipelines.mail import Pages
 
-    return Pages(base_url=os.environ.get("AIRFLOW__API__BASE_URL") or None, files_root=Layout.from_env().data_root)
+    lay = Layout.from_env()
+    folders = [(lay.reports(m), f"reports/{m}") for m in specs()]
+    for d in datasets():
+        folders += [(lay.validation_reports(d), f"validation/{d}"), (str(lay.data_docs(d) / "site"), f"docs/{d}")]
+    return Pages(base_url=os.environ.get("AIRFLOW__API__BASE_URL") or None, folders=tuple(folders))
 
 
 def run_key(run_id: str) -> str:

@@ -70,11 +70,14 @@ def build_message(
 @dataclass(frozen=True)
 class Pages:
     """Flywheel's pages as an email links them. `base_url` is Airflow's API base URL (the DAG layer reads
-    AIRFLOW__API__BASE_URL, e.g. `http://127.0.0.1:8080/`); `files_root` the data root whose files the page
-    serves under `{base}flywheel/files/`. Without a base URL every link is None (and not shown)."""
+    AIRFLOW__API__BASE_URL, e.g. `http://127.0.0.1:8080/`). `folders` maps each folder whose files the page
+    serves (a location) to its place under `{base}flywheel/files/`, e.g. `<data root>/reports/fraud` ->
+    `reports/fraud`, `<data root>/data/validation_reports/transactions` -> `validation/transactions`,
+    `<home>/data/data_docs/transactions/site` -> `docs/transactions` (plugins/flywheel_ui.py serves those).
+    Without a base URL every link is None (and not shown)."""
 
     base_url: str | None = None
-    files_root: str | None = None
+    folders: tuple[tuple[str, str], ...] = ()
 
     def model(self, name: str) -> str | None:
         return page_url(self.base_url, "models", name)
@@ -83,7 +86,16 @@ class Pages:
         return page_url(self.base_url, "datasets", name)
 
     def file(self, location: str | None) -> str | None:
-        return file_url(self.base_url, location, self.files_root)
+        """The page's URL of a file in one of `folders`; None for any other file."""
+        if not self.base_url or not location:
+            return None
+        loc = str(location).removeprefix("file://")
+        for folder, place in self.folders:
+            prefix = str(folder).rstrip("/") + "/"
+            rel = loc[len(prefix):]
+            if loc.startswith(prefix) and ".." not in rel.split("/"):
+                return f"{self.base_url.rstrip('/')}/flywheel/files/{quote(place.strip('/'))}/{quote(rel)}"
+        return None
 
 
 def page_url(base_url: str | None, kind: str, name: str) -> str | None:
@@ -91,18 +103,6 @@ def page_url(base_url: str | None, kind: str, name: str) -> str | None:
     if not base_url:
         return None
     return f"{base_url.rstrip('/')}/flywheel/{kind}/{quote(name)}"
-
-
-def file_url(base_url: str | None, location: str | None, root: str | None) -> str | None:
-    """Where Flywheel's page serves a file of its data root: `{base}flywheel/files/<path under root>`.
-
-    None without a base URL, or when `location` is not under `root` (the page serves nothing else)."""
-    if not base_url or not location or not root:
-        return None
-    prefix = str(root).rstrip("/") + "/"
-    if not str(location).startswith(prefix):
-        return None
-    return f"{base_url.rstrip('/')}/flywheel/files/{quote(str(location)[len(prefix):])}"
 
 
 def links_html(links: Iterable[tuple[str, str | None]]) -> str:

@@ -118,7 +118,7 @@ def received_as_a_client_reads_it(msg, report_html: str, pages: Pages) -> None:
     with Image.open(io.BytesIO(png)) as img:
         assert img.format == "PNG"
     assert f'href="{pages.model("fraud")}"' in body and f'href="{pages.dataset("transactions")}"' in body
-    assert f'href="{pages.file(report_html)}"' in body and "/flywheel/files/reports/2026-03-02.html" in body
+    assert f'href="{pages.file(report_html)}"' in body and "/flywheel/files/reports/fraud/2026-03-02.html" in body
     assert msg.get_body(preferencelist=("plain",)) is not None
     (attachment,) = list(msg.iter_attachments())
     assert attachment.get_filename() == "2026-03-02.html" and attachment.get_content_type() == "text/html"
@@ -178,7 +178,7 @@ def test_an_email_sent_while_smtp_is_down_is_delivered_after_it_comes_back(spec,
     monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("FLYWHEEL_DATA_URI", raising=False)
     box = str(tmp_path / "home" / "outbox")
-    pages = Pages("http://127.0.0.1:8080/", str(tmp_path))
+    pages = Pages("http://127.0.0.1:8080/", ((str(tmp_path / "reports"), "reports/fraud"),))
     status = send_drift_report(spec, report.verdict_json, LINKS, dagkit.send_email, attempts=1, final_try=True,
                                queue=partial(dagkit.send_or_queue, expire_hours=1), sleep=lambda s: None, pages=pages)
     assert status["status"] == "pending" and status["outbox_id"]
@@ -225,7 +225,7 @@ def test_drift_email_arrives_with_its_picture_its_links_and_the_report(spec, rep
 
     port, mail = smtp_server
     monkeypatch.setenv("AIRFLOW_CONN_FLYWHEEL_SMTP", smtp_conn(port))
-    pages = Pages("http://127.0.0.1:8080/", str(tmp_path))
+    pages = Pages("http://127.0.0.1:8080/", ((str(tmp_path / "reports"), "reports/fraud"),))
     status = send_drift_report(spec, report.verdict_json, LINKS, send_email, attempts=2, retry_delay_s=0.5,
                                pages=pages)
     assert status["status"] == "sent" and status["attempts"] == 1

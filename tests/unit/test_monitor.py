@@ -6,6 +6,7 @@ import dataclasses
 import email as email_lib
 import email.policy
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -224,7 +225,7 @@ def test_naive_champion_timestamp_is_taken_as_utc(spec) -> None:
 LINKS = {"Airflow run": "http://localhost:8080/dags/monitor__fraud/runs/r1", "MLflow model": "http://mlflow/m?a=1&b=2"}
 
 
-PAGES = Pages(base_url="http://127.0.0.1:8080/", files_root="/srv/flywheel")
+PAGES = Pages(base_url="http://127.0.0.1:8080/", folders=(("/srv/flywheel/reports/fraud", "reports/fraud"),))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -258,7 +259,8 @@ def inline_picture(msg) -> bytes:
 
 def test_drift_email_shows_the_picture_links_the_pages_and_attaches_the_report(spec, drifted: DriftResult) -> None:
     decision = decide_retrain(drifted, spec, None, END)
-    pages = Pages(base_url="http://127.0.0.1:8080/", files_root=str(Path(drifted.report_html).parent.parent))
+    served = str(Path(drifted.report_html).parent)
+    pages = Pages(base_url="http://127.0.0.1:8080/", folders=((served, "reports/fraud"),))
     mail = compose_drift_email(spec, drifted, decision, LINKS, pages=pages)
     assert mail.to == spec.owners
     n = sum(v["drifted"] for v in drifted.columns.values())
@@ -269,10 +271,9 @@ def test_drift_email_shows_the_picture_links_the_pages_and_attaches_the_report(s
     png = inline_picture(msg)
     assert png == Path(drifted.report_html).with_suffix(".png").read_bytes()   # kept next to the report
     html = msg.get_body(preferencelist=("html",)).get_content()
-    folder = Path(drifted.report_html).parent.name
     assert 'href="http://127.0.0.1:8080/flywheel/models/fraud"' in html
     assert 'href="http://127.0.0.1:8080/flywheel/datasets/transactions"' in html
-    assert f'href="http://127.0.0.1:8080/flywheel/files/{folder}/drifted.html"' in html
+    assert 'href="http://127.0.0.1:8080/flywheel/files/reports/fraud/drifted.html"' in html
     assert '<a href="http://mlflow/m?a=1&amp;b=2">MLflow model</a>' in html
     assert "Retrain requested" in html and "amount" in html and "Wasserstein distance (normed)" in html
     text = msg.get_body(preferencelist=("plain",)).get_content()   # the text alternative says the same
@@ -930,3 +931,30 @@ def test_a_queued_drift_email_keeps_its_picture_and_its_report(spec, recorded: D
     assert attachment.get_content_type() == "text/html"
     assert attachment.get_payload(decode=True) == Path(recorded.report_html).read_bytes()
     assert mail.html.count("cid:") == 1 and "Retrain requested" in mail.html
+
+
+def test_the_emails_file_links_are_served_by_the_flywheel_page(spec, drifted: DriftResult, tmp_path: Path,
+                                                               monkeypatch) -> None:
+    """The report link of a drift email, built as the DAG builds it, resolves to that report through the
+    Flywheel page's own file resolver (pipelines/board/files.py, what /flywheel/files/... serves)."""
+    import shutil
+    from urllib.parse import unquote
+
+    from flywheel.dagkit import flywheel_pages
+    from pipelines.board.files import FileRef, resolve_file
+    from pipelines.layout import Layout
+    from pipelines.spec import load_datasets, load_specs
+
+    monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path))
+    monkeypatch.delenv("FLYWHEEL_DATA_URI", raising=False)
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "http://127.0.0.1:8080/")
+    lay = Layout.from_env()
+    Path(lay.reports("fraud")).mkdir(parents=True)
+    report = shutil.copy(drifted.report_html, Path(lay.reports("fraud")) / "2026-03-02.html")
+    result = dataclasses.replace(drifted, report_html=str(report),
+                                 verdict_json=str(Path(lay.reports("fraud")) / "2026-03-02.json"))
+    mail = compose_drift_email(spec, result, decide_retrain(result, spec, None, END), {}, pages=flywheel_pages())
+    (url,) = set(re.findall(r'href="http://127\.0\.0\.1:8080/flywheel/files/([^"]+)"', mail.html))
+    area, owner, path = unquote(url).split("/", 2)
+    served = resolve_file(lay, FileRef(area, owner, path), load_specs(), load_datasets())
+    assert served is not None and Path(served) == Path(report).resolve()

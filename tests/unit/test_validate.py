@@ -1002,7 +1002,7 @@ def test_blocked_email_shows_the_failed_rules_links_the_pages_and_attaches_the_r
     rows.loc[rows.index[: len(rows) // 4], "amount"] = -5.0          # a quarter of the rows: over the 5% allowed
     result = run(tmp_path, land(tmp_path, rows))
     assert result.verdict == "blocked"
-    pages = Pages(base_url="http://127.0.0.1:8080/", files_root=str(tmp_path))
+    pages = Pages(base_url="http://127.0.0.1:8080/", folders=((str(tmp_path / "reports"), "validation/transactions"),))
     mail = blocked_batch_email(CONTRACT, READERS, result.to_dict(), "http://airflow/run", pages=pages)
     msg = email.message_from_bytes(build_message(mail, "flywheel@localhost").as_bytes(), policy=email.policy.default)
     body = msg.get_body(preferencelist=("html",)).get_content()
@@ -1017,8 +1017,8 @@ def test_blocked_email_shows_the_failed_rules_links_the_pages_and_attaches_the_r
     assert 'href="http://127.0.0.1:8080/flywheel/datasets/transactions"' in body
     assert 'href="http://127.0.0.1:8080/flywheel/models/fraud"' in body
     assert 'href="http://127.0.0.1:8080/flywheel/models/spend"' in body
-    report_rel = Path(result.report_path).relative_to(tmp_path).as_posix()
-    assert f'href="http://127.0.0.1:8080/flywheel/files/{report_rel}"' in body
+    report = Path(result.report_path).name
+    assert f'href="http://127.0.0.1:8080/flywheel/files/validation/transactions/{report}"' in body
     assert "max_quarantine_share" in msg.get_body(preferencelist=("plain",)).get_content()
     (attachment,) = msg.iter_attachments()
     assert attachment.get_content_type() == "application/json"
