@@ -153,16 +153,17 @@ def test_train_dag_params_let_an_engineer_experiment(dagbag):
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
 def test_dag_file_parses_fast_and_light(path):
-    """Each DAG file imports in < 2 s once Airflow is loaded, and pulls in no heavy library."""
+    """Each DAG file imports in < 2 s of CPU once Airflow is loaded, and pulls in no heavy library. CPU time, not
+    wall time: the suite's demo runs play in the background, and a busy machine must not fail a light file."""
     code = f"""
 import sys, time, json, importlib.util
 sys.path.insert(0, {str(REPO / 'dags')!r})
 import airflow.sdk, airflow.timetables.interval, airflow.exceptions  # what the DAG processor already has
 before = set(sys.modules)
-t = time.perf_counter()
+t = time.process_time()
 spec = importlib.util.spec_from_file_location("dagfile", {str(path)!r})
 mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
-dt = time.perf_counter() - t
+dt = time.process_time() - t
 heavy = sorted({{m.split('.')[0] for m in set(sys.modules) - before}} & set({list(HEAVY)!r}))
 print(json.dumps({{"seconds": dt, "heavy": heavy}}))
 """
@@ -170,4 +171,4 @@ print(json.dumps({{"seconds": dt, "heavy": heavy}}))
     assert out.returncode == 0, out.stderr[-2000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["heavy"] == [], f"{path.name} imports {res['heavy']} at parse time"
-    assert res["seconds"] < 2.0, f"{path.name} took {res['seconds']:.2f}s to import"
+    assert res["seconds"] < 2.0, f"{path.name} took {res['seconds']:.2f} CPU-s to import"
