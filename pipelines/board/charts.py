@@ -64,7 +64,7 @@ def line_chart(series: Sequence[Series], label: str, y_label: str, width: int = 
     pts = [p for s in series for p in s.points if math.isfinite(p[1])]
     if not pts:
         return _empty(width, height, label, "no values recorded yet")
-    left, right, top, bottom = 56, 16, 24, 40
+    left, right, top, bottom = 66, 16, 24, 40
     xs = [p[0].timestamp() for p in pts]
     ys = [p[1] for p in pts]
     x0, x1 = min(xs), max(xs)
