@@ -204,7 +204,7 @@ def test_scoring_and_drift_report_live_in_the_bucket(world, monkeypatch):
         sent.extend((f, storage.read_bytes(f)) for f in mail.attachments)
 
     status = send_drift_report(spec, result.verdict_json, {}, send)
-    assert status["status"] == "sent" and plan.send and plan.kind == "first"
+    assert status["status"] == "sent"   # sent on demand: whether this window alerts (`plan`) is not the point here
     ((attached, data),) = sent
     assert attached == result.report_html                      # attached as it is, read from the bucket
     assert data == w["body"](f"reports/fraud/{key}.html")

@@ -36,13 +36,14 @@ SPEC = next(s for s in SPECS.values() if s.task == "binary")   # any declared mo
 def tracking(tmp_path, monkeypatch):
     import mlflow
 
-    previous = mlflow.get_tracking_uri()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
     exp = mlflow.create_experiment(f"flywheel/{SPEC.name}", artifact_location=(tmp_path / "artifacts").as_uri())
     yield mlflow.MlflowClient(tracking_uri=uri), exp
-    mlflow.set_tracking_uri(previous)
+    # back to the environment's URI (None): a URI set here would outlive the test and override every later
+    # MLFLOW_TRACKING_URI of the session (the integration tests' servers)
+    mlflow.set_tracking_uri(None)
 
 
 def _version(client, exp: str, value: float, promote: bool, checks: list[gate.Check], out: Path,

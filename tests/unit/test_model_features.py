@@ -132,13 +132,14 @@ def test_a_version_without_recorded_categories_uses_the_contract_allowed_sets():
 def tracking(tmp_path, monkeypatch):
     import mlflow
 
-    previous = mlflow.get_tracking_uri()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
     mlflow.create_experiment(f"flywheel/{SPEC.name}", artifact_location=(tmp_path / "artifacts").as_uri())
     yield mlflow
-    mlflow.set_tracking_uri(previous)
+    # back to the environment's URI (None): a URI set here would outlive the test and override every later
+    # MLFLOW_TRACKING_URI of the session (the integration tests' servers)
+    mlflow.set_tracking_uri(None)
 
 
 def _training_set(tmp_path: Path, train: pd.DataFrame, holdout: pd.DataFrame) -> dict:
