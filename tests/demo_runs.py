@@ -22,7 +22,7 @@ from unittest import mock
 from flywheel.runtime import processes_of
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping
 
 REPO = Path(__file__).resolve().parents[1]
 POSTGRES = os.environ.get("FLYWHEEL_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
@@ -32,6 +32,16 @@ FAST_HEARTBEAT = {"AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
                   "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5"}
 
 
+# what one runtime's environment says about its own stores: never inherited by another runtime (a demo's
+# FLYWHEEL_MLFLOW_BACKEND_URI left in os.environ once sent a later test's MLflow server to the demo's database)
+RUNTIME_PREFIXES = ("AIRFLOW", "MLFLOW_TRACKING", "MLFLOW_S3", "FLYWHEEL_", "AWS_")
+
+
+def without_runtime_settings(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` without any runtime's settings (Airflow's, MLflow's stores, Flywheel's, the S3 endpoint's)."""
+    return {k: v for k, v in env.items() if not k.startswith(RUNTIME_PREFIXES)}
+
+
 class DemoRun:
     """`flywheel demo --short` (every story, or `stories`) in its own FLYWHEEL_HOME on free ports."""
 
@@ -39,7 +49,7 @@ class DemoRun:
         from flywheel.runtime import Ports
 
         self.home, self.extra, self.ports = home, dict(extra_env), Ports.free()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLFLOW_TRACKING", "FLYWHEEL_"))}
+        env = without_runtime_settings(os.environ)
         env.update({"FLYWHEEL_HOME": str(home), **self.ports.env(), **self.extra})
         self.env = env
         self.cmd = [sys.executable, "-m", "flywheel.cli", "demo", "--short", *(f"--story={x}" for x in stories)]

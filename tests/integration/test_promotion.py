@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from demo_runs import without_runtime_settings
 
 from flywheel.runtime import processes_of
 
@@ -41,8 +42,9 @@ def stack(tmp_path_factory):
     home = tmp_path_factory.mktemp("promotion-home")
     lay, ports = Layout(home), runtime.Ports.free()
     saved = dict(os.environ)
-    for k in [k for k in os.environ if k.startswith(("AIRFLOW", "MLFLOW_TRACKING"))]:
-        del os.environ[k]   # the test session's own Airflow settings must not leak into the runtime
+    clean = without_runtime_settings(os.environ)   # nor the session's Airflow settings, nor a demo run's stores
+    os.environ.clear()
+    os.environ.update(clean)
     os.environ.update({"FLYWHEEL_HOME": str(home), "FLYWHEEL_AIRFLOW_PORT": str(ports.airflow),
                        "FLYWHEEL_MLFLOW_PORT": str(ports.mlflow), "FLYWHEEL_SMTP_PORT": str(ports.smtp),
                        "FLYWHEEL_WORKER_LOG_PORT": str(ports.worker_logs),
@@ -65,6 +67,10 @@ def stack(tmp_path_factory):
         runtime.wait_http(f"http://127.0.0.1:{ports.mlflow}/health", 240, "MLflow")   # minutes on a busy host
         os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
         print(f"MLflow up in {time.monotonic() - t0:.0f}s")
+        from mlflow import MlflowClient
+
+        found = [m.name for m in MlflowClient(env["MLFLOW_TRACKING_URI"]).search_registered_models()]
+        assert not found, f"this home's new MLflow server already holds {found}: another runtime's store leaked in"
 
         def api() -> AirflowAPI:
             starter.join(timeout=180)
