@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate
 from html.parser import HTMLParser
+from typing import Any
 from urllib.parse import quote
 
 from pipelines import storage
@@ -55,7 +56,8 @@ def build_message(
     msg.set_content(mail.text or html_to_text(mail.html))
     msg.add_alternative(mail.html, subtype="html")
     if mail.inline:
-        body = msg.get_payload()[1]
+        parts: Any = msg.get_payload()   # [text/plain, text/html]: the HTML part takes the related pictures
+        body = parts[1]
         for cid, location in mail.inline:
             body.add_related(read(location), maintype="image", subtype="png", cid=f"<{cid}>",
                              disposition="inline", filename=storage.name(location))

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines import storage
 from pipelines.mail import Email, Pages, links_html
+from pipelines.runbooks import BLOCKED_BATCH, QUARANTINE_SPIKE, runbook_html
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -32,7 +33,9 @@ def blocked_batch_email(
     `ValidationResult.to_dict()` (plus the DAG's `summary`). The blocking rules come first; the picture
     (`<report stem>.png` next to the report) shows each failed rule's share of the rows against what is
     allowed; the dataset's and the models' Flywheel pages and the full report are linked (`pages`), the GX
-    Data Docs page of the run when it was built (`data_docs_path`), and the JSON report is attached.
+    Data Docs page of the run when it was built (`data_docs_path`), and the JSON report is attached. The
+    blocked-batch runbook is linked, and the quarantine-spike one too when too many rows broke row rules
+    (`validation.max_quarantine_share`).
     """
     pages = pages or Pages()
     e = html.escape
@@ -78,6 +81,7 @@ def blocked_batch_email(
         "or published: the file is kept whole under blocked/)<br>"
         f"<b>Blocking rule(s):</b> {e(rules or '(none)')}</p>"
         + links_html(links)
+        + runbook_html(_runbooks(blocking), pages)
         + "".join(f"<p>⛔ {e(str(f['message']))}</p>" for f in blocking)
         + f'<p><img src="cid:{e(cid, quote=True)}" alt="The rules this batch failed" style="max-width:100%"></p>'
         + docs_html
@@ -97,6 +101,12 @@ def blocked_batch_email(
     )
     to = _once([*contract.owners, *(o for m in readers for o in m.owners)])
     return Email(to=to, subject=subject, html=body, attachments=(report,), inline=((cid, picture),))
+
+
+def _runbooks(blocking: list[dict[str, Any]]) -> list[str]:
+    """The runbooks of a blocked batch: blocked-batch, and quarantine-spike when the quarantine share blocked it."""
+    spike = any(f.get("check") == "quarantine_share" or f.get("rule") == "max_quarantine_share" for f in blocking)
+    return [BLOCKED_BATCH, QUARANTINE_SPIKE] if spike else [BLOCKED_BATCH]
 
 
 def _rules_picture(contract: DatasetContract, result: dict[str, Any], failures: list[dict[str, Any]],

@@ -6,8 +6,10 @@ in an iframe of the same origin, so the browser sends Airflow's session cookie (
 
 Airflow mounts plugin apps with no authentication at all: every route here depends on Airflow's own
 auth (`airflow.api_fastapi.core_api.security`): the app-level `get_user` (the bearer header, else the
-`_token` cookie; none -> 401, or for a browser's GET a redirect to the login page) and, per route, a DAG
-access check of the auth manager (`requires_access_dag`) on the DAG the page or file belongs to.
+`_token` cookie; none -> 401, or for a browser's GET a redirect to the login page) and, per route showing a
+model's or a dataset's data, a DAG access check of the auth manager (`requires_access_dag`) on the DAG the
+page or file belongs to. The runbooks (docs/runbooks/, pipelines/runbooks.py) hold no data: any logged-in
+user reads them.
 
 | route | auth (besides the app-level `get_user`) |
 |---|---|
@@ -21,6 +23,8 @@ access check of the auth manager (`requires_access_dag`) on the DAG the page or 
 | GET  /flywheel/files/cards/{model}/{version} | `requires_access_dag("GET", train__<model>)` |
 | GET  /flywheel/files/docs/{dataset}/{path} | `requires_access_dag("GET", ingest_validate__<dataset>)` |
 | GET  /flywheel/files/validation/{dataset}/{key}.json | `requires_access_dag("GET", ingest_validate__<dataset>)` |
+| GET  /flywheel/runbooks/ | the user (the runbooks hold no data: docs/runbooks/ of the checkout) |
+| GET  /flywheel/runbooks/{name} | the user; `name` must be one of the listed runbooks (else 404 with the list) |
 
 Actions trigger `rollback__<model>` / `override__<model>` through Airflow's REST API with the user's own
 token (so the run's triggering user, and the alias history's actor, is the person who clicked). A POST
@@ -282,6 +286,27 @@ def build_app() -> Any:
         if name in load_specs():
             return RedirectResponse(f"{base}/models/{quote(name)}", status_code=302)
         return RedirectResponse(f"{base}/", status_code=302)
+
+    @app.get("/runbooks/", response_class=HTMLResponse)
+    def runbooks_index(request: Request) -> HTMLResponse:
+        from pipelines import runbooks
+
+        base = _urls(request).page("runbooks")
+        books = [(b.name, b.heading) for b in runbooks.list_runbooks().values()]
+        return _html(pages.runbooks_page(books, runbooks.render_index(link_base=base), _urls(request)))
+
+    @app.get("/runbooks/{name}", response_class=HTMLResponse)
+    def runbook_view(request: Request, name: str) -> HTMLResponse:
+        from pipelines import runbooks
+
+        # the name is looked up in the folder's listing, never joined into a path
+        base = _urls(request).page("runbooks")
+        book = runbooks.find_runbook(name)
+        if book is None:
+            books = [(b.name, b.heading) for b in runbooks.list_runbooks().values()]
+            return _html(pages.runbooks_page(books, "", _urls(request), missing=name), 404)
+        return _html(pages.runbook_page(book.heading, runbooks.render_runbook(book.name, link_base=base),
+                                        _urls(request)))
 
     @app.get("/files/{area}/{owner}/{path:path}", dependencies=[Depends(file_access)])
     def serve_file(area: str, owner: str, path: str) -> Response:

@@ -32,6 +32,8 @@ text-align:left}th{background:#f4f4f4}.num{text-align:right}.ok{color:#1a7f37}.b
 form.action{display:inline-block;border:1px solid #ddd;padding:8px 12px;margin:0 1em .5em 0;vertical-align:top}
 form.action textarea{width:26em;height:3.2em;display:block;margin:.3em 0}
 details summary{cursor:pointer}nav a{margin-right:1em}code{background:#f6f6f6;padding:0 3px}
+.runbook{max-width:60em}.runbook pre{background:#f6f6f6;padding:6px 10px;overflow-x:auto}
+.runbook pre code{padding:0}.runbook li{margin:.2em 0}
 """
 
 
@@ -77,7 +79,8 @@ def _num(x: float | None) -> str:
 
 
 def layout_page(heading: str, urls: Urls, body: str) -> str:
-    nav = f"<nav>{link(urls.page(''), 'Flywheel: all models and datasets')}</nav>"
+    nav = (f"<nav>{link(urls.page(''), 'Flywheel: all models and datasets')}"
+           f"{link(urls.page('runbooks', ''), 'Runbooks: what to do when something is wrong')}</nav>")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{e(heading)}</title>"
             f"<style>{STYLE}</style></head><body>{nav}{body}</body></html>")
 
@@ -290,3 +293,27 @@ def dataset_page(d: DatasetBoard, urls: Urls) -> str:
             "<th>clean</th><th>quarantined</th><th>rules</th><th>links</th></tr>" + "".join(rows) + "</table>")
     return layout_page(f"Flywheel: {d.name}", urls, body)
 
+
+
+# ---------------------------------------------------------------------------------------------- runbooks
+
+
+def runbooks_page(runbooks: Sequence[tuple[str, str]], index_html: str, urls: Urls, missing: str = "") -> str:
+    """The runbooks' index: each runbook (name, heading) linked, then the index's own text (`index_html`, already
+    safe HTML: pipelines/runbooks.py `render_index`). `missing`: the name someone asked for and that does not
+    exist (said first, with the list to choose from)."""
+    items = "".join(f"<li>{link(urls.page('runbooks', name), heading)} <span class='muted'>({e(name)})</span></li>"
+                    for name, heading in runbooks)
+    lead = (f"<div class='msg err' id='error'>There is no runbook called {e(missing)}: "
+            "choose one of these.</div>" if missing else "")
+    body = (f"<h1>Runbooks</h1>{lead}<p class='muted'>What to do when Flywheel tells you something is wrong: "
+            "each email links its own.</p>"
+            f"<ul id='runbooks'>{items}</ul><div class='runbook' id='runbooks-index'>{index_html}</div>")
+    return layout_page("Flywheel: runbooks", urls, body)
+
+
+def runbook_page(heading: str, body_html: str, urls: Urls) -> str:
+    """One runbook: its HTML (`body_html`, already safe HTML: pipelines/runbooks.py `render_runbook`)."""
+    back = f"<p>{link(urls.page('runbooks', ''), 'All runbooks')}</p>"
+    body = f"<div class='runbook' id='runbook'>{body_html}</div>{back}"
+    return layout_page(f"Flywheel runbook: {heading}", urls, body)

@@ -22,6 +22,7 @@ from pipelines.monitor.drift import SMALL_SAMPLE_ROWS
 from pipelines.monitor.policy import _champion_label
 from pipelines.monitor.reports import _update_index, _write_atomic, list_reports
 from pipelines.monitor.results import DriftResult, EmailPlan, RetrainDecision, _ranked
+from pipelines.runbooks import DRIFT_ALARM, runbook_html
 from pipelines.util import json_safe
 
 if TYPE_CHECKING:
@@ -52,7 +53,8 @@ def compose_drift_email(
 ) -> Email:
     """The drift email to spec.owners: the verdict, a picture of every column's drift score against its
     threshold (inline, `<key>.png` next to the report), what happens next, links to the model's and the
-    dataset's Flywheel pages and to the full report (`pages`), and the Evidently report attached as it is
+    dataset's Flywheel pages, to the full report and to the drift-alarm runbook (`pages`), and the Evidently
+    report attached as it is
     (`<key>.html`; the JSON verdict instead when the report is over MAX_ATTACHMENT_BYTES).
 
     `plan` (the window's EmailPlan) says which alarm episode this is, and whether it is a reminder or a
@@ -84,7 +86,8 @@ def compose_drift_email(
         ("Full Evidently report", pages.file(result.report_html)),
         *links.items(),
     ]
-    body = _email_html(spec, result, decision, page_links, window, note, cid, plan, digest)
+    body = _email_html(spec, result, decision, page_links, window, note, cid, plan, digest,
+                       runbook_html(DRIFT_ALARM, pages))
     return Email(to=tuple(spec.owners), subject=subject, html=body, attachments=(attachment,),
                  inline=((cid, picture),))
 
@@ -262,6 +265,7 @@ def _email_html(
     cid: str,
     plan: EmailPlan | None,
     digest: Sequence[Mapping[str, Any]],
+    runbook: str = "",
 ) -> str:
     e = html.escape
     n, total = result.drifted_count, len(result.columns)
@@ -323,6 +327,7 @@ def _email_html(
 <p>Window {e(window)} ({result.rows_current:,} rows) against the reference ({result.rows_reference:,} rows),
 {champion}.</p>
 {link_block}
+{runbook}
 {_episode_html(plan, digest, spec)}
 {small}{sampled}
 {picture}

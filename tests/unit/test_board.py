@@ -295,6 +295,7 @@ def test_index_lists_every_model_with_its_champion_and_every_dataset_with_its_ro
     html = pages.index_page(models, [dataset_board(contract, lay, [SPEC.name])], pages.Urls("/flywheel"), NOW)
     assert f"data-model='{SPEC.name}'>v1</td>" in html
     assert f"/flywheel/datasets/{contract.name}" in html and f"/flywheel/models/{SPEC.name}" in html
+    assert "href='/flywheel/runbooks/'>Runbooks" in html   # what to do when something is wrong, one click away
     start = html.index(f"data-dataset='{contract.name}'>") + len(f"data-dataset='{contract.name}'>")
     svg = ET.fromstring(html[start:html.index("</svg>", start) + 6])
     assert sorted(int(r.get("data-value")) for r in svg.iter(f"{SVG}rect") if r.get("class") == "bar") == [3, 97]

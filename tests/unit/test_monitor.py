@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import monitor
+from pipelines import monitor, runbooks
 from pipelines.mail import Email, Pages, build_message
 from pipelines.monitor import (
     DriftResult,
@@ -278,6 +278,10 @@ def test_drift_email_shows_the_picture_links_the_pages_and_attaches_the_report(s
     assert "Retrain requested" in html and "amount" in html and "Wasserstein distance (normed)" in html
     text = msg.get_body(preferencelist=("plain",)).get_content()   # the text alternative says the same
     assert "Retrain requested" in text and "http://127.0.0.1:8080/flywheel/models/fraud" in text
+    # what to do: the drift-alarm runbook's page, in both parts, titled as the runbook is
+    runbook = runbooks.list_runbooks()["drift-alarm"]
+    assert f'<a href="http://127.0.0.1:8080/flywheel/runbooks/drift-alarm">{runbook.heading}</a>' in html
+    assert f"{runbook.heading} <http://127.0.0.1:8080/flywheel/runbooks/drift-alarm>" in text
     (attachment,) = msg.iter_attachments()
     assert attachment.get_filename() == "drifted.html" and attachment.get_content_type() == "text/html"
     body = attachment.get_payload(decode=True)
@@ -290,6 +294,7 @@ def test_a_report_outside_the_served_folder_is_not_linked(spec, drifted: DriftRe
     assert "/flywheel/files/" not in mail.html and "http://127.0.0.1:8080/flywheel/models/fraud" in mail.html
     bare = compose_drift_email(spec, drifted, decide_retrain(drifted, spec, None, END), {})  # no base URL
     assert "/flywheel/" not in bare.html and drifted.report_html in bare.html
+    assert "docs/runbooks/drift-alarm.md" in bare.html   # no page to link: the runbook's file is named
 
 
 def test_email_without_drift_says_so(spec, stable: DriftResult) -> None:

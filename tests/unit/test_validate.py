@@ -984,6 +984,8 @@ def test_blocked_email_names_the_dataset_the_models_and_the_rule(tmp_path):
     assert Path(result.data_docs_path).as_uri() in mail.html
     assert "flywheel validate --dataset transactions &lt;file&gt;" in mail.html and "--model" not in mail.html
     assert mail.attachments == (result.report_path,)
+    # no base URL to link the page: the runbook's file is named; a renamed column is no quarantine spike
+    assert "docs/runbooks/blocked-batch.md" in mail.html and "quarantine-spike" not in mail.html
 
 
 def test_blocked_email_shows_the_failed_rules_links_the_pages_and_attaches_the_report(tmp_path):
@@ -1019,7 +1021,15 @@ def test_blocked_email_shows_the_failed_rules_links_the_pages_and_attaches_the_r
     assert 'href="http://127.0.0.1:8080/flywheel/models/spend"' in body
     report = Path(result.report_path).name
     assert f'href="http://127.0.0.1:8080/flywheel/files/validation/transactions/{report}"' in body
-    assert "max_quarantine_share" in msg.get_body(preferencelist=("plain",)).get_content()
+    text = msg.get_body(preferencelist=("plain",)).get_content()
+    assert "max_quarantine_share" in text
+    # blocked by the quarantine share: both runbooks, linked in the HTML and spelled out in the text
+    from pipelines.runbooks import list_runbooks
+
+    books = list_runbooks()
+    for name in ("blocked-batch", "quarantine-spike"):
+        url = f"http://127.0.0.1:8080/flywheel/runbooks/{name}"
+        assert f'<a href="{url}">{books[name].heading}</a>' in body and f"{books[name].heading} <{url}>" in text
     (attachment,) = msg.iter_attachments()
     assert attachment.get_content_type() == "application/json"
     assert json.loads(attachment.get_payload(decode=True))["verdict"] == "blocked"
