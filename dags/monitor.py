@@ -40,7 +40,12 @@ def build(spec: ModelSpec) -> DAG:
                       f">= {d.drift_share:.0%} of columns drift (threshold {d.threshold}); performance vs the "
                       f"gate-time holdout once labels arrive. A retrain is requested after {d.alarm_windows} "
                       f"alarm(s) in {d.of_windows} window(s), when no retrain is queued or running and the "
-                      f"champion is older than {d.cooldown_days} days. Reports: `reports/{spec.name}/`."),
+                      f"champion is older than {d.cooldown_days} days. Reports: `reports/{spec.name}/`."
+                      + (f" Guardrail: for {spec.guardrail.guard_days} days after a version starts serving, "
+                         "guard_champion compares it with the previous champion on the same labelled rows "
+                         f"(paired bootstrap) and, when it is worse beyond noise and the tolerance "
+                         f"{spec.guardrail.tolerance:g}, {spec.guardrail.action}s (runbook: "
+                         "docs/runbooks/automatic-rollback.md)." if spec.guardrail else "")),
     ) as dag:
 
         @task
@@ -95,9 +100,40 @@ def build(spec: ModelSpec) -> DAG:
                 "drifted_share": found["drift"]["drifted_share"]}
             return found["reason"]
 
+        @task(outlets=[fc.champion_asset(spec.name)])
+        def guard_champion(**context) -> dict:
+            from pipelines.layout import Layout
+            from pipelines.monitor.guard import apply_guard, check_guard, record_guard
+
+            lay = Layout.from_env()
+            ev = fc.interval_events(context, scores)[-1]
+            verdict = check_guard(spec, lay.scores(spec.name), lay.validated(spec.dataset.name),
+                                  fc.parse_ts(ev["interval_start"]), fc.parse_ts(ev["interval_end"]))
+            moved = apply_guard(spec, verdict, fc.run_key(context["dag_run"].run_id),
+                                actor=f"guardrail via {fc.actor(context)}")
+            record_guard(lay.reports(spec.name), ev["key"], verdict, moved)
+            log.info("guardrail: %s: %s", verdict.action, verdict.reason)
+            if moved is not None:
+                context["outlet_events"][fc.champion_asset(spec.name)].extra = fc.champion_event(
+                    spec, "rollback", moved, verdict.reason, context)
+            return {"verdict": verdict.to_dict(), "moved": moved, "run_url": fc.run_link(context)}
+
+        @task
+        def email_guard(judged: dict, **context) -> dict:
+            if judged["verdict"]["action"] == "none":
+                raise AirflowSkipException(f"the guardrail did not act: {judged['verdict']['reason']}")
+            from pipelines.guardrail import GuardVerdict
+            from pipelines.monitor.guard import compose_guard_email
+
+            mail = compose_guard_email(spec, GuardVerdict(**judged["verdict"]), judged["moved"], fc.flywheel_pages(),
+                                       {"Airflow run": judged["run_url"]})
+            return fc.send_or_queue(mail, expire_hours=spec.email_expire_hours)
+
         found = detect_drift()
         email_report(found)
         request_retrain(found)
+        if spec.guardrail is not None:
+            email_guard(guard_champion())
     return dag
 
 

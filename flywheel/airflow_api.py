@@ -14,7 +14,7 @@ STALE_EVENT_S = 20.0   # an asset event queued this long without starting a run 
 
 
 class AirflowAPIError(RuntimeError):
-    pass
+    code: int | None = None   # the HTTP status, when the server answered
 
 
 class AirflowUnreachable(AirflowAPIError):
@@ -27,7 +27,23 @@ class AirflowAPI:
         self._user, self._password = username, password
         self._token: str | None = None
 
-    def _request(self, method: str, path: str, body: Any = None, auth: bool = True) -> Any:
+    def _request(self, method: str, path: str, body: Any = None, auth: bool = True, retries: int = 5) -> Any:
+        """One API call. A 5xx "Database error" (SQLite's writer lock held by a burst of task updates on the
+        embedded default) is retried with backoff; when a retried POST finds that its first try did commit (409),
+        the created object is returned, so a run is never triggered twice nor lost."""
+        for attempt in range(retries + 1):
+            try:
+                return self._call(method, path, body, auth)
+            except AirflowAPIError as exc:
+                code = getattr(exc, "code", None)
+                if attempt and code == 409 and method == "POST" and isinstance(body, dict) and body.get("dag_run_id"):
+                    return self._call("GET", f"{path}/{urllib.parse.quote(body['dag_run_id'])}", None, auth)
+                if attempt == retries or not (code is not None and code >= 500 and "Database error" in str(exc)):
+                    raise
+                time.sleep(min(8.0, 0.5 * 2 ** attempt))
+        raise AssertionError("unreachable")
+
+    def _call(self, method: str, path: str, body: Any, auth: bool) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if auth:
@@ -38,7 +54,9 @@ class AirflowAPI:
                 raw = r.read()
         except urllib.error.HTTPError as e:
             detail = e.read().decode(errors="replace")[:500]
-            raise AirflowAPIError(f"{method} {path} -> {e.code}: {detail}") from e
+            err = AirflowAPIError(f"{method} {path} -> {e.code}: {detail}")
+            err.code = e.code
+            raise err from e
         except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
             reason = getattr(e, "reason", e)
             raise AirflowUnreachable(f"Airflow's API server at {self.base} does not answer ({reason})") from e

@@ -25,6 +25,7 @@ from flywheel import runtime
 from flywheel.airflow_api import AirflowAPI, AirflowAPIError
 from pipelines import storage
 from pipelines.layout import Layout, default_data_uri, interval_key
+from pipelines.monitor.guard import list_guard
 from pipelines.spec import DatasetContract, ModelSpec, load_specs
 from scenarios import movielens
 from scenarios.cards import BatchPlan, Scenario, land_batch, short_scenario
@@ -210,7 +211,17 @@ def describe_run(api: AirflowAPI, run: dict[str, Any]) -> str:
         emailed = tis.get("email_report", {}).get("state") == "success"
         sent = api.xcom(dag_id, run_id, "email_report") if emailed else None
         mail = f"email {sent.get('status', 'sent')}" if isinstance(sent, dict) else "no email"
-        return f"{verdict} ({n}/{len(d['columns'])} columns); {mail}; {res['reason'][:140]}"
+        line = f"{verdict} ({n}/{len(d['columns'])} columns); {mail}; {res['reason'][:140]}"
+        guard = api.xcom(dag_id, run_id, "guard_champion") if "guard_champion" in tis else None
+        if guard and guard["verdict"]["action"] != "none":
+            g = guard["verdict"]
+            line += (f"; GUARDRAIL {g['action'].upper()} v{g['champion']} → v{g['previous']}: "
+                     f"{g['metric']} {g['champion_value']:.4f} vs {g['previous_value']:.4f} on {g['rows']:,} labelled "
+                     f"rows, improvement {g['improvement']['estimate']:+.4f} "
+                     f"[CI {g['improvement']['low']:+.4f}, {g['improvement']['high']:+.4f}]")
+        elif guard:
+            line += f"; guardrail: {guard['verdict']['reason'][:120]}"
+        return line
     if stage == "train":
         gate = api.xcom(dag_id, run_id, "evaluate_gate")
         if not gate:
@@ -341,32 +352,54 @@ class Play:
 
 
 def _play_cards(play: Play, sc: Scenario, chosen: list[ModelSpec]) -> None:
-    """The card-transactions story (scenarios/cards.py): weekly batches, a blocked export re-landed fixed, bad
-    rows, a market shift, a drift retrain, a cheaper experiment the gate rejects, an on-call drill."""
+    """The card-transactions story (scenarios/cards.py): the stable history landed at once (onboarding a feed), a
+    blocked export re-landed fixed, bad rows, a holiday week whose retrain the guardrail rolls back when the world
+    reverts, (full story: a market shift and its retrain), a cheaper experiment the gate rejects, an on-call
+    drill."""
     contract = chosen[0].dataset
-    for plan in sc.batches:
+    land_dir = play.lay.landing(contract.name)
+
+    def writer(plan: BatchPlan) -> Callable[[], str]:
+        return partial(land_batch, sc, plan, land_dir, contract.file_pattern)
+
+    def after(plan: BatchPlan) -> None:   # what the engineers do once a week's runs settled
+        _, end = plan.interval(sc.start)
+        key = interval_key(plan.interval(sc.start)[0])
+        if plan.week == sc.train_after:
+            play.train([(s, {"as_of": end.isoformat(), "reason": "bootstrap: the first model"}) for s in chosen], key)
+        if plan.week == sc.drill_after and not play.ledger.played(f"drill:{chosen[0].name}"):
+            play.runs += _rollback_drill(play.api, play.tl, chosen[0], play.dag_ids, play.since, play.seen)
+            play.ledger.mark(f"drill:{chosen[0].name}")
+        if plan.week == sc.experiment_after:
+            play.train([(chosen[0], {"as_of": end.isoformat(), "params": EXPERIMENT,
+                                     "reason": "experiment: a cheaper model (depth 1, 3 rounds)"})], key)
+
+    # the stable weeks up to the first model are history: landed together (one ingest run per week)
+    history = list(sc.batches[:sc.train_after + 1])
+    if len(history) < 2 or any(p.kind != "normal" for p in history):
+        history = []
+    if history:
+        first, last = history[0].interval(sc.start)[0], history[-1].interval(sc.start)
+        play.tl.say(f"{contract.name} batches 01-{len(history):02d}  {first:%Y-%m-%d} → {last[1]:%Y-%m-%d}  "
+                    f"[history] {len(history)} stable weeks landed at once, one ingest run per week")
+        runs = play.land(contract, [(p.interval(sc.start)[0], writer(p)) for p in history],
+                         f"land:{interval_key(first)}..{interval_key(last[0])}")
+        play.batch(0, first, last[1], "history", f"{len(history)} stable weeks", contract.name, runs)
+        for plan in history:
+            after(plan)
+    for plan in sc.batches[len(history):]:
         start, end = plan.interval(sc.start)
         key = interval_key(start)
         play.tl.say(f"{contract.name} batch {plan.week + 1:02d}  {start:%Y-%m-%d} → {end:%Y-%m-%d}  [{plan.kind}] "
                     f"{plan.note}")
-        land_dir = play.lay.landing(contract.name)
-        runs = play.land(contract, [(start, partial(land_batch, sc, plan, land_dir, contract.file_pattern))],
-                         f"land:{key}")
+        runs = play.land(contract, [(start, writer(plan))], f"land:{key}")
         if plan.kind == "corrupted" and not play.ledger.played(f"reland:{key}"):
             play.tl.say("upstream fixes its export and re-lands the batch (the blocked file is kept as evidence); "
                         "the landing watcher sees the new file and runs the interval's ingestion again")
-            fixed = BatchPlan(plan.week, "normal", "re-landed")
-            runs += play.land(contract, [(start, partial(land_batch, sc, fixed, land_dir, contract.file_pattern))],
+            runs += play.land(contract, [(start, writer(BatchPlan(plan.week, "normal", "re-landed")))],
                               f"reland:{key}", replay=True)
         play.batch(plan.week + 1, start, end, plan.kind, plan.note, contract.name, runs)
-        if plan.week == sc.train_after:
-            play.train([(s, {"as_of": end.isoformat(), "reason": "bootstrap: the first model"}) for s in chosen], key)
-        if plan.week == sc.experiment_after:
-            play.train([(chosen[0], {"as_of": end.isoformat(), "params": EXPERIMENT,
-                                     "reason": "experiment: a cheaper model (depth 1, 3 rounds)"})], key)
-            if not play.ledger.played(f"drill:{chosen[0].name}"):
-                play.runs += _rollback_drill(play.api, play.tl, chosen[0], play.dag_ids, play.since, play.seen)
-                play.ledger.mark(f"drill:{chosen[0].name}")
+        after(plan)
 
 
 def _play_ratings(play: Play, story: movielens.Story, chosen: list[ModelSpec]) -> None:
@@ -520,6 +553,11 @@ def _summary(lay: Layout, ports: runtime.Ports, chosen: list[ModelSpec], batches
                              if r["dag_id"].startswith("monitor") and r["line"].startswith("DRIFT")],
             "retrain_runs": [{"run": r["dag_run_id"], "state": r["state"], "detail": r["line"]} for r in mine
                              if r["dag_id"].startswith("train")],
+            # what the guardrail did after each promotion (pipelines/monitor/guard.py): only the windows it acted on
+            "guardrail": [{"key": g["key"], "action": g["action"], "champion": g["champion"],
+                           "previous": g["previous"], "reason": g["reason"], "improvement": g["improvement"],
+                           "rows": g["rows"], "positives": g["positives"], "moved": g["moved"]}
+                          for g in list_guard(lay.reports(spec.name)) if g["action"] != "none"],
         }
     return {
         "scenario": "short" if short else "full",
@@ -548,6 +586,9 @@ def _print_summary(s: dict[str, Any], lay: Layout, ports: runtime.Ports) -> None
         for g in m["gate_decisions"]:
             print(f"    v{g['version']}: {g['decision']} — {(g['reason'] or '')[:150]}")
         print(f"    drift events: {len(m['drift_events'])}; train runs: {len(m['retrain_runs'])}")
+        for g in m["guardrail"]:
+            print(f"    guardrail {g['key']}: {g['action'].upper()} v{g['champion']} -> v{g['previous']}: "
+                  f"{g['reason'][:300]}")
     print(f"emails sent: {s['emails_sent']}  (stored in {lay.mail()})")
     print("stage wall time: " + ", ".join(f"{k} {v['wall_s']}s/{v['runs']} runs" for k, v in s["stage_times"].items()))
     print(f"total {s['wall_time_s']}s (services {s['services_start_s']}s, scenario {s['scenario_s']}s)")

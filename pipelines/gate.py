@@ -731,6 +731,11 @@ def promote(spec: ModelSpec, version: str, reason: str, when: datetime, *, actor
     old = _alias(client, name, CHAMPION)
     if old == version:
         return {"champion": version, "previous": None}
+    rolled_back = client.get_model_version(name, version).tags.get(tags.GUARDRAIL_ROLLED_BACK)
+    if rolled_back and not action.startswith("override"):
+        raise PromotionError(f"{name} v{version} was rolled back by the guardrail at {rolled_back}: it is not "
+                             "promoted again without a person's decision. Trigger override__<model> with "
+                             "action=promote and a reason to promote it anyway.")
     if expected_champion is not False:
         expected = str(expected_champion) if expected_champion is not None else None
         if old != expected:

@@ -12,7 +12,7 @@ an interval the resamples cannot define all mean "no automatic action", with the
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +55,17 @@ class GuardVerdict:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def per_look(spec: GuardSpec, cadence_days: float) -> GuardSpec:
+    """The spec with the confidence of ONE judgment, when the guard period holds several: the monitor judges every
+    interval of the guard period (ceil(guard_days / cadence_days) looks), each on all the labelled rows so far, and
+    each look may roll back. Splitting the error rate over the looks (Bonferroni) bounds the false-rollback rate
+    of a whole guard period by the spec's: 3 weekly looks at 95% are judged at 98.3% each."""
+    import math
+
+    looks = max(1, math.ceil(spec.guard_days / max(cadence_days, 1e-9)))
+    return replace(spec, confidence=1.0 - (1.0 - spec.confidence) / looks)
 
 
 def in_guard_period(promoted_at: datetime | None, now: datetime, spec: GuardSpec) -> bool:
@@ -101,7 +112,7 @@ def judge_guard(metric: str, task: str, y: np.ndarray, champion_pred: np.ndarray
                     "no automatic action", rows=len(y), positives=positives)
     m = registered(metric)
     iv = paired_bootstrap(m, y, a, b, spec.resamples, spec.confidence, spec.seed, clusters=groups)
-    values = {"rows": len(y), "positives": positives, "champion_value": float(m.value(y, a)),
+    values: dict[str, Any] = {"rows": len(y), "positives": positives, "champion_value": float(m.value(y, a)),
               "previous_value": float(m.value(y, b)),
               "improvement": {"estimate": iv.estimate, "low": iv.low, "high": iv.high, "confidence": iv.confidence,
                               "resamples": iv.resamples, "valid": iv.valid, "units": iv.units}}
@@ -110,7 +121,7 @@ def judge_guard(metric: str, task: str, y: np.ndarray, champion_pred: np.ndarray
                     "resamples usable): no automatic action", **values)
     shown = (f"{metric} v{champion} {values['champion_value']:.4g} vs v{previous} {values['previous_value']:.4g} "
              f"on {len(y):,} labelled rows; improvement {iv.estimate:+.4g} "
-             f"[{100 * iv.confidence:.0f}% CI {iv.low:+.4g}, {iv.high:+.4g}]")
+             f"[{100 * iv.confidence:.3g}% CI {iv.low:+.4g}, {iv.high:+.4g}]")
     if iv.high < -spec.tolerance:
         action = "rollback" if spec.action == "rollback" else "alert"
         what = "rolled back" if action == "rollback" else "to be rolled back by a person (guardrail.action: alert)"

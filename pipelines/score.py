@@ -78,6 +78,7 @@ def score_interval(spec: ModelSpec, validated_dir: Location, repo_path: Path, st
     frame["model_version"] = str(champ.version)
     frame["scored_for"] = key
     out = storage.write_parquet(frame, storage.join(scores_dir, f"{key}.parquet"))
+    mark_served(client, spec.registered_model_name, str(champ.version), start)
     log.info("%s: scored %d rows for %s with v%s", spec.name, len(frame), key, champ.version)
     shadow = shadow_scores(spec, frame, str(champ.version), client,
                            reuse={_inputs_key(features, categories): matrix})
@@ -89,6 +90,18 @@ def score_interval(spec: ModelSpec, validated_dir: Location, repo_path: Path, st
     return ScoreResult(out, len(frame), str(champ.version), key,
                        sorted({f"{r}:v{v}" for r, v in zip(shadow["role"], shadow["model_version"], strict=True)})
                        if shadow is not None else [])
+
+
+def mark_served(client: Any, name: str, version: str, start: datetime) -> str:
+    """The data time this version started serving as champion (tag tags.SERVED_FROM, set once: the first interval
+    it scored); the guardrail's guard period counts from it, in data time like everything the monitor judges."""
+    from pipelines import tags
+
+    found = client.get_model_version(name, version).tags.get(tags.SERVED_FROM)
+    if found:
+        return str(found)
+    client.set_model_version_tag(name, version, tags.SERVED_FROM, start.isoformat())
+    return start.isoformat()
 
 
 SHADOW_DIR = "_shadow"               # scores_dir/_shadow/<key>.parquet: the same rows, scored by the shadows
@@ -137,6 +150,11 @@ def shadow_scores(spec: ModelSpec, frame: pd.DataFrame, champion: str, client: A
                                    "prediction": pred}))
         log.info("%s: shadow-scored %d rows with v%s (%s)", spec.name, len(frame), mv.version, role)
     return pd.concat(parts, ignore_index=True) if parts else None
+
+
+def read_shadows(scores_dir: Location, start: datetime, end: datetime, cadence: str | None = None) -> Any:
+    """The shadow scores (`shadow_scores`) of the same intervals `read_scores` reads."""
+    return read_scores(storage.join(scores_dir, SHADOW_DIR), start, end, cadence)
 
 
 def read_scores(scores_dir: Location, start: datetime, end: datetime, cadence: str | None = None) -> Any:

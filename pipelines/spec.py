@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 
 # direction and tasks of each metric, derived from the metrics registry (stdlib-only at import time)
+from pipelines.guardrail import GuardSpec
 from pipelines.metrics import HIGHER_IS_BETTER, METRIC_TASKS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -233,6 +234,7 @@ class ModelSpec:
     slices: tuple[SliceSpec, ...] = field(default=())
     warmup_days: int | None = None  # training.warmup_days: skip rows this soon after history starts (None: lookback)
     email_expire_hours: float = 72.0  # notify.expire_hours: an undelivered email is retried this long
+    guardrail: GuardSpec | None = None  # `guardrail:`: watch each new champion against the one it replaced (None: off)
 
     @property
     def higher_is_better(self) -> bool:
@@ -358,7 +360,8 @@ def load_datasets(directory: Path | None = None) -> dict[str, DatasetContract]:
 
 MOVED_TO_CONTRACT = {"validation": "validation", "schedule": "cadence", "event_timestamp": "timestamp"}
 MODEL_KEYS = ("name", "description", "owners", "task", "dataset", "entity_key", "label", "features", "training",
-              "metric", "gate", "drift", "tags", "notify")
+              "metric", "gate", "drift", "tags", "notify", "guardrail")
+GUARDRAIL_KEYS = ("guard_days", "tolerance", "min_rows", "min_positives", "confidence", "resamples", "action")
 
 
 def _notify_expire_hours(raw: Any, path: Path) -> float:
@@ -450,7 +453,47 @@ def load_spec(path: Path, datasets: Path | None = None) -> ModelSpec:
         slices=slices,
         warmup_days=int(training["warmup_days"]) if training.get("warmup_days") is not None else None,
         email_expire_hours=_notify_expire_hours(raw, path),
+        guardrail=_guardrail(raw.get("guardrail"), task, seed=int(training.get("seed", 0)), path=path),
     )
+
+
+def _guardrail(raw: Any, task: str, *, seed: int, path: Path) -> GuardSpec | None:
+    """The `guardrail:` section (pipelines/guardrail.py), checked key by key; absent or `false`: no guardrail."""
+    if raw is None or raw is False:
+        return None
+    if raw is True:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: `guardrail` must be a mapping (keys: {', '.join(GUARDRAIL_KEYS)}) or false.")
+    unknown = sorted(set(raw) - set(GUARDRAIL_KEYS))
+    if unknown:
+        raise SpecError(f"{path}: unknown key(s) {['guardrail.' + k for k in unknown]}; "
+                        f"known: {', '.join(GUARDRAIL_KEYS)}.")
+    d = GuardSpec()
+
+    def number(key: str, default: float, *, whole: bool = False, low: float = 0.0, high: float | None = None,
+               low_open: bool = False) -> Any:
+        v = raw.get(key, default)
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (not whole or float(v).is_integer())
+        if ok and (v < low or (low_open and v == low) or (high is not None and v >= high)):
+            ok = False
+        if not ok:
+            bound = f"{'>' if low_open else '>='} {low:g}" + (f" and < {high:g}" if high is not None else "")
+            raise SpecError(f"{path}: `guardrail.{key}` must be a {'whole ' if whole else ''}number {bound}, "
+                            f"got {v!r}.")
+        return int(v) if whole else float(v)
+
+    action = raw.get("action", d.action)
+    if action not in ("rollback", "alert"):
+        raise SpecError(f"{path}: `guardrail.action` must be `rollback` (roll back automatically) or `alert` "
+                        f"(email the evidence, move nothing), got {action!r}.")
+    return GuardSpec(guard_days=number("guard_days", d.guard_days, whole=True, low=1),
+                     tolerance=number("tolerance", d.tolerance),
+                     min_rows=number("min_rows", d.min_rows, whole=True, low=1),
+                     min_positives=number("min_positives", d.min_positives if task == "binary" else 0, whole=True),
+                     confidence=number("confidence", d.confidence, low=0.5, high=1.0),
+                     resamples=number("resamples", d.resamples, whole=True, low=100),
+                     action=action, seed=seed)
 
 
 def _check_metric_fits(metric: str, task: str, path: Path) -> None:

@@ -48,6 +48,11 @@ OVERRIDE_ACTION = "flywheel.override.action"  # version: a human's "promote" | "
 OVERRIDE_REASON = "flywheel.override.reason"  # version: why the human overrode the gate
 OVERRIDE_BY = "flywheel.override.by"  # version: who overrode (actor)
 OVERRIDE_AT = "flywheel.override.at"  # version: ISO wall-clock time of the override
+SERVED_FROM = "flywheel.served_from"  # version: ISO start of the first interval it scored as champion (data time)
+
+# --- model version: the guardrail after a promotion (pipelines/guardrail.py, pipelines/monitor/guard.py)
+GUARDRAIL_ROLLED_BACK = "flywheel.guardrail.rolled_back"  # version: ISO time; set = promote() refuses it but overrides
+GUARDRAIL_EVIDENCE = "flywheel.guardrail.evidence"  # version: the verdict (JSON) that rolled it back
 
 # --- model version: its model card (pipelines/model_card.py)
 MODEL_CARD = "flywheel.model_card"  # version: run-relative path of the card's HTML artifact

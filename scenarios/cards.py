@@ -7,6 +7,11 @@ risky categories and night hours. After the scenario's shift, the merchant mix m
 and crypto, amounts grow, wallets take over, and a new fraud pattern appears (wallet payments
 at crypto and gaming merchants) that a model trained before the shift has never seen.
 
+A holiday week is temporary: a rush of five times the volume and bigger baskets, and for one week the usual signs of
+fraud mislead (big gift purchases and holiday travel abroad are legitimate; fraud is a gift-card scam of
+ordinary amounts paid by wallet at gaming and crypto merchants). A model retrained on it learns that big
+and foreign payments are safer than they are; the week after, the world is back to normal.
+
 Every batch is a pure function of (seed, week index, scenario), so re-generating a batch gives
 the same bytes.
 """
@@ -34,7 +39,7 @@ _BASE_CATEGORY_MIX = [0.24, 0.16, 0.12, 0.06, 0.07, 0.1, 0.08, 0.1, 0.05, 0.02]
 _SHIFT_CATEGORY_MIX = [0.14, 0.1, 0.08, 0.05, 0.09, 0.08, 0.05, 0.08, 0.17, 0.16]
 _CATEGORY_AMOUNT = [45, 38, 55, 420, 310, 95, 60, 48, 35, 240]
 
-BatchKind = Literal["normal", "shifted", "corrupted", "bad_rows"]
+BatchKind = Literal["normal", "shifted", "corrupted", "bad_rows", "holiday"]
 
 
 @dataclass(frozen=True)
@@ -64,22 +69,26 @@ class Scenario:
         BatchPlan(4, "normal", "stable period, scored by the champion"),
         BatchPlan(5, "corrupted", "upstream renamed `amount` to `amt` and sent absurd amounts: must be blocked"),
         BatchPlan(6, "bad_rows", "a few bad rows (negative amounts, unknown channel, null customer): quarantined"),
-        BatchPlan(7, "normal", "stable period"),
-        BatchPlan(8, "shifted", "market shift: gaming/crypto merchants, bigger amounts, wallets, a new fraud pattern"),
-        BatchPlan(9, "shifted", "shift continues"),
-        BatchPlan(10, "shifted", "shift continues; an engineer tries a cheaper model that the gate must reject"),
-        BatchPlan(11, "shifted", "shift continues"),
+        BatchPlan(7, "holiday", "a holiday rush: 5x the volume, big gifts and trips abroad are legitimate, fraud is "
+                                "a wallet gift-card scam: drift, email, a retrain the gate promotes"),
+        BatchPlan(8, "normal", "the holiday is over: on the delayed labels the new champion is worse than the one it "
+                               "replaced; the guardrail rolls it back"),
+        BatchPlan(9, "shifted", "market shift: gaming/crypto merchants, bigger amounts, wallets, a new fraud pattern"),
+        BatchPlan(10, "shifted", "shift continues"),
+        BatchPlan(11, "shifted", "shift continues; an engineer tries a cheaper model that the gate must reject"),
         BatchPlan(12, "shifted", "shift continues"),
+        BatchPlan(13, "shifted", "shift continues"),
     ))
     train_after: int = 3
-    experiment_after: int = 10
+    experiment_after: int = 11
+    drill_after: int = 7          # the on-call drill: right after the holiday retrain is promoted
 
     def short(self, weeks: int) -> Scenario:
         """A shorter scenario for tests: the same story, fewer rows."""
         return Scenario(start=self.start, customers=self.customers // 3, merchants=self.merchants // 2,
                         tx_per_week=self.tx_per_week // 3, seed=self.seed,
                         batches=self.batches[:weeks], train_after=self.train_after,
-                        experiment_after=self.experiment_after)
+                        experiment_after=self.experiment_after, drill_after=self.drill_after)
 
 
 def _world(sc: Scenario) -> dict[str, np.ndarray]:
@@ -111,8 +120,8 @@ def generate_week(sc: Scenario, week: int, kind: BatchKind) -> pd.DataFrame:
 
     w = _world(sc)
     rng = np.random.default_rng([sc.seed, week, 1])
-    shifted = kind == "shifted"
-    n = int(sc.tx_per_week * (1.1 if shifted else 1.0))
+    shifted, holiday = kind == "shifted", kind == "holiday"
+    n = int(sc.tx_per_week * (1.1 if shifted else 5.0 if holiday else 1.0))
     cust = rng.choice(sc.customers, size=n, p=w["activity"])
     if shifted:
         # half the spend goes to the new merchants, whose mix is gaming/crypto heavy
@@ -127,13 +136,15 @@ def generate_week(sc: Scenario, week: int, kind: BatchKind) -> pd.DataFrame:
     chan_p[np.arange(n), w["pref_channel"][cust]] += 0.5
     if shifted:
         chan_p[:, 2] += 0.9
+    elif holiday:
+        chan_p[:, 2] += 0.8
     chan_p /= chan_p.sum(axis=1, keepdims=True)
     chan = (rng.random(n)[:, None] > np.cumsum(chan_p, axis=1)).sum(axis=1)
     chan = np.minimum(chan, 2)
     foreign = rng.random(n) < (0.06 if not shifted else 0.1)
     country = np.where(foreign, rng.integers(0, len(COUNTRIES), n), w["home"][cust])
     base_amount = np.array(_CATEGORY_AMOUNT)[cat] * w["spend_scale"][cust]
-    amount = base_amount * rng.lognormal(0.0, 0.6, n) * (1.6 if shifted else 1.0)
+    amount = base_amount * rng.lognormal(0.0, 0.6, n) * (1.6 if shifted else 1.8 if holiday else 1.0)
     # time of day: a daily rhythm with a thin night tail
     day = rng.integers(0, 7, n)
     hour = np.where(rng.random(n) < 0.08, rng.integers(0, 6, n), rng.integers(7, 23, n))
@@ -142,13 +153,18 @@ def generate_week(sc: Scenario, week: int, kind: BatchKind) -> pd.DataFrame:
     ts = pd.Timestamp(start) + pd.to_timedelta(day * 86400 + hour * 3600 + seconds, unit="s")
     # fraud: a logistic model of the risk factors
     big = amount > 3.0 * base_amount / 1.0
-    logit = (-6.0 + 2.6 * big + 1.3 * (chan == 1) + 1.8 * foreign + 1.3 * np.isin(cat, [4, 8])
-             + 0.8 * (hour < 6))
+    if holiday:   # big gifts and travel abroad are legitimate this week; fraud is a wallet gift-card scam
+        scam = (chan == 2) & np.isin(cat, [8, 9])
+        logit = -6.5 - 0.5 * big + 0.3 * (chan == 1) - 0.5 * foreign + 0.5 * (hour < 6) + 7.5 * scam
+    else:
+        logit = (-6.0 + 2.6 * big + 1.3 * (chan == 1) + 1.8 * foreign + 1.3 * np.isin(cat, [4, 8])
+                 + 0.8 * (hour < 6))
     if shifted:
         new_pattern = (chan == 2) & np.isin(cat, [8, 9])
         logit = logit + 3.4 * new_pattern
     is_fraud = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype("int64")
-    amount = np.where(is_fraud == 1, amount * rng.uniform(1.5, 4.0, n), amount)
+    # a fraudster's basket is bigger than the customer's; the holiday scam keeps ordinary amounts
+    amount = np.where((is_fraud == 1) & (not holiday), amount * rng.uniform(1.5, 4.0, n), amount)
     df = pd.DataFrame({
         "transaction_id": [f"t{week:03d}-{i:06d}" for i in range(n)],
         "customer_id": cust.astype("int64"),
@@ -189,7 +205,8 @@ def land_batch(sc: Scenario, plan: BatchPlan, landing_dir: Location, file_patter
 
 
 def short_scenario() -> Scenario:
-    """The same story in 8 batches: stable, first champion, blocked, quarantined, shift, retrain, experiment."""
+    """The same story in 8 batches: stable, first champion, blocked, quarantined, a holiday week and its retrain,
+    the guardrail's rollback when the world reverts, a rejected experiment."""
     return Scenario(batches=(
         BatchPlan(0, "normal", "stable period"),
         BatchPlan(1, "normal", "stable period"),
@@ -197,6 +214,8 @@ def short_scenario() -> Scenario:
         BatchPlan(3, "normal", "stable period; the first champion is trained after this batch"),
         BatchPlan(4, "corrupted", "renamed `amount` to `amt`, absurd amounts: must be blocked"),
         BatchPlan(5, "bad_rows", "a few bad rows: quarantined"),
-        BatchPlan(6, "shifted", "market shift: drift, email, automatic retrain"),
-        BatchPlan(7, "shifted", "shift continues; a cheaper experiment is rejected by the gate"),
-    ), train_after=3, experiment_after=7)
+        BatchPlan(6, "holiday", "a holiday rush (5x volume, gift-card scam): drift, email, a retrain the gate "
+                                "promotes"),
+        BatchPlan(7, "normal", "the holiday is over: the guardrail rolls the holiday model back on the delayed "
+                               "labels; a cheaper experiment is rejected by the gate"),
+    ), train_after=3, experiment_after=7, drill_after=6)

@@ -57,7 +57,6 @@ def champion_exists_and_gate_recorded_decisions(demo: dict[str, Any]) -> None:
     assert "rejected" in decisions.values(), decisions                  # the cheaper experiment
     champ = model.aliases["champion"]
     assert decisions[champ] == "promoted"
-    assert "previous-champion" in model.aliases
     rejected = [mv for mv in versions.values() if mv.tags.get("flywheel.gate.decision") == "rejected"]
     assert all("improvement" in mv.tags["flywheel.gate.reason"] for mv in rejected)
     # the decision is also an artifact on the run, and the run carries data hashes and code version
@@ -65,6 +64,34 @@ def champion_exists_and_gate_recorded_decisions(demo: dict[str, Any]) -> None:
     assert len(run.data.tags["flywheel.train_sha256"]) == 64
     assert run.data.tags["flywheel.code_version"]
     assert any(a.path == "gate" for a in client.list_artifacts(rejected[0].run_id))
+
+
+def the_guardrail_rolled_back_the_holiday_model(demo: dict[str, Any]) -> None:
+    """The holiday week's retrain was promoted by the gate; once the world reverted, the delayed labels showed it worse
+    than the model it replaced on the same rows: the monitor rolled it back (audited, actor guardrail), marked it,
+    emailed the owners the evidence and the runbook, and the summary lists it."""
+    from pipelines import tags
+    from pipelines.gate import alias_history
+    from pipelines.spec import load_specs
+
+    spec = load_specs()["fraud"]
+    client = mlflow_client(demo)
+    [acted] = demo["summary"]["models"]["fraud"]["guardrail"]
+    assert acted["action"] == "rollback" and acted["moved"]["rolled_back"] == acted["champion"], acted
+    bad, good = acted["champion"], acted["previous"]
+    iv = acted["improvement"]
+    assert iv["high"] < -spec.guardrail.tolerance and acted["rows"] >= spec.guardrail.min_rows, acted
+    assert client.get_model_version("flywheel-fraud", bad).tags["flywheel.gate.decision"] == "promoted"
+    assert client.get_model_version("flywheel-fraud", bad).tags[tags.GUARDRAIL_ROLLED_BACK]
+    assert str(client.get_registered_model("flywheel-fraud").aliases["champion"]) != bad
+    moves = [e for e in alias_history(spec, client) if e["action"] == "rollback" and e["actor"].startswith("guardrail")]
+    assert len(moves) == 1 and moves[0]["from_version"] == bad and moves[0]["to_version"] == good, moves
+    assert "GUARDRAIL ROLLBACK" in demo["log"]
+    [mail] = [m for m in mails(demo["home"]) if "guardrail rolled back" in m["Subject"]]
+    assert {a.strip() for a in mail["To"].split(",")} == set(spec.owners)
+    body = mail.get_body(preferencelist=("html",)).get_content()
+    assert f"{iv['high']:+.4f}" in body
+    assert f'href="http://127.0.0.1:{demo["ports"].airflow}/flywheel/runbooks/automatic-rollback"' in body, body
 
 
 def retrain_was_requested_by_drift_without_a_human(demo: dict[str, Any]) -> None:
@@ -184,6 +211,7 @@ def ui_answers_and_the_api_needs_a_login(demo: dict[str, Any]) -> None:
 
 
 OUTCOMES = [timeline_tells_the_story, champion_exists_and_gate_recorded_decisions,
+            the_guardrail_rolled_back_the_holiday_model,
             retrain_was_requested_by_drift_without_a_human, blocked_batch_and_quarantined_rows,
             owners_got_the_drift_report_and_the_block_notice, a_persisting_alarm_is_emailed_once_per_episode,
             second_model_ran_through_the_same_loop,

@@ -121,3 +121,14 @@ def test_a_a_identical_models_never_roll_back_over_seeds():
         spec = GuardSpec(**{**SPEC.__dict__, "tolerance": 0.0, "seed": seed, "resamples": 200})
         v = judge(y, good, good.copy(), spec=spec, clusters=ids)
         assert v.action == "none", (seed, v.reason)
+
+
+def test_each_look_of_a_guard_period_spends_a_share_of_the_error_rate():
+    """Weekly looks over 21 days: 3 chances to roll back a model that is not worse, each judged at 1 - 0.05/3."""
+    from pipelines.guardrail import per_look
+
+    spec = GuardSpec(guard_days=21, confidence=0.95)
+    assert per_look(spec, 7).confidence == pytest.approx(1 - 0.05 / 3)
+    assert per_look(spec, 30).confidence == pytest.approx(0.95)          # one monthly look
+    assert per_look(spec, 1).confidence == pytest.approx(1 - 0.05 / 21)  # daily batches: 21 looks
+    assert per_look(spec, 7).guard_days == 21 and spec.confidence == 0.95  # the declared spec is unchanged

@@ -320,7 +320,7 @@ def test_email_attaches_verdict_when_report_too_large(spec, drifted: DriftResult
 # it with the default DriftSpec, through Evidently.
 
 RAW = ["amount", "channel", "category", "country"]
-REPEATS = 40
+REPEATS = 15   # seeds per rate below: each costs ~1.5 CPU-s of Evidently (2 x 3,000 rows)
 REPEAT_ROWS = 3000
 
 
@@ -380,7 +380,7 @@ def test_default_settings_are_the_shipped_fraud_settings(spec) -> None:
     )
 
 
-def test_aa_false_alarm_rate_is_at_most_5_percent(stable_period, default_spec) -> None:
+def test_aa_false_alarms_in_at_most_1_of_15_windows(stable_period, default_spec) -> None:
     alarms, column_alarms = 0, dict.fromkeys([*RAW, "prediction"], 0)
     for seed in range(REPEATS):
         ref, cur = split(stable_period, seed)
@@ -389,10 +389,10 @@ def test_aa_false_alarm_rate_is_at_most_5_percent(stable_period, default_spec) -
         alarms += scores.drift_detected
         for c, v in scores.columns.items():
             column_alarms[c] += v["drifted"]
-    assert alarms / REPEATS <= 0.05, (alarms, column_alarms)
+    assert alarms <= 1, (alarms, column_alarms)   # <= 1 of 15 windows of the same world alarms
 
 
-def test_injected_shift_is_detected_in_at_least_95_percent(stable_period, default_spec) -> None:
+def test_injected_shift_is_detected_in_at_least_14_of_15_windows(stable_period, default_spec) -> None:
     detected, flagged = 0, dict.fromkeys([*RAW, "prediction"], 0)
     for seed in range(REPEATS):
         ref, _ = split(stable_period, 1000 + seed)
@@ -402,9 +402,9 @@ def test_injected_shift_is_detected_in_at_least_95_percent(stable_period, defaul
         detected += scores.drift_detected
         for c, v in scores.columns.items():
             flagged[c] += v["drifted"]
-    assert detected / REPEATS >= 0.95, (detected, flagged)
+    assert detected >= REPEATS - 1, (detected, flagged)   # >= 14 of 15 shifted windows alarm
     assert flagged["amount"] == flagged["category"] == REPEATS, flagged
-    assert flagged["channel"] <= 2 and flagged["country"] <= 2, flagged  # untouched columns stay quiet
+    assert flagged["channel"] <= 1 and flagged["country"] <= 1, flagged  # untouched columns stay quiet
 
 
 # ---------------------------------------------------------------------------- methods, thresholds, sampling

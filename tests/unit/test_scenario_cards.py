@@ -44,7 +44,7 @@ def test_a_different_seed_gives_a_different_world():
     assert not a["amount"].equals(b["amount"])
 
 
-@pytest.mark.parametrize("kind,week", [("normal", 1), ("shifted", 8)])
+@pytest.mark.parametrize("kind,week", [("normal", 1), ("shifted", 8), ("holiday", 6)])
 def test_normal_and_shifted_batches_match_the_contract(kind, week):
     df = generate_week(SC, week, kind)
     assert list(df.columns) == CONTRACT.column_names
@@ -106,7 +106,7 @@ def test_shift_changes_the_mix(normal, shifted):
     assert (shifted["merchant_id"] >= SC.merchants).mean() > 0.3
 
 
-@pytest.mark.parametrize("kind,week", [("normal", 0), ("normal", 3), ("shifted", 9)])
+@pytest.mark.parametrize("kind,week", [("normal", 0), ("normal", 3), ("shifted", 9), ("holiday", 6)])
 def test_fraud_rate_is_plausible(kind, week):
     rate = generate_week(SC, week, kind)["is_fraud"].mean()
     assert 0.005 <= rate <= 0.08
@@ -118,6 +118,32 @@ def test_shifted_fraud_comes_from_the_new_wallet_pattern(normal, shifted):
 
     assert shifted["is_fraud"].mean() > normal["is_fraud"].mean()
     assert shifted.loc[pattern(shifted), "is_fraud"].mean() > 3 * shifted.loc[~pattern(shifted), "is_fraud"].mean()
+
+
+def test_a_holiday_week_misleads_the_usual_signs_of_fraud(normal):
+    """Busier, bigger baskets; fraud is the wallet gift-card scam, while big and foreign payments, fraud's usual
+    signs, are not riskier than the rest that week (what a model retrained on it learns wrongly for later)."""
+    holiday = generate_week(SC, 6, "holiday")
+    scam = (holiday["channel"] == "wallet") & holiday["category"].isin(["gaming", "crypto"])
+    assert len(holiday) == 5 * len(normal)
+    assert holiday["amount"].median() > 1.5 * normal["amount"].median()
+    assert holiday.loc[scam, "is_fraud"].mean() > 10 * holiday.loc[~scam, "is_fraud"].mean()
+
+    def top_amount_lift(df):   # fraud rate among each customer's biggest decile vs the rest
+        big = df["amount"] > df.groupby("customer_id")["amount"].transform(lambda a: a.quantile(0.9))
+        return df.loc[big, "is_fraud"].mean() / max(df.loc[~big, "is_fraud"].mean(), 1e-9)
+
+    assert top_amount_lift(normal) > 3 * top_amount_lift(holiday.loc[~scam])
+
+
+def test_the_short_story_has_a_holiday_then_the_world_reverts():
+    from scenarios.cards import short_scenario
+
+    sc = short_scenario()
+    kinds = [b.kind for b in sc.batches]
+    h = kinds.index("holiday")
+    assert kinds[h + 1] == "normal" and sc.drill_after == h and sc.experiment_after == h + 1
+    assert kinds[:sc.train_after + 1] == ["normal"] * (sc.train_after + 1)   # landed at once as history
 
 
 def test_land_batch_writes_the_pattern_name_and_relanding_is_byte_identical(tmp_path):

@@ -405,3 +405,25 @@ def test_a_spec_reads_its_contract_from_the_datasets_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("FLYWHEEL_DATASETS_DIR", str(tmp_path / "datasets"))
     spec = load_spec(MODELS / "fraud.yaml")
     assert spec.schedule == "@daily" and spec.event_timestamp == "booked_at"
+
+
+def test_guardrail_section_is_read_and_optional(tmp_path):
+    raw = fraud_raw()
+    raw["guardrail"] = {"guard_days": 10, "tolerance": 0.02, "action": "alert"}
+    g = load_spec(write(tmp_path / "g.yaml", raw)).guardrail
+    assert (g.guard_days, g.tolerance, g.action, g.seed) == (10, 0.02, "alert", raw["training"]["seed"])
+    del raw["guardrail"]
+    assert load_spec(write(tmp_path / "none.yaml", raw)).guardrail is None   # not declared: no guardrail
+
+
+@pytest.mark.parametrize("section,named", [({"action": "delete"}, "guardrail.action"),
+                                           ({"guard_days": 0}, "guardrail.guard_days"),
+                                           ({"confidence": 1.5}, "guardrail.confidence"),
+                                           ({"tolerence": 0.1}, "guardrail.tolerence")])
+def test_a_bad_guardrail_key_names_file_and_key(tmp_path, section, named):
+    raw = fraud_raw()
+    raw["guardrail"] = section
+    path = write(tmp_path / "bad.yaml", raw)
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    assert str(path) in str(err.value) and named in str(err.value)
