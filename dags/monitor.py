@@ -110,7 +110,8 @@ def build(spec: ModelSpec) -> DAG:
             verdict = check_guard(spec, lay.scores(spec.name), lay.validated(spec.dataset.name),
                                   fc.parse_ts(ev["interval_start"]), fc.parse_ts(ev["interval_end"]))
             moved = apply_guard(spec, verdict, fc.run_key(context["dag_run"].run_id),
-                                actor=f"guardrail via {fc.actor(context)}")
+                                # `<who> via <dag_id> run <run_id>`, as every audited actor (the page links the run)
+                                actor=f"guardrail via {context['dag_run'].dag_id} run {context['dag_run'].run_id}")
             record_guard(lay.reports(spec.name), ev["key"], verdict, moved)
             log.info("guardrail: %s: %s", verdict.action, verdict.reason)
             if moved is not None:
