@@ -68,6 +68,8 @@ def _routes(demo) -> list[tuple[str, str]]:
         ("GET", "/files/{area}/{owner}/{path:path}"): [
             f"/flywheel/files/reports/{m}/{window}.html", f"/flywheel/files/cards/{m}/1",
             "/flywheel/files/docs/transactions/index.html", f"/flywheel/files/validation/transactions/{batch}.json"],
+        ("GET", "/runbooks/"): "/flywheel/runbooks/",
+        ("GET", "/runbooks/{name}"): "/flywheel/runbooks/automatic-rollback",
     }
     from flywheel_ui import build_app
 
