@@ -201,6 +201,9 @@ def environment(lay: Layout, ports: Ports) -> dict[str, str]:
         # failure email looks for `smtp_default` otherwise, and only logged "SMTP connection is not found")
         "AIRFLOW__EMAIL__EMAIL_CONN_ID": "flywheel_smtp",
         "AIRFLOW__EMAIL__FROM_EMAIL": "flywheel@localhost",
+        # ... and its body links the failed-task runbook (flywheel/templates/task_failure_email.html)
+        "AIRFLOW__EMAIL__HTML_CONTENT_TEMPLATE": str(Path(__file__).resolve().parent / "templates"
+                                                     / "task_failure_email.html"),
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{ports.mlflow}",
         "FLYWHEEL_MLFLOW_UI": f"http://127.0.0.1:{ports.mlflow}",
         "FLYWHEEL_MLFLOW_BACKEND_URI": f"sqlite:///{lay.mlflow_dir() / 'mlflow.db'}",

@@ -134,3 +134,29 @@ def test_an_email_links_the_runbook_page_or_names_the_file():
     assert "http://127.0.0.1:8080/flywheel/runbooks/quarantine-spike" in text
     bare = html_to_text(runbooks.runbook_html("drift-alarm", None))
     assert "docs/runbooks/drift-alarm.md" in bare and "http" not in bare
+
+
+def test_airflow_task_failure_email_links_the_failed_task_runbook(tmp_path):
+    """Airflow's own failure email uses Flywheel's body ([email] html_content_template, from the runtime and
+    compose): rendered as Airflow renders it (Jinja, the task's context), it links the failed-task runbook page."""
+    from types import SimpleNamespace
+
+    import jinja2
+    import yaml
+
+    from flywheel.runtime import Ports, environment
+    from pipelines.layout import Layout
+    from pipelines.runbooks import FAILED_TASK, list_runbooks
+    from pipelines.spec import REPO_ROOT as REPO
+
+    env = environment(Layout(tmp_path / "home"), Ports.free())
+    template = Path(env["AIRFLOW__EMAIL__HTML_CONTENT_TEMPLATE"])
+    compose = yaml.safe_load((REPO / "docker-compose.yaml").read_text())
+    in_image = compose["x-airflow-common"]["environment"]["AIRFLOW__EMAIL__HTML_CONTENT_TEMPLATE"]
+    assert template.is_file() and in_image.endswith("/" + template.relative_to(REPO).as_posix())
+    ti = SimpleNamespace(log_url="http://127.0.0.1:8080/dags/score__m/runs/r/tasks/t?try_number=2",
+                         hostname="h", mark_success_url="u")
+    html = jinja2.Template(template.read_text()).render(ti=ti, try_number=2, max_tries=1,
+                                                        exception_html="ValueError: boom")
+    assert 'href="http://127.0.0.1:8080/flywheel/runbooks/failed-task"' in html
+    assert "ValueError: boom" in html and "Try 2 out of 2" in html and FAILED_TASK in list_runbooks()
