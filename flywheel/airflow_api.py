@@ -22,15 +22,17 @@ class AirflowUnreachable(AirflowAPIError):
 
 
 class AirflowAPI:
-    def __init__(self, base_url: str, username: str, password: str) -> None:
+    def __init__(self, base_url: str, username: str, password: str, retries: int = 5) -> None:
         self.base = base_url.rstrip("/")
+        self.retries = retries   # of a transient "Database error" (backoff 0.5 s, 1 s, 2 s, ... up to 8 s)
         self._user, self._password = username, password
         self._token: str | None = None
 
-    def _request(self, method: str, path: str, body: Any = None, auth: bool = True, retries: int = 5) -> Any:
+    def _request(self, method: str, path: str, body: Any = None, auth: bool = True) -> Any:
         """One API call. A 5xx "Database error" (SQLite's writer lock held by a burst of task updates on the
         embedded default) is retried with backoff; when a retried POST finds that its first try did commit (409),
         the created object is returned, so a run is never triggered twice nor lost."""
+        retries = self.retries
         for attempt in range(retries + 1):
             try:
                 return self._call(method, path, body, auth)

@@ -59,9 +59,8 @@ def server():
     httpd.shutdown()
 
 
-def test_a_trigger_whose_answer_was_a_database_error_is_neither_lost_nor_doubled(server, monkeypatch):
+def test_a_trigger_whose_answer_was_a_database_error_is_neither_lost_nor_doubled(server):
     url, state = server
-    monkeypatch.setattr("flywheel.airflow_api.time.sleep", lambda s: None)
     run = AirflowAPI(url, "u", "p").trigger("train__m", run_id="manual__1")
     assert run["dag_run_id"] == "manual__1" and list(state["runs"]) == ["manual__1"] and state["posts"] == 2
     # a first-try 409 is a real conflict (the run id was used before): said, not hidden
@@ -69,11 +68,11 @@ def test_a_trigger_whose_answer_was_a_database_error_is_neither_lost_nor_doubled
         AirflowAPI(url, "u", "p").trigger("train__m", run_id="manual__1")
 
 
-def test_reads_are_retried_and_a_lasting_error_is_raised(server, monkeypatch):
+def test_reads_are_retried_and_a_lasting_error_is_raised(server):
     url, state = server
-    monkeypatch.setattr("flywheel.airflow_api.time.sleep", lambda s: None)
-    state["fail_gets"] = 2
+    state["fail_gets"] = 2   # two retries: 0.5 s + 1 s of real backoff
     assert AirflowAPI(url, "u", "p").dags() == [{"dag_id": "d"}]
     state["fail_gets"] = 99
     with pytest.raises(AirflowAPIError, match="500"):
-        AirflowAPI(url, "u", "p").dags()
+        AirflowAPI(url, "u", "p", retries=1).dags()
+    assert state["fail_gets"] == 99 - 2   # tried, retried once, then said so
