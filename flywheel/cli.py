@@ -382,6 +382,7 @@ def _print_urls(lay: Layout, ports: object) -> None:
     from flywheel.runtime import admin_password
 
     print(f"Airflow UI : http://127.0.0.1:{ports.airflow}/   login admin / {admin_password(lay)}")  # type: ignore[attr-defined]
+    print(f"Flywheel   : http://127.0.0.1:{ports.airflow}/plugin/flywheel   (models and datasets)")  # type: ignore[attr-defined]
     print(f"MLflow UI  : http://127.0.0.1:{ports.mlflow}/")  # type: ignore[attr-defined]
     print(f"Mail       : {lay.mail()}  (one file per message received by the local SMTP server)")
     if os.environ.get("FLYWHEEL_TOPOLOGY") == "services":
