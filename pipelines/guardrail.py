@@ -33,6 +33,7 @@ class GuardSpec:
     resamples: int = 1000
     action: str = "rollback"        # rollback | alert (judge and email, never move the alias)
     seed: int = 0
+    shadow_rows: int = 200_000      # rows per interval the shadows score (a sample by row id above it)
 
 
 @dataclass(frozen=True)

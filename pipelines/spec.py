@@ -361,7 +361,8 @@ def load_datasets(directory: Path | None = None) -> dict[str, DatasetContract]:
 MOVED_TO_CONTRACT = {"validation": "validation", "schedule": "cadence", "event_timestamp": "timestamp"}
 MODEL_KEYS = ("name", "description", "owners", "task", "dataset", "entity_key", "label", "features", "training",
               "metric", "gate", "drift", "tags", "notify", "guardrail")
-GUARDRAIL_KEYS = ("guard_days", "tolerance", "min_rows", "min_positives", "confidence", "resamples", "action")
+GUARDRAIL_KEYS = ("guard_days", "tolerance", "min_rows", "min_positives", "confidence", "resamples", "action",
+                  "shadow_rows")
 
 
 def _notify_expire_hours(raw: Any, path: Path) -> float:
@@ -487,13 +488,18 @@ def _guardrail(raw: Any, task: str, *, seed: int, path: Path) -> GuardSpec | Non
     if action not in ("rollback", "alert"):
         raise SpecError(f"{path}: `guardrail.action` must be `rollback` (roll back automatically) or `alert` "
                         f"(email the evidence, move nothing), got {action!r}.")
-    return GuardSpec(guard_days=number("guard_days", d.guard_days, whole=True, low=1),
-                     tolerance=number("tolerance", d.tolerance),
-                     min_rows=number("min_rows", d.min_rows, whole=True, low=1),
-                     min_positives=number("min_positives", d.min_positives if task == "binary" else 0, whole=True),
-                     confidence=number("confidence", d.confidence, low=0.5, high=1.0),
-                     resamples=number("resamples", d.resamples, whole=True, low=100),
-                     action=action, seed=seed)
+    out = GuardSpec(guard_days=number("guard_days", d.guard_days, whole=True, low=1),
+                    tolerance=number("tolerance", d.tolerance),
+                    min_rows=number("min_rows", d.min_rows, whole=True, low=1),
+                    min_positives=number("min_positives", d.min_positives if task == "binary" else 0, whole=True),
+                    confidence=number("confidence", d.confidence, low=0.5, high=1.0),
+                    resamples=number("resamples", d.resamples, whole=True, low=100),
+                    action=action, seed=seed,
+                    shadow_rows=number("shadow_rows", d.shadow_rows, whole=True, low=1000))
+    if out.shadow_rows < out.min_rows:
+        raise SpecError(f"{path}: `guardrail.shadow_rows` ({out.shadow_rows}) is below `guardrail.min_rows` "
+                        f"({out.min_rows}): an interval's shadow sample could never be judged; raise shadow_rows.")
+    return out
 
 
 def _check_metric_fits(metric: str, task: str, path: Path) -> None:

@@ -288,6 +288,34 @@ def test_shadow_scores_are_the_previous_champion_s_and_the_challenger_s_predicti
     np.testing.assert_allclose(reused["prediction"].to_numpy(), shadow["prediction"].to_numpy())
 
 
+def test_above_shadow_rows_the_shadows_score_the_same_sample_on_every_run(stack, spec):
+    """An interval with more rows than `guardrail.shadow_rows`: the shadows score a uniform sample by row id
+    (bench/shadow.py: a shadow costs a full prediction), the same rows on a re-run, with the same predictions
+    as on the full frame; the champion's own scores are not sampled (score_interval writes every row)."""
+    import dataclasses
+
+    import numpy as np
+
+    from pipelines.guardrail import GuardSpec
+    from pipelines.score import shadow_scores
+
+    champion = _aliases(spec)["champion"]
+    rows = _frames(11, 6000).drop(columns=["label"]).assign(scored_for="2026-02-09")
+    capped = dataclasses.replace(spec, guardrail=GuardSpec(shadow_rows=1500, min_rows=200))
+    full = shadow_scores(spec, rows, champion, _client())
+    first = shadow_scores(capped, rows, champion, _client())
+    again = shadow_scores(capped, rows.sample(frac=1.0, random_state=3), champion, _client())
+    for version in set(full["model_version"]):
+        mine = first[first["model_version"] == version]
+        assert 1100 <= len(mine) <= 1900, len(mine)          # about shadow_rows of 6,000
+        assert set(mine["transaction_id"]) == set(again.loc[again["model_version"] == version, "transaction_id"])
+        on_all = full[full["model_version"] == version].set_index("transaction_id")["prediction"]
+        np.testing.assert_allclose(mine.set_index("transaction_id")["prediction"].to_numpy(),
+                                   on_all.loc[mine["transaction_id"]].to_numpy())
+    sampled = rows.set_index("transaction_id").loc[first["transaction_id"].unique()]
+    assert abs(sampled["amount"].mean() / rows["amount"].mean() - 1) < 0.1   # uniform, not the first rows
+
+
 def _run(api, dag_id: str, conf: dict, timeout: float = 120) -> dict:
     """Trigger a run with conf (the UI's Trigger form) and wait until it ends."""
     deadline = time.monotonic() + 120

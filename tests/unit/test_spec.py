@@ -412,6 +412,7 @@ def test_guardrail_section_is_read_and_optional(tmp_path):
     raw["guardrail"] = {"guard_days": 10, "tolerance": 0.02, "action": "alert"}
     g = load_spec(write(tmp_path / "g.yaml", raw)).guardrail
     assert (g.guard_days, g.tolerance, g.action, g.seed) == (10, 0.02, "alert", raw["training"]["seed"])
+    assert g.shadow_rows == 200_000                  # the default sample cap of the shadows
     del raw["guardrail"]
     assert load_spec(write(tmp_path / "none.yaml", raw)).guardrail is None   # not declared: no guardrail
 
@@ -419,7 +420,9 @@ def test_guardrail_section_is_read_and_optional(tmp_path):
 @pytest.mark.parametrize("section,named", [({"action": "delete"}, "guardrail.action"),
                                            ({"guard_days": 0}, "guardrail.guard_days"),
                                            ({"confidence": 1.5}, "guardrail.confidence"),
-                                           ({"tolerence": 0.1}, "guardrail.tolerence")])
+                                           ({"tolerence": 0.1}, "guardrail.tolerence"),
+                                           ({"shadow_rows": 500}, "guardrail.shadow_rows"),
+                                           ({"shadow_rows": 5000, "min_rows": 8000}, "guardrail.shadow_rows")])
 def test_a_bad_guardrail_key_names_file_and_key(tmp_path, section, named):
     raw = fraud_raw()
     raw["guardrail"] = section
