@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         return contract_infer_command(args)
     if args.cmd == "check":
         return check_command(args)
+    if args.cmd == "golden":
+        return golden_hash_command(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     lay = Layout.from_env()
 
@@ -414,6 +416,10 @@ def _add_onboarding_commands(sub: Any) -> None:
     inf.add_argument("--owner", action="append", dest="owners", metavar="EMAIL",
                      help="an owner's email (repeatable; default: a placeholder to replace)")
     inf.add_argument("--force", action="store_true", help="overwrite an existing file")
+    gold = sub.add_parser("golden", help="golden sets: `golden hash FILE` prints the sha256 to declare in a spec")
+    gold_sub = gold.add_subparsers(dest="golden_cmd", required=True)
+    gh = gold_sub.add_parser("hash", help="the sha256 that freezes a golden set file (models/<m>.yaml golden[].sha256)")
+    gh.add_argument("file", type=Path, help="the golden set (.parquet or .csv: the model's inputs and the label)")
     chk = sub.add_parser(
         "check", help="check every dataset contract, model spec and feature declaration together",
         description="Load every contract, every model spec and the feature declarations, cross-check them "
@@ -432,6 +438,17 @@ def _shown(path: Path) -> str:
         return str(Path(path).resolve().relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+def golden_hash_command(args: argparse.Namespace) -> int:
+    """`flywheel golden hash FILE`: the hash a spec freezes a golden set with (pipelines/release/golden.py)."""
+    from pipelines.util import sha256_file
+
+    if not args.file.is_file():
+        print(f"{args.file}: no such file", file=sys.stderr)
+        return 1
+    print(f"sha256: {sha256_file(args.file)}   # golden[].sha256 of {_shown(args.file)}")
+    return 0
 
 
 def contract_infer_command(args: argparse.Namespace) -> int:

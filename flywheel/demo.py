@@ -269,19 +269,32 @@ def _mail(lay: Layout) -> list[dict[str, Any]]:
 def _registry(spec: ModelSpec) -> dict[str, Any]:
     from mlflow import MlflowClient
 
+    from pipelines import tags
+    from pipelines.release.cost import model_weekly_costs
+
     client = MlflowClient()
     name = spec.registered_model_name
     try:
         model = client.get_registered_model(name)
     except Exception:
-        return {"versions": [], "aliases": {}}
+        return {"versions": [], "aliases": {}, "cost_per_week": [], "cost_per_version": {}}
     versions = []
     for mv in sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version)):
         versions.append({"version": mv.version, "reason": mv.tags.get("flywheel.reason"),
                          "gate": mv.tags.get("flywheel.gate.decision"),
                          "gate_reason": mv.tags.get("flywheel.gate.reason"),
-                         "trained_until": mv.tags.get("flywheel.trained_until")})
-    return {"versions": versions, "aliases": dict(model.aliases)}
+                         "trained_until": mv.tags.get("flywheel.trained_until"),
+                         # golden sets it was judged on: name -> "PASS|FAIL sha256=..." (pipelines/release/golden.py)
+                         "golden": {k.removeprefix(tags.GOLDEN_PREFIX): v for k, v in mv.tags.items()
+                                    if k.startswith(tags.GOLDEN_PREFIX)}})
+    per_version, weekly = model_weekly_costs(client, name)
+    return {"versions": versions, "aliases": dict(model.aliases), "cost_per_week": weekly,
+            "cost_per_version": {v: {stage: {"runs": len(days),
+                                             "cpu_s": round(sum(d.get("cpu_s", 0.0) for d in days.values()), 3),
+                                             "wall_s": round(sum(d.get("wall_s", 0.0) for d in days.values()), 3),
+                                             "peak_mb": round(max(d.get("peak_mb", 0.0) for d in days.values()), 1)}
+                                     for stage, days in costs.items()}
+                                 for v, costs in per_version.items()}}
 
 
 def _stage_times(api: AirflowAPI, runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -547,8 +560,10 @@ def _summary(lay: Layout, ports: runtime.Ports, chosen: list[ModelSpec], batches
             "model_versions": reg["versions"],
             "aliases": reg["aliases"],
             "champion_version": reg["aliases"].get("champion"),
-            "gate_decisions": [{"version": v["version"], "decision": v["gate"], "reason": v["gate_reason"]}
-                               for v in reg["versions"]],
+            "gate_decisions": [{"version": v["version"], "decision": v["gate"], "reason": v["gate_reason"],
+                                "golden": v["golden"]} for v in reg["versions"]],
+            "cost_per_week": reg["cost_per_week"],          # pipelines/release/cost.py: CPU/wall/peak per data week
+            "cost_per_version": reg["cost_per_version"],
             "drift_events": [{"run": r["dag_run_id"], "detail": r["line"]} for r in mine
                              if r["dag_id"].startswith("monitor") and r["line"].startswith("DRIFT")],
             "retrain_runs": [{"run": r["dag_run_id"], "state": r["state"], "detail": r["line"]} for r in mine
@@ -586,6 +601,9 @@ def _print_summary(s: dict[str, Any], lay: Layout, ports: runtime.Ports) -> None
         for g in m["gate_decisions"]:
             print(f"    v{g['version']}: {g['decision']} — {(g['reason'] or '')[:150]}")
         print(f"    drift events: {len(m['drift_events'])}; train runs: {len(m['retrain_runs'])}")
+        for w in m["cost_per_week"]:
+            print(f"    cost, week of {w['week']}: {w['cpu_s']:.1f} CPU s, {w['wall_s']:.1f} s wall, peak "
+                  f"{w['peak_mb']:.0f} MB ({', '.join(f'{k} x{n}' for k, n in sorted(w['runs'].items()))})")
         for g in m["guardrail"]:
             print(f"    guardrail {g['key']}: {g['action'].upper()} v{g['champion']} -> v{g['previous']}: "
                   f"{g['reason'][:300]}")

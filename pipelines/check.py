@@ -76,6 +76,7 @@ class _Model:
     service: str | None
     window_days: int | None
     label_kind: str | None
+    golden: tuple[Any, ...] = ()     # the spec's golden sets (pipelines/release/specs.GoldenSpec)
 
 
 def check_project(datasets_dir: Path, models_dir: Path, repo_path: Path) -> list[Problem]:
@@ -100,6 +101,7 @@ def check_report(datasets_dir: Path, models_dir: Path, repo_path: Path) -> Check
             seen[m.name] = m.path
         if services is not None:
             problems += _cross_check(m, views, services, contracts, where)
+        problems += _golden_problems(m)
     read = {m.dataset for m in models} | {v.dataset for v in views.values()}
     notes = tuple(f"{c.path}: no model or feature view reads dataset `{name}` yet (fine while it is onboarded)."
                   for name, c in sorted(contracts.items()) if name not in read)
@@ -179,7 +181,7 @@ def _loading(path: Path, load: Callable[[Path], T]) -> tuple[T | None, Problem |
 def _model(path: Path, spec: ModelSpec | None, raw: Any) -> _Model:
     if spec is not None:
         return _Model(path, spec.name, spec.dataset.name, spec.entity_key, spec.feature_service, spec.window_days,
-                      spec.label.kind)
+                      spec.label.kind, spec.golden)
     raw = raw if isinstance(raw, dict) else {}
 
     def text(section: Any, key: str, default: str | None = None) -> str | None:
@@ -344,6 +346,22 @@ def _cross_check(m: _Model, views: dict[str, _View], services: dict[str, tuple[s
         out.append(Problem(m.path, "label.kind", f"a future_sum label has one row per `{m.entity_key}`, but the "
                                                  f"views of {m.service} are also keyed by {', '.join(extra)}; use a "
                                                  f"service whose views are keyed by `{m.entity_key}` only."))
+    return out
+
+
+def _golden_problems(m: _Model) -> list[Problem]:
+    """A golden set the gate would refuse: its file missing, or not the bytes the spec froze."""
+    from pipelines.util import sha256_file
+
+    out = []
+    for i, g in enumerate(m.golden):
+        if not g.file.is_file():
+            out.append(Problem(m.path, f"golden[{i}].file", f"{g.file} does not exist; every challenger would be "
+                                                            "refused (the gate fails closed on a missing golden set)."))
+        elif sha256_file(g.file) != g.sha256:
+            out.append(Problem(m.path, f"golden[{i}].sha256", f"{g.file} hashes to {sha256_file(g.file)}, not the "
+                                                              "frozen value: restore the file, or declare the new one "
+                                                              "on purpose (`flywheel golden hash FILE`)."))
     return out
 
 

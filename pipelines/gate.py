@@ -132,6 +132,8 @@ class Evidence:
     latency_p50_ms: float | None = None
     challenger_error: str | None = None
     champion_error: str | None = None
+    release_checks: tuple[Check, ...] = ()      # golden sets and fairness rules (pipelines/release/checks.py)
+    release: dict[str, Any] = field(default_factory=dict)   # their full results, for the artifact and the card
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,7 @@ class GateDecision:
     champion_metrics: dict[str, float] | None = None
     latency_p95_ms: float | None = None
     holdout_positives: int | None = None
+    release: dict[str, Any] = field(default_factory=dict)   # golden sets and fairness parity, in full
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able (NaN/inf become None: the reason and the checks say what was undefined)."""
@@ -457,6 +460,7 @@ def decide_promotion(spec: ModelSpec, challenger_version: str, ev: Evidence) -> 
                      f"{gate.get('slice_tolerance', 'an unconfigured')} tolerance, {len(small)} too small (ignored)")
         checks.append(Check("slices", ok, float(len(regressed)), gate.get("slice_tolerance"), "; ".join(parts)))
 
+    checks += ev.release_checks
     failed = [c for c in checks if not c.passed]
     vs = [c for c in checks if c.name.startswith("vs_champion")]
     if not failed:
@@ -468,7 +472,7 @@ def decide_promotion(spec: ModelSpec, challenger_version: str, ev: Evidence) -> 
                         value, champ_value, ev.holdout_rows, tuple(checks),
                         "first_model" if first_model else "vs_champion", ev.improvement, ev.slices,
                         dict(ev.challenger), dict(ev.champion) if ev.champion is not None else None,
-                        ev.latency_p95_ms, ev.holdout_positives)
+                        ev.latency_p95_ms, ev.holdout_positives, dict(ev.release))
 
 
 def _bound_check(name: str, what: str, value: float | None, bound: float | None, is_floor: bool, key: str,
@@ -522,7 +526,24 @@ def _change_checks(spec: ModelSpec, value: float, champ_value: float, ev: Eviden
 
 def evaluate_gate(spec: ModelSpec, challenger_version: str, holdout_path: str, features: list[str],
                   out_dir: Path, actor: str = "gate", run_key: str | None = None) -> GateDecision:
-    """Score challenger and champion on the same holdout, decide, record it in MLflow, move `challenger`."""
+    """Score challenger and champion on the same holdout, decide, record it in MLflow, move `challenger`.
+    What the gate cost (pipelines/release/cost.py) is logged on the challenger's run."""
+    from pipelines.release.cost import measured, record_cost
+
+    with measured() as cost:
+        decision = _evaluate_gate(spec, challenger_version, holdout_path, features, out_dir, actor, run_key)
+    try:
+        client = _client()
+        mv = client.get_model_version(spec.registered_model_name, str(challenger_version))
+        when = mv.tags.get(tags.TRAINED_AS_OF) or mv.tags.get(tags.TRAINED_UNTIL)
+        record_cost(client, mv.run_id, "gate", cost, datetime.fromisoformat(when) if when else _now())
+    except Exception:   # the decision is recorded; a cost that could not be logged must not undo it
+        log.exception("the gate's cost of v%s could not be logged", challenger_version)
+    return decision
+
+
+def _evaluate_gate(spec: ModelSpec, challenger_version: str, holdout_path: str, features: list[str],
+                   out_dir: Path, actor: str, run_key: str | None) -> GateDecision:
     import pandas as pd
 
     from pipelines import model as m
@@ -567,6 +588,22 @@ def evaluate_gate(spec: ModelSpec, challenger_version: str, holdout_path: str, f
     clusters = holdout[spec.entity_key].to_numpy() if spec.entity_key in holdout.columns else None
     ev = compare_on_holdout(spec, y, chal_pred, champ_pred, champ_version, slice_labels(spec, holdout), latency,
                             chal_error, champ_error, clusters)
+    if spec.golden or spec.fairness:
+        from dataclasses import replace
+
+        from pipelines.release.checks import release_checks
+
+        def predict_version(version: str, frame: pd.DataFrame) -> Any:
+            x = m.to_matrix_frame(frame, spec, features, m.load_categories(name, version))
+            return m.predict(m.load_version(name, version), x)
+
+        extra, record = release_checks(spec, holdout, y, chal_pred, features, predict_version,
+                                       str(challenger_version), champ_version if champ_error is None else None)
+        ev = replace(ev, release_checks=tuple(extra), release=record)
+        client = _client()
+        for g in record["golden"]:   # which frozen sets this version was judged on, and their verdicts
+            client.set_model_version_tag(name, str(challenger_version), f"{tags.GOLDEN_PREFIX}{g['name']}",
+                                         f"{'PASS' if g['passed'] else 'FAIL'} sha256={g.get('sha256')}")
     decision = decide_promotion(spec, str(challenger_version), ev)
     record_decision(spec, decision, out_dir)
     _move_aliases(spec, "evaluate", {CHALLENGER: str(challenger_version)}, actor,

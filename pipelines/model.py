@@ -18,6 +18,7 @@ import math
 import os
 import subprocess
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -259,8 +260,6 @@ def train_and_register(spec: ModelSpec, training_set: dict[str, Any], features: 
                        reason: str) -> TrainedVersion:
     """Fit, evaluate on the holdout, log everything to MLflow and register a new version."""
     configure_mlflow_env()
-    import mlflow
-    import pandas as pd
     from mlflow import MlflowClient
 
     client = MlflowClient()
@@ -271,6 +270,22 @@ def train_and_register(spec: ModelSpec, training_set: dict[str, Any], features: 
         return TrainedVersion(spec.registered_model_name, existing.version, existing.run_id,
                               dict(run.data.metrics), dict(run.data.params), reused=True)
 
+    from pipelines.release.cost import measured, record_cost
+
+    with measured() as cost:
+        trained = _train_and_log(spec, training_set, features, params_override, run_key, reference_dir, reason)
+    as_of = str(training_set.get("as_of") or training_set["window"]["labelled_until"])
+    record_cost(client, trained.run_id, "train", cost, datetime.fromisoformat(as_of))
+    return trained
+
+
+def _train_and_log(spec: ModelSpec, training_set: dict[str, Any], features: list[str],
+                   params_override: dict[str, Any], run_key: str, reference_dir: Path, reason: str) -> TrainedVersion:
+    import mlflow
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
     train = pd.read_parquet(training_set["train_path"])
     holdout = pd.read_parquet(training_set["holdout_path"])
     params = {**spec.params, **params_override}
@@ -304,6 +319,13 @@ def train_and_register(spec: ModelSpec, training_set: dict[str, Any], features: 
         mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
         mlflow.log_dict({"features": features, "categorical": sorted(categories)}, "features.json")
         mlflow.log_dict(categories, CATEGORIES_ARTIFACT)     # what to_matrix_frame needs to score it
+        if spec.explain is not None:   # the card's global importance (pipelines/release/explain.py)
+            from pipelines.release.explain import IMPORTANCE_ARTIFACT, global_importance
+
+            hx = to_matrix_frame(holdout, spec, features, categories)
+            mlflow.log_dict({"rows": min(spec.explain.importance_rows, len(hx)),
+                             "features": global_importance(booster, hx, list(hx.columns), spec.explain.importance_rows,
+                                                           spec.seed)}, IMPORTANCE_ARTIFACT)
         mlflow.log_artifact(str(ref_path), artifact_path="reference")
         mlflow.log_artifact(str(spec.path), artifact_path="spec")   # the thresholds the gate used
         info = mlflow.xgboost.log_model(booster, name="model", pip_requirements=PIP_REQUIREMENTS,

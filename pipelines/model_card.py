@@ -37,6 +37,9 @@ class CardFacts:
     history: list[dict[str, Any]] = field(default_factory=list)   # alias moves touching this version
     features: list[str] = field(default_factory=list)
     categorical: list[str] = field(default_factory=list)
+    importance: list[dict[str, Any]] = field(default_factory=list)   # explain/importance.json (release/explain.py)
+    importance_rows: int = 0
+    costs: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)   # release/cost.version_costs
 
 
 def _num(x: Any, digits: int = 4) -> str:
@@ -147,6 +150,7 @@ def card_markdown(spec: ModelSpec, f: CardFacts) -> str:
         lines += ["No slices configured (`gate.slices` in the spec)." if not spec.slices
                   else "Slices were not evaluated.", ""]
 
+    lines += release_sections(spec, f)
     lines += ["## Gate decision", ""]
     if d:
         lines += [f"**{'PROMOTED' if d.get('promote') else 'REJECTED'}** ({d.get('mode')}, "
@@ -169,6 +173,72 @@ def card_markdown(spec: ModelSpec, f: CardFacts) -> str:
 
     lines += ["## Limitations", "", *[f"- {x}" for x in limitations(spec, f)], ""]
     return "\n".join(lines)
+
+
+def release_sections(spec: ModelSpec, f: CardFacts) -> list[str]:
+    """Golden sets, fairness parity, explanations and cost (pipelines/release/)."""
+    from pipelines.release.cost import STAGES
+
+    d = f.decision or {}
+    release = d.get("release") or {}
+    lines = ["## Golden sets", ""]
+    golden = release.get("golden") or []
+    if golden:
+        lines += _table(["set", "rows", "positives", f"v{f.version}", "champion", "improvement [interval]",
+                         "file sha256", "result"],
+                        [[g["name"], g.get("rows"), "—" if g.get("positives") is None else g["positives"],
+                          _num(g.get("challenger")), _num(g.get("champion")),
+                          (f"{_num((g.get('improvement') or {}).get('estimate'))} "
+                           f"[{_num((g.get('improvement') or {}).get('low'))}, "
+                           f"{_num((g.get('improvement') or {}).get('high'))}]") if g.get("improvement") else "—",
+                          f"`{(g.get('sha256') or '?')[:12]}…`", "pass" if g.get("passed") else "**FAIL**"]
+                         for g in golden])
+        lines += [f"- {g['name']}: {g.get('detail', '')}" for g in golden] + [""]
+    else:
+        lines += ["No golden sets declared (`golden:` in the spec)." if not spec.golden
+                  else "The gate did not record golden-set results for this version.", ""]
+    lines += ["## Fairness", ""]
+    fairness = release.get("fairness") or []
+    if fairness:
+        for r in fairness:
+            verdict = ("pass" if r.get("passed") else "**FAIL (blocking)**" if r.get("blocking")
+                       else "breach (reported, not blocking)")
+            lines += [f"**{r['metric']} by `{r['column']}`** ({r['parity']}, threshold {_num(r.get('threshold'))}): "
+                      f"{_num(r.get('value'))} — {verdict}", ""]
+            lines += _table(["group", "rows", "positives", r["metric"], "judged"],
+                            [[g["group"], g["rows"], "—" if g.get("positives") is None else g["positives"],
+                              _num(g.get("value")), "yes" if g.get("judged") else "too small"]
+                             for g in r.get("groups", [])])
+    else:
+        lines += ["No fairness rules declared (`fairness:` in the spec)." if not spec.fairness
+                  else "The gate did not record fairness results for this version.", ""]
+    lines += ["## Explanations", ""]
+    if f.importance:
+        lines += [f"Global importance: mean |SHAP| contribution (margin units, exact TreeSHAP over "
+                  f"{f.importance_rows} holdout rows) and XGBoost's total gain.", ""]
+        lines += _table(["feature", "mean abs SHAP", "total gain"],
+                        [[x["feature"], _num(x.get("mean_abs_shap")), _num(x.get("total_gain"), 1)]
+                         for x in f.importance[:15]])
+        if spec.explain is not None and spec.explain.top_k:
+            lines += [f"Each scored row carries its {spec.explain.top_k} largest contributions "
+                      "(`contribution_<i>_feature` / `_value` in the scoring log).", ""]
+    else:
+        lines += ["No explanations recorded (`explain:` in the spec).", ""]
+    lines += ["## Cost", ""]
+    if f.costs:
+        rows = []
+        for stage in STAGES:
+            days = f.costs.get(stage) or {}
+            if days:
+                rows.append([stage, len(days), _num(sum(c.get("cpu_s", 0.0) for c in days.values()), 2),
+                             _num(sum(c.get("wall_s", 0.0) for c in days.values()), 2),
+                             _num(max(c.get("peak_mb", 0.0) for c in days.values()), 0)])
+        lines += ["CPU seconds, wall seconds and peak memory of the task process (pipelines/release/cost.py), "
+                  "as recorded on this version's run when the card was written.", ""]
+        lines += _table(["stage", "runs", "CPU s", "wall s", "peak MB"], rows)
+    else:
+        lines += ["No cost recorded yet.", ""]
+    return lines
 
 
 def limitations(spec: ModelSpec, f: CardFacts) -> list[str]:
@@ -230,8 +300,20 @@ def card_facts(spec: ModelSpec, version: str, download_dir: Path) -> CardFacts:
         features, categorical = list(meta["features"]), sorted(meta.get("categorical", {}))
     except Exception:  # an old run without features.json: the params still list the features
         log.warning("features.json missing on run %s", run_id)
+    from pipelines.release.cost import version_costs
+    from pipelines.release.explain import IMPORTANCE_ARTIFACT
+
+    importance: dict[str, Any] = {}
+    if spec.explain is not None:
+        try:
+            importance = json.loads(Path(client.download_artifacts(run_id, IMPORTANCE_ARTIFACT,
+                                                                   str(download_dir))).read_text())
+        except Exception:   # a version trained before `explain:` was declared
+            log.warning("%s missing on run %s", IMPORTANCE_ARTIFACT, run_id)
     return CardFacts(str(version), run_id, dict(mv.tags), dict(run.data.tags), dict(run.data.params),
-                     dict(run.data.metrics), aliases, decision, history, features, categorical)
+                     dict(run.data.metrics), aliases, decision, history, features, categorical,
+                     list(importance.get("features", [])), int(importance.get("rows", 0)),
+                     version_costs(client, run_id))
 
 
 def write_model_card(spec: ModelSpec, version: str, out_dir: Path) -> dict[str, str]:

@@ -49,13 +49,26 @@ def score_interval(spec: ModelSpec, validated_dir: Location, repo_path: Path, st
     from mlflow import MlflowClient
 
     from pipelines import model as m
-    from pipelines.training import ModelViews, label_rows, with_features
+    from pipelines.release.cost import measured, record_cost
 
     champ = m.champion(spec.registered_model_name)
     if champ is None:
         log.info("%s: no champion yet; nothing to score for %s", spec.name, key)
         return None
     client = MlflowClient()
+    with measured() as cost:
+        result = _score(spec, champ, client, validated_dir, repo_path, start, end, key, scores_dir, download_dir,
+                        tables)
+    record_cost(client, champ.run_id, "score", cost, start)   # on the champion's run, at the interval's day
+    return result
+
+
+def _score(spec: ModelSpec, champ: Any, client: Any, validated_dir: Location, repo_path: Path, start: datetime,
+           end: datetime, key: str, scores_dir: Location, download_dir: Path | None,
+           tables: tuple[Location, Path] | None) -> ScoreResult:
+    from pipelines import model as m
+    from pipelines.training import ModelViews, label_rows, with_features
+
     if download_dir is None and not storage.is_remote(scores_dir):
         download_dir = storage.local_path(scores_dir) / "_champion" / str(champ.version)
     with tempfile.TemporaryDirectory(prefix="flywheel-champion-") as tmp:
@@ -78,6 +91,12 @@ def score_interval(spec: ModelSpec, validated_dir: Location, repo_path: Path, st
     frame["prediction"] = m.predict(booster, matrix)
     frame["model_version"] = str(champ.version)
     frame["scored_for"] = key
+    if spec.explain is not None and spec.explain.top_k > 0:   # why each row scored as it did (release/explain.py)
+        from pipelines.release.explain import contributions, top_contributions
+
+        for col, values in top_contributions(contributions(booster, matrix), list(matrix.columns),
+                                             spec.explain.top_k).items():
+            frame[col] = values
     out = storage.write_parquet(frame, storage.join(scores_dir, f"{key}.parquet"))
     mark_served(client, spec.registered_model_name, str(champ.version), start)
     log.info("%s: scored %d rows for %s with v%s", spec.name, len(frame), key, champ.version)

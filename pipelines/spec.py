@@ -17,6 +17,7 @@ import yaml
 # direction and tasks of each metric, derived from the metrics registry (stdlib-only at import time)
 from pipelines.guardrail import GuardSpec
 from pipelines.metrics import HIGHER_IS_BETTER, METRIC_TASKS
+from pipelines.release.specs import ExplainSpec, GoldenSpec, ParitySpec, parse_explain, parse_fairness, parse_golden
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Numeric keys of a spec's `gate:` section (see pipelines/gate.py for what each one means).
@@ -235,6 +236,9 @@ class ModelSpec:
     warmup_days: int | None = None  # training.warmup_days: skip rows this soon after history starts (None: lookback)
     email_expire_hours: float = 72.0  # notify.expire_hours: an undelivered email is retried this long
     guardrail: GuardSpec | None = None  # `guardrail:`: watch each new champion against the one it replaced (None: off)
+    golden: tuple[GoldenSpec, ...] = ()     # `golden:` sets every challenger is judged on (pipelines/release/)
+    fairness: tuple[ParitySpec, ...] = ()   # `fairness:` parity rules between groups of a column
+    explain: ExplainSpec | None = None      # `explain:` top-k contributions per scored row (None: none stored)
 
     @property
     def higher_is_better(self) -> bool:
@@ -360,7 +364,7 @@ def load_datasets(directory: Path | None = None) -> dict[str, DatasetContract]:
 
 MOVED_TO_CONTRACT = {"validation": "validation", "schedule": "cadence", "event_timestamp": "timestamp"}
 MODEL_KEYS = ("name", "description", "owners", "task", "dataset", "entity_key", "label", "features", "training",
-              "metric", "gate", "drift", "tags", "notify", "guardrail")
+              "metric", "gate", "drift", "tags", "notify", "guardrail", "golden", "fairness", "explain")
 GUARDRAIL_KEYS = ("guard_days", "tolerance", "min_rows", "min_positives", "confidence", "resamples", "action",
                   "shadow_rows")
 
@@ -455,6 +459,9 @@ def load_spec(path: Path, datasets: Path | None = None) -> ModelSpec:
         warmup_days=int(training["warmup_days"]) if training.get("warmup_days") is not None else None,
         email_expire_hours=_notify_expire_hours(raw, path),
         guardrail=_guardrail(raw.get("guardrail"), task, seed=int(training.get("seed", 0)), path=path),
+        golden=parse_golden(raw.get("golden"), Path(path), REPO_ROOT),
+        fairness=parse_fairness(raw.get("fairness"), Path(path), task, list(dataset.column_names)),
+        explain=parse_explain(raw.get("explain"), Path(path)),
     )
 
 

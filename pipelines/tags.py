@@ -39,6 +39,8 @@ GATE_ARTIFACT = "flywheel.gate.artifact"  # version: run-relative path of the ga
 GATE_SLICES = "flywheel.gate.slices"  # version: slice counts by status, and the blocking slices
 GATE_CHECK_PREFIX = "flywheel.gate.check."  # version: + check name -> "PASS|FAIL value=... threshold=... | detail"
 
+GOLDEN_PREFIX = "flywheel.golden."  # version: + golden set name -> "PASS|FAIL sha256=<hash of the file judged on>"
+
 # --- model version: registry moves after the gate (pipelines/gate.py)
 PROMOTED_AT = "flywheel.promoted_at"  # version: ISO time of the promotion (data time; wall clock if overridden)
 PROMOTED_REASON = "flywheel.promoted_reason"  # version: why it was promoted

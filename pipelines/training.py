@@ -131,7 +131,9 @@ def label_rows(spec: ModelSpec, validated_dir: Location, start: datetime, end: d
         df = read_validated(validated_dir, ts, start, end)
         if df.empty:
             return df
-        cols = list(dict.fromkeys([spec.dataset.row_id, *keys, ts, *spec.row_features]))
+        # + the columns fairness rules group by (not features: to_matrix_frame never reads them)
+        cols = list(dict.fromkeys([spec.dataset.row_id, *keys, ts, *spec.row_features,
+                                   *(rule.column for rule in spec.fairness)]))
         out = df[cols].copy()
         if with_label:
             bad = label_problems(spec, df[spec.label.column])

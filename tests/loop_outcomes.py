@@ -211,8 +211,60 @@ def ui_answers_and_the_api_needs_a_login(demo: dict[str, Any]) -> None:
         assert r.status == 200
 
 
+def every_version_was_checked_for_release_and_its_cost_recorded(demo: dict[str, Any]) -> None:
+    """Issue 18 on the real loop: each fraud version was judged on the frozen golden set (its verdict and the hash
+    on the version), its card shows golden sets, parity, importance and cost; every scored interval carries each
+    row's top contributions; every train, gate and scoring run left a positive cost on its version's run, and the
+    summary sums them per week."""
+    from pipelines.release.cost import version_costs
+    from pipelines.spec import load_specs
+
+    specs = load_specs()
+    client = mlflow_client(demo)
+    frozen = specs["fraud"].golden[0]
+    fraud = demo["summary"]["models"]["fraud"]
+    for g in fraud["gate_decisions"]:
+        verdict = g["golden"][frozen.name]
+        assert verdict.endswith(f"sha256={frozen.sha256}") and verdict.split()[0] in ("PASS", "FAIL"), g
+        if g["decision"] == "promoted":
+            assert verdict.startswith("PASS"), g
+    scored = {r["dag_run_id"] for r in airflow_api(demo).dag_runs("score__fraud") if r["state"] == "success"}
+    score_costs = 0
+    for name in ("fraud", "spend"):
+        for mv in client.search_model_versions(f"name='flywheel-{name}'"):
+            costs = version_costs(client, mv.run_id)
+            for stage in ("train", "gate"):
+                [day] = costs[stage].values()
+                assert day["cpu_s"] > 0 and day["wall_s"] > 0 and day["peak_mb"] > 50, (name, mv.version, costs)
+            if name == "fraud":
+                score_costs += len(costs.get("score", {}))
+                assert all(d["cpu_s"] > 0 and d["wall_s"] > 0 for d in costs.get("score", {}).values())
+    assert 0 < score_costs <= len(scored), (score_costs, len(scored))
+    weeks = fraud["cost_per_week"]
+    assert weeks and all(w["cpu_s"] > 0 for w in weeks) and sum(w["runs"].get("score", 0) for w in weeks) == score_costs
+    champ = fraud["champion_version"]
+    card = client.download_artifacts(client.get_model_version("flywheel-fraud", champ).run_id,
+                                     f"model_card/model_card_v{champ}.md", str(demo["home"] / "card-check"))
+    text = Path(card).read_text()
+    for section in ("## Golden sets", frozen.name, "## Fairness", "false_positive_rate by `country`",
+                    "## Explanations", "mean abs SHAP", "## Cost"):
+        assert section in text, section
+    from pipelines.score import read_scores
+
+    frame = read_scores(demo["layout"].scores("fraud"), *_all_time())   # the data store: a folder or S3
+    assert {"contribution_1_feature", "contribution_3_value"} <= set(frame.columns)
+    assert frame["contribution_1_feature"].notna().all()
+    assert set(frame["contribution_1_feature"]) <= set(frame.columns)   # each names one of the row's inputs
+
+
+def _all_time() -> tuple[Any, Any]:
+    from datetime import UTC, datetime
+
+    return datetime(1970, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
+
+
 OUTCOMES = [timeline_tells_the_story, champion_exists_and_gate_recorded_decisions,
-            the_guardrail_rolled_back_the_holiday_model,
+            the_guardrail_rolled_back_the_holiday_model, every_version_was_checked_for_release_and_its_cost_recorded,
             retrain_was_requested_by_drift_without_a_human, blocked_batch_and_quarantined_rows,
             owners_got_the_drift_report_and_the_block_notice, a_persisting_alarm_is_emailed_once_per_episode,
             second_model_ran_through_the_same_loop,

@@ -110,6 +110,8 @@ class ModelBoard:
     drift: tuple[DriftWindow, ...]
     drift_share: float                   # the spec's drift.drift_share
     problems: tuple[str, ...] = ()       # what could not be read (MLflow down, a broken verdict...)
+    golden: tuple[tuple[str, str, str], ...] = ()   # (version, golden set, "PASS|FAIL sha256=...") per gated version
+    costs: tuple[dict[str, Any], ...] = ()          # pipelines/release/cost.weekly_costs: per data week
 
 
 def _age(then: datetime | None, now: datetime) -> str:
@@ -271,6 +273,18 @@ def model_board(spec: ModelSpec, layout: Layout, client: Any, now: datetime) -> 
         problems.append(f"MLflow did not answer for {name}: {exc}")
     versions.sort(key=lambda v: int(v.version) if v.version.isdigit() else 0)
     by_version = {v.version: v for v in versions}
+    golden, costs = [], []
+    if versions:
+        from pipelines.release.cost import model_weekly_costs
+
+        try:
+            for mv in client.search_model_versions(f"name='{name}'"):
+                golden += [(str(mv.version), k.removeprefix(tags.GOLDEN_PREFIX), v)
+                           for k, v in sorted((mv.tags or {}).items()) if k.startswith(tags.GOLDEN_PREFIX)]
+            costs = model_weekly_costs(client, name)[1]
+        except (MlflowException, OSError) as exc:
+            problems.append(f"golden-set verdicts and costs of {name} not read: {exc}")
+    golden.sort(key=lambda g: (int(g[0]) if g[0].isdigit() else 0, g[1]))
     windows, bad = read_windows(spec, layout)
     problems += bad
     timeline = [_gate_event(spec, v) for v in versions if v.decision]
@@ -282,5 +296,5 @@ def model_board(spec: ModelSpec, layout: Layout, client: Any, now: datetime) -> 
         champion=by_version.get(aliases.get(CHAMPION, "")), challenger=by_version.get(aliases.get(CHALLENGER, "")),
         previous=by_version.get(aliases.get(PREVIOUS, "")), versions=tuple(versions), timeline=tuple(timeline),
         metric_points=tuple(metric_points(spec, versions, windows)), drift=tuple(windows),
-        drift_share=spec.drift.drift_share, problems=tuple(problems),
+        drift_share=spec.drift.drift_share, problems=tuple(problems), golden=tuple(golden), costs=tuple(costs),
     )

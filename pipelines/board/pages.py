@@ -248,8 +248,38 @@ def model_page(m: ModelBoard, urls: Urls, now: datetime, message: str = "", erro
             "<th>drift</th><th>performance</th><th>retrain policy</th><th>email</th><th>report</th></tr>"
             + "".join(windows) + "</table>"
             + "<h2>Versions</h2><table id='versions'><tr><th>version</th><th>aliases</th><th>gate</th>"
-            f"<th>holdout {e(m.metric)}</th><th>trained as of</th><th>age</th><th>links</th></tr>{versions}</table>")
+            f"<th>holdout {e(m.metric)}</th><th>trained as of</th><th>age</th><th>links</th></tr>{versions}</table>"
+            + _release(m))
     return layout_page(f"Flywheel: {m.name}", urls, body)
+
+
+def _runs(week: dict[str, object]) -> str:
+    runs: dict[str, int] = week["runs"]  # type: ignore[assignment]
+    return ", ".join(f"{k} ×{n}" for k, n in sorted(runs.items()))
+
+
+def _release(m: ModelBoard) -> str:
+    """Golden-set verdicts per version, and what the model cost per data week (pipelines/release/)."""
+    out = "<h2>Golden sets</h2>"
+    if m.golden:
+        out += ("<table id='golden'><tr><th>version</th><th>golden set</th><th>verdict</th><th>file sha256</th></tr>"
+                + "".join(f"<tr><td>v{e(v)}</td><td>{e(g)}</td><td class='{'ok' if r.startswith('PASS') else 'bad'}'>"
+                          f"{e(r.split()[0])}</td><td><code>{e(r.partition('sha256=')[2][:16])}…</code></td></tr>"
+                          for v, g, r in reversed(m.golden)) + "</table>"
+                "<p class='muted'>Each check's detail is in the gate timeline above and in the version's model "
+                "card.</p>")
+    else:
+        out += "<p class='muted'>No golden set judged yet (<code>golden:</code> in the spec).</p>"
+    out += "<h2>Cost per week</h2>"
+    if m.costs:
+        out += ("<table id='costs'><tr><th>data week</th><th>runs</th><th>CPU s</th><th>wall s</th>"
+                "<th>peak MB</th></tr>"
+                + "".join(f"<tr><td>{e(w['week'])}</td><td>{e(_runs(w))}</td><td class='num'>{w['cpu_s']:.1f}</td>"
+                          f"<td class='num'>{w['wall_s']:.1f}</td>"
+                          f"<td class='num'>{w['peak_mb']:.0f}</td></tr>" for w in reversed(m.costs)) + "</table>")
+    else:
+        out += "<p class='muted'>No cost recorded yet.</p>"
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- a dataset

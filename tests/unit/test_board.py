@@ -299,3 +299,31 @@ def test_index_lists_every_model_with_its_champion_and_every_dataset_with_its_ro
     start = html.index(f"data-dataset='{contract.name}'>") + len(f"data-dataset='{contract.name}'>")
     svg = ET.fromstring(html[start:html.index("</svg>", start) + 6])
     assert sorted(int(r.get("data-value")) for r in svg.iter(f"{SVG}rect") if r.get("class") == "bar") == [3, 97]
+
+
+def test_model_page_lists_golden_verdicts_and_cost_per_week(registry, tmp_path):
+    """Issue 18 on the page: each version's golden-set verdict (as the gate tagged it) and the model's cost per
+    data week, summed from the cost metrics on its versions' runs (pipelines/release/cost.py)."""
+    from pipelines.release.cost import Cost, record_cost
+
+    name = SPEC.registered_model_name
+    registry.set_model_version_tag(name, "3", f"{tags.GOLDEN_PREFIX}holiday_scam", "FAIL sha256=" + "ab" * 32)
+    registry.set_model_version_tag(name, "2", f"{tags.GOLDEN_PREFIX}holiday_scam", "PASS sha256=" + "ab" * 32)
+    runs = {v: registry.get_model_version(name, v).run_id for v in ("1", "2")}
+    record_cost(registry, runs["1"], "train", Cost(4.0, 5.0, 700.0), datetime(2026, 1, 26, tzinfo=UTC))
+    record_cost(registry, runs["1"], "score", Cost(1.0, 2.0, 400.0), datetime(2026, 2, 2, tzinfo=UTC))
+    record_cost(registry, runs["2"], "score", Cost(1.5, 2.5, 450.0), datetime(2026, 2, 4, tzinfo=UTC))
+    b = model_board(SPEC, Layout(tmp_path / "home"), registry, NOW)
+    assert b.golden == (("2", "holiday_scam", "PASS sha256=" + "ab" * 32),
+                        ("3", "holiday_scam", "FAIL sha256=" + "ab" * 32))
+    assert [(w["week"], w["cpu_s"], w["runs"]) for w in b.costs] == [
+        ("2026-01-26", 4.0, {"train": 1}), ("2026-02-02", 2.5, {"score": 2})]
+    html = pages.model_page(b, pages.Urls("/flywheel"), NOW)
+
+    def rows(table_id: str) -> list[list[str]]:
+        start = html.index(f"<table id='{table_id}'>")
+        table = ET.fromstring(html[start:html.index("</table>", start) + 8])
+        return [["".join(td.itertext()) for td in tr.findall("td")] for tr in table.findall("tr")[1:]]
+
+    assert [r[:3] for r in rows("golden")] == [["v3", "holiday_scam", "FAIL"], ["v2", "holiday_scam", "PASS"]]
+    assert [r[:3] for r in rows("costs")] == [["2026-02-02", "score ×2", "2.5"], ["2026-01-26", "train ×1", "4.0"]]

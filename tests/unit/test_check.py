@@ -174,3 +174,16 @@ def test_a_missing_folder_is_a_problem_not_a_crash(tmp_path):
     assert {(p.file.name, p.key) for p in problems} == {("nope", "(file)"), ("none", "(file)"),
                                                          ("definitions.py", "(file)")}
     assert str(problems[0]).startswith(f"{problems[0].file}: (file): ")
+
+
+def test_a_golden_set_the_gate_would_refuse_is_a_problem_before_any_training(tmp_path):
+    root = copy_project(tmp_path)
+    baseline = run(root)
+    frozen = "eff3c8fefd2cbf34f51ab368c7d8a7691b169670fbe42bb645dc70b47e677ab0"
+    edit(root / "models" / "fraud.yaml", frozen, "a" * 64)
+    spec_like_fraud(root, "fraud_gone",
+                    **{"file: golden/fraud/holiday_scam.parquet": "file: golden/fraud/gone.parquet"})
+    new = found(run(root), baseline)
+    assert "not the frozen value" in new[("fraud.yaml", "golden[0].sha256")]
+    assert "flywheel golden hash" in new[("fraud.yaml", "golden[0].sha256")]
+    assert "does not exist" in new[("fraud_gone.yaml", "golden[0].file")]
