@@ -138,8 +138,8 @@ def parse_fairness(raw: Any, path: Path, task: str, columns: list[str]) -> tuple
         if column not in columns:
             raise _error(path, f"`{where}.column` {column!r} is not a column of the model's dataset "
                                f"({', '.join(columns)}).")
-        metric = f.get("metric")
-        if task not in PARITY_METRICS.get(metric, ()):
+        metric = str(f.get("metric"))
+        if task not in PARITY_METRICS.get(metric, ("",)):
             ok = sorted(m for m, t in PARITY_METRICS.items() if task in t)
             raise _error(path, f"`{where}.metric` {metric!r} does not fit a {task} model; use one of {ok}.")
         parity = f.get("parity", "difference")
