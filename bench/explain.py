@@ -7,7 +7,7 @@ the Feast registry) and the same stage: rows read + features joined as of each r
 `with_features`), then the model part: the champion's matrix, `predict`, the scores parquet. The explained
 line adds what `pipelines.score` adds when the spec declares `explain:`: XGBoost's approximate contributions
 (`pipelines.release.explain.contributions`) and the top-k columns (`top_contributions`) written with the
-scores. Exact TreeSHAP is timed on --exact-rows rows only (it is ~80x slower: why rows get the approximation).
+scores. Exact TreeSHAP is timed on --exact-rows rows only (30-50x slower: why rows get the approximation).
 The issue's target: explanations within 1.5x of scoring without them, at 1M rows.
 """
 

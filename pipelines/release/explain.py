@@ -7,8 +7,8 @@ contributions of each scored row.
 * **Per row** (with the scores): the `explain.top_k` largest contributions of each row, as columns
   `contribution_<i>_feature` / `contribution_<i>_value` (i = 1..k, largest |value| first), in margin units
   (log-odds for a classifier). They come from XGBoost's approximate contributions (`approx_contribs=True`,
-  Saabas: the path each row takes through each tree): exact TreeSHAP costs ~130 s per million rows at 40
-  trees with this machine's categorical splits, the approximation ~1.7 s (bench/explain.py). Both satisfy
+  Saabas: the path each row takes through each tree): exact TreeSHAP costs ~70 s per million rows at 40
+  trees with these categorical splits, 30-50x the approximation (bench/explain.py). Both satisfy
   XGBoost's identity: a row's contributions plus the bias sum to its margin.
 """
 
