@@ -92,10 +92,10 @@ def _score(spec: ModelSpec, champ: Any, client: Any, validated_dir: Location, re
     frame["model_version"] = str(champ.version)
     frame["scored_for"] = key
     if spec.explain is not None and spec.explain.top_k > 0:   # why each row scored as it did (release/explain.py)
-        from pipelines.release.explain import contributions, top_contributions
+        from pipelines.release.explain import explained_rows
 
-        for col, values in top_contributions(contributions(booster, matrix), list(matrix.columns),
-                                             spec.explain.top_k).items():
+        for col, values in explained_rows(booster, matrix, frame["prediction"].to_numpy(), spec.explain.top_k,
+                                          spec.explain.min_prediction).items():
             frame[col] = values
     out = storage.write_parquet(frame, storage.join(scores_dir, f"{key}.parquet"))
     mark_served(client, spec.registered_model_name, str(champ.version), start)

@@ -32,6 +32,30 @@ def contributions(booster: xgb.Booster, matrix: pd.DataFrame, exact: bool = Fals
     return booster.predict(dm, pred_contribs=True, approx_contribs=not exact)
 
 
+def explained_rows(booster: xgb.Booster, matrix: pd.DataFrame, prediction: np.ndarray, k: int,
+                   min_prediction: float | None = None) -> dict[str, Any]:
+    """The top-k columns for every row of `matrix`, or, with `min_prediction`, for the rows whose prediction is
+    at least that (the others get missing values): what the scoring log stores."""
+    import numpy as np
+    import pandas as pd
+
+    names = list(matrix.columns)
+    if min_prediction is None:
+        return top_contributions(contributions(booster, matrix), names, k)
+    keep = np.asarray(prediction) >= min_prediction
+    some = top_contributions(contributions(booster, matrix.loc[keep]), names, k) if keep.any() else {}
+    out: dict[str, Any] = {}
+    for i in range(1, min(k, len(names)) + 1):
+        codes = np.full(len(matrix), -1, dtype=np.int64)
+        values = np.full(len(matrix), np.nan, dtype=np.float32)
+        if some:
+            codes[keep] = some[f"contribution_{i}_feature"].codes
+            values[keep] = some[f"contribution_{i}_value"]
+        out[f"contribution_{i}_feature"] = pd.Categorical.from_codes(codes, categories=names)
+        out[f"contribution_{i}_value"] = values
+    return out
+
+
 def top_contributions(contribs: np.ndarray, names: list[str], k: int) -> dict[str, Any]:
     """Columns `contribution_<i>_feature` / `contribution_<i>_value` (i = 1..k) of each row's k largest |values|
     (the bias column left out)."""

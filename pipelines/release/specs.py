@@ -21,6 +21,8 @@ the key, and says what to write instead.
     explain:
       top_k: 3                           # the k largest feature contributions stored with each scored row
       importance_rows: 2000              # holdout rows for the card's mean |SHAP| (exact TreeSHAP)
+      min_prediction: 0.5                # optional: explain only rows scoring >= 0.5 (the ones people act on);
+                                         # bounds the cost for large models (bench/explain.py)
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any
 
 GOLDEN_KEYS = ("name", "file", "sha256", "min_primary", "max_primary", "max_regression", "resamples")
 FAIRNESS_KEYS = ("column", "metric", "parity", "threshold", "cutoff", "min_rows", "blocking")
-EXPLAIN_KEYS = ("top_k", "importance_rows")
+EXPLAIN_KEYS = ("top_k", "importance_rows", "min_prediction")
 PARITY_METRICS = {"positive_rate": ("binary",), "recall": ("binary",), "false_positive_rate": ("binary",),
                   "error_rate": ("binary",), "mae": ("regression",)}
 
@@ -62,6 +64,7 @@ class ParitySpec:
 class ExplainSpec:
     top_k: int = 3
     importance_rows: int = 2000
+    min_prediction: float | None = None   # explain only rows scoring >= this (None: every row)
 
 
 def _error(path: Path, text: str) -> Exception:
@@ -165,4 +168,5 @@ def parse_explain(raw: Any, path: Path) -> ExplainSpec | None:
     e = _mapping({} if raw is True else raw, "explain", EXPLAIN_KEYS, path)
     d = ExplainSpec()
     return ExplainSpec(_number(e, "top_k", "explain", path, d.top_k, low=0, whole=True),
-                       _number(e, "importance_rows", "explain", path, d.importance_rows, low=100, whole=True))
+                       _number(e, "importance_rows", "explain", path, d.importance_rows, low=100, whole=True),
+                       _number(e, "min_prediction", "explain", path))

@@ -20,7 +20,7 @@ import yaml
 from pipelines.gate import compare_on_holdout, decide_promotion
 from pipelines.release import cost as c
 from pipelines.release.checks import release_checks
-from pipelines.release.explain import contributions, global_importance, top_contributions
+from pipelines.release.explain import contributions, explained_rows, global_importance, top_contributions
 from pipelines.release.fairness import group_metric, parity
 from pipelines.release.specs import GoldenSpec, ParitySpec
 from pipelines.spec import REPO_ROOT, SpecError, load_spec, load_specs
@@ -229,6 +229,15 @@ def test_contributions_sum_to_the_margin_and_top_k_picks_the_largest():
         assert top["contribution_2_feature"][i] == x.columns[order[1]]
         assert abs(top["contribution_1_value"][i]) >= abs(top["contribution_2_value"][i])
         assert top["contribution_1_value"][i] == pytest.approx(row[order[0]], rel=1e-5)
+    # `explain.min_prediction`: only the rows scoring at least the cutoff are explained, with the same values
+    pred = bst.predict(xgb.DMatrix(x, enable_categorical=True))
+    some = explained_rows(bst, x, pred, 2, min_prediction=0.5)
+    flagged = pred >= 0.5
+    assert 0 < flagged.sum() < len(x)
+    assert pd.isna(some["contribution_1_feature"][~flagged]).all()
+    assert np.isnan(some["contribution_1_value"][~flagged]).all()
+    assert list(some["contribution_1_feature"][flagged]) == list(np.asarray(top["contribution_1_feature"])[flagged])
+    np.testing.assert_allclose(some["contribution_2_value"][flagged], top["contribution_2_value"][flagged], rtol=1e-6)
     imp = global_importance(bst, x, list(x.columns), rows=500)
     assert [r["feature"] for r in imp][-1] == "velocity"                 # it plays no part in the label
     assert imp[0]["mean_abs_shap"] > imp[-1]["mean_abs_shap"] and all(r["total_gain"] >= 0 for r in imp)
