@@ -1,4 +1,7 @@
-"""`flywheel validate` as engineers and CI run it: a subprocess, a temporary FLYWHEEL_HOME, exit codes."""
+"""`flywheel validate` as engineers and CI run it: a temporary FLYWHEEL_HOME, exit codes, what it prints.
+
+The first test runs it as a subprocess, as people do; the others call the same `main` in this interpreter
+(a new interpreter per call cost ~10 CPU seconds of imports each, with the suite's demo runs beside them)."""
 
 from __future__ import annotations
 
@@ -40,11 +43,38 @@ def good_rows(n: int = N) -> pd.DataFrame:
 
 
 def flywheel(*args: str, home: Path | None = None, **extra_env: str) -> subprocess.CompletedProcess[str]:
+    """`flywheel validate ARGS` in a new interpreter, exactly as an engineer or a CI job runs it."""
     env = {**os.environ, "GX_ANALYTICS_ENABLED": "false", **extra_env}
     if home is not None:
         env["FLYWHEEL_HOME"] = str(home)
     return subprocess.run([sys.executable, "-m", "flywheel.cli", "validate", *args], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=180)
+
+
+def flywheel_here(*args: str, home: Path | None = None, **extra_env: str) -> subprocess.CompletedProcess[str]:
+    """The same command through `flywheel.cli.main` in this interpreter (its exit code, stdout and stderr): the
+    interpreter's start and imports are the subprocess tests' cost, not what these tests are about. The
+    environment is restored afterwards."""
+    import contextlib
+    import io
+
+    from flywheel.cli import main
+
+    saved = dict(os.environ)
+    os.environ.update({"GX_ANALYTICS_ENABLED": "false", **extra_env})
+    if home is not None:
+        os.environ["FLYWHEEL_HOME"] = str(home)
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(["validate", *args])
+            except SystemExit as exc:          # argparse's usage errors
+                code = int(exc.code or 0)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return subprocess.CompletedProcess(["flywheel", "validate", *args], code, out.getvalue(), err.getvalue())
 
 
 def test_accepted_csv_with_quarantined_rows_exits_0_and_writes_the_outputs(tmp_path):
@@ -80,7 +110,7 @@ def test_blocked_batch_exits_2_with_json_and_keeps_the_evidence(tmp_path):
     df.to_parquet(batch, index=False)
     home = tmp_path / "elsewhere"
 
-    out = flywheel("--dataset", "transactions", str(batch), "--json", "--home", str(home))
+    out = flywheel_here("--dataset", "transactions", str(batch), "--json", "--home", str(home))
 
     assert out.returncode == 2, out.stderr
     result = json.loads(out.stdout)
@@ -106,7 +136,7 @@ def test_the_labels_of_the_models_reading_the_dataset_must_not_leak(tmp_path):
     batch = tmp_path / "transactions_2026-01-05.parquet"
     good_rows().assign(chargeback=lambda d: d["is_fraud"]).to_parquet(batch, index=False)
 
-    out = flywheel("--dataset", "transactions", str(batch), "--json", home=tmp_path / "home")
+    out = flywheel_here("--dataset", "transactions", str(batch), "--json", home=tmp_path / "home")
 
     assert out.returncode == 2, out.stderr
     (f,) = [f for f in json.loads(out.stdout)["failures"] if f["severity"] == "batch"]
@@ -118,25 +148,25 @@ def test_errors_exit_1_with_a_clear_message(tmp_path):
     batch = tmp_path / "transactions_2026-01-05.parquet"
     good_rows().to_parquet(batch, index=False)
 
-    unknown = flywheel("--dataset", "nope", str(batch), home=tmp_path)
+    unknown = flywheel_here("--dataset", "nope", str(batch), home=tmp_path)
     assert unknown.returncode == 1
     known = ", ".join(sorted(load_datasets()))   # every contract of datasets/, e.g. "ratings, transactions"
     assert f"unknown dataset 'nope'; known: {known} (datasets/<name>.yaml)" in unknown.stderr
 
-    no_dataset = flywheel(str(batch), "--json", home=tmp_path)
+    no_dataset = flywheel_here(str(batch), "--json", home=tmp_path)
     assert no_dataset.returncode == 1 and json.loads(no_dataset.stdout)["verdict"] == "error"
     assert f"--dataset NAME is required; known: {known}" in no_dataset.stderr
 
-    old_flag = flywheel("--model", "fraud", str(batch), home=tmp_path)
+    old_flag = flywheel_here("--model", "fraud", str(batch), home=tmp_path)
     assert old_flag.returncode == 1  # an error, not "blocked" (2)
     assert "--model is gone" in old_flag.stderr and "use --dataset transactions" in old_flag.stderr
 
-    missing = flywheel("--dataset", "transactions", str(tmp_path / "missing.parquet"), "--json", home=tmp_path)
+    missing = flywheel_here("--dataset", "transactions", str(tmp_path / "missing.parquet"), "--json", home=tmp_path)
     assert missing.returncode == 1
     assert json.loads(missing.stdout)["verdict"] == "error"
     assert "missing.parquet: no such file" in missing.stderr
 
-    bad_start = flywheel("--dataset", "transactions", str(batch), "--start", "last monday", home=tmp_path)
+    bad_start = flywheel_here("--dataset", "transactions", str(batch), "--start", "last monday", home=tmp_path)
     assert bad_start.returncode == 1 and "--start 'last monday' is not an ISO 8601" in bad_start.stderr
     assert not (tmp_path / "data").exists()  # nothing written on a usage error
 
@@ -167,7 +197,7 @@ def test_the_interval_follows_the_contract_cadence(tmp_path):
     reads = [(first + timedelta(minutes=3 * i)).isoformat() for i in range(10)]
     pd.DataFrame({"reading_id": [f"r{i}" for i in range(10)], "kwh": 1.5, "read_at": reads}).to_csv(batch, index=False)
 
-    out = flywheel("--dataset", "meter_readings", str(batch), "--json", home=tmp_path / "home",
+    out = flywheel_here("--dataset", "meter_readings", str(batch), "--json", home=tmp_path / "home",
                    FLYWHEEL_DATASETS_DIR=str(datasets), FLYWHEEL_MODELS_DIR=str(models))
 
     assert out.returncode == 0, out.stderr
