@@ -1,5 +1,5 @@
-"""`flywheel` — operate the embedded runtime (init, up, down, status, feast-apply, demo) and run a dataset's data
-gate on one file (validate)."""
+"""`flywheel` — operate the embedded runtime (init, up, down, status, feast-apply, demo), serve online predictions
+(serve) and run a dataset's data gate on one file (validate)."""
 
 from __future__ import annotations
 
@@ -73,6 +73,21 @@ def main(argv: list[str] | None = None) -> int:
     trn.add_argument("--as-of", help="train on labels known at this time, ISO 8601 (default: the end of the "
                      "newest validated batch of the model's dataset)")
     trn.add_argument("--reason", default="trained by hand (flywheel train)", help="recorded on the version")
+    srv = sub.add_parser("serve", help="online predictions from every model's champion over HTTP (API key required)",
+                         description="Answer POST /v1/models/<model>/predict with the champion held in memory and the "
+                         "model's FeatureService read from the online store; reload when the champion alias moves. "
+                         "The API key is $FLYWHEEL_HOME/secrets/serving_api_key (generated once) or "
+                         "FLYWHEEL_SERVING_API_KEY. See README, Serving.")
+    srv.add_argument("--host", default=os.environ.get("FLYWHEEL_SERVING_HOST", "127.0.0.1"),
+                     help="address to bind (default 127.0.0.1, or FLYWHEEL_SERVING_HOST; 0.0.0.0 only in a container)")
+    srv.add_argument("--port", type=int, help="port (default FLYWHEEL_SERVING_PORT or 8000)")
+    srv.add_argument("--model", action="append", help="serve only this model (repeatable; default: every spec)")
+    srv.add_argument("--poll-seconds", type=float, default=float(os.environ.get("FLYWHEEL_SERVING_POLL_SECONDS", 2)),
+                     help="how often the champion alias is looked at (default 2, or FLYWHEEL_SERVING_POLL_SECONDS)")
+    srv.add_argument("--feature-repo", type=Path, help="the Feast repo (default: feature_repo/)")
+    srv.add_argument("--log-seconds", type=float, default=float(os.environ.get("FLYWHEEL_SERVING_LOG_SECONDS", 5)),
+                     help="the online scoring log is written at least this often (default 5, or "
+                     "FLYWHEEL_SERVING_LOG_SECONDS), and every 1,000 rows")
     args = parser.parse_args(argv)
     if args.cmd == "validate":
         return validate_command(args)
@@ -92,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         return ingest_command(args, lay, ports)
     if args.cmd == "train":
         return train_command(args, lay, ports)
+    if args.cmd == "serve":
+        return serve_command(args, lay, ports)
     if args.cmd == "init":
         runtime.init(lay, ports)
     elif args.cmd == "up":
@@ -260,6 +277,46 @@ def train_command(args: argparse.Namespace, lay: Layout, ports: Any) -> int:
     return 0 if run["state"] == "success" else EXIT_ERROR
 
 
+def serve_command(args: argparse.Namespace, lay: Layout, ports: Any) -> int:
+    """`flywheel serve`: the online endpoint of every model (or --model), until SIGINT/SIGTERM."""
+    from flywheel import runtime
+    from pipelines.layout import default_data_uri
+    from pipelines.spec import REPO_ROOT, SpecError, load_specs
+
+    def error(message: str) -> int:
+        print(f"flywheel serve: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+
+    env = runtime.environment(lay, ports)   # the stores of this install (values already set win)
+    os.environ.update({k: v for k, v in env.items() if k.startswith(("FLYWHEEL_", "MLFLOW_", "AWS_", "DO_NOT",
+                                                                     "FEAST_"))})
+    try:
+        specs = load_specs()
+    except SpecError as exc:
+        return error(str(exc))
+    unknown = sorted(set(args.model or ()) - set(specs))
+    if unknown:
+        return error(f"unknown model(s) {unknown}; known: {', '.join(sorted(specs))} (models/<name>.yaml)")
+    chosen = [specs[n] for n in (args.model or sorted(specs))]
+    port = args.port or ports.serving
+    key = runtime.serving_api_key(lay)
+    from pipelines.serving.server import build_endpoints, serve
+
+    data = Layout(lay.home, default_data_uri())
+    from pipelines.serving.server import BROKEN
+
+    endpoints = build_endpoints(chosen, args.feature_repo or REPO_ROOT / "feature_repo", data,
+                                poll_s=args.poll_seconds, log_seconds=args.log_seconds)
+    where = "FLYWHEEL_SERVING_API_KEY" if os.environ.get("FLYWHEEL_SERVING_API_KEY") else \
+        lay.secrets() / "serving_api_key"
+    print(f"serving {', '.join(endpoints) or 'no model'} on http://{args.host}:{port}/v1/models/<model>/predict "
+          f"(API key: {where}; champions reloaded every {args.poll_seconds:g} s)", flush=True)
+    for name, why in BROKEN.items():
+        print(f"not serving {name}: {why}", file=sys.stderr, flush=True)
+    serve(endpoints, key, args.host, port)
+    return 0
+
+
 class CLIError(Exception):
     """A usage problem: the message says what to do; exit code 1."""
 
@@ -386,6 +443,8 @@ def _print_urls(lay: Layout, ports: object) -> None:
     print(f"Airflow UI : http://127.0.0.1:{ports.airflow}/   login admin / {admin_password(lay)}")  # type: ignore[attr-defined]
     print(f"Flywheel   : http://127.0.0.1:{ports.airflow}/plugin/flywheel   (models and datasets)")  # type: ignore[attr-defined]
     print(f"MLflow UI  : http://127.0.0.1:{ports.mlflow}/")  # type: ignore[attr-defined]
+    print(f"Serving    : http://127.0.0.1:{ports.serving}/v1/models/<model>/predict   "  # type: ignore[attr-defined]
+          f"(API key in {lay.secrets() / 'serving_api_key'})")
     print(f"Mail       : {lay.mail()}  (one file per message received by the local SMTP server)")
     if os.environ.get("FLYWHEEL_TOPOLOGY") == "services":
         from flywheel.runtime import environment

@@ -533,8 +533,10 @@ def run_demo(lay: Layout, ports: runtime.Ports, short: bool | None = None, resum
                   for play in games.values() for r in play.runs]
     batches = [b for play in games.values() for b in play.batches]
     summary = _summary(lay, ports, chosen, batches, runs_final, api, t_start, t_services, loop_s, short)
+    summary["serving"] = serving_check(lay, ports, chosen)   # the online endpoint answers with each champion
     (lay.home / "demo-summary.json").write_text(json.dumps(summary, indent=2, default=str))
     _print_summary(summary, lay, ports)
+    _print_serving(summary["serving"], lay, ports)
     return 0
 
 
@@ -615,3 +617,61 @@ def _print_summary(s: dict[str, Any], lay: Layout, ports: runtime.Ports) -> None
     print(f"Flywheel   : http://127.0.0.1:{ports.airflow}/plugin/flywheel   (models and datasets, in Airflow's nav)")
     print(f"MLflow UI  : http://127.0.0.1:{ports.mlflow}/")
     print("The services keep running; `make down` stops them.")
+
+
+def serving_check(lay: Layout, ports: runtime.Ports, chosen: list[ModelSpec], timeout: float = 90) -> dict[str, Any]:
+    """Ask `flywheel serve` (started by `up`) for one prediction per model, as a client would: the newest validated
+    row of the model's dataset (a new row id, so the monitor sees it as online traffic), over HTTP with the
+    install's API key. Returns model -> {version, score, request} or {error}."""
+    import urllib.error
+    import urllib.request
+
+    from pipelines.serving.schema import RequestSchema
+    from pipelines.spec import REPO_ROOT
+    from pipelines.training import ModelViews
+
+    base, key = f"http://127.0.0.1:{ports.serving}", runtime.serving_api_key(lay)
+    out: dict[str, Any] = {}
+    deadline = time.monotonic() + timeout
+    for spec in chosen:
+        files = storage.list_files(lay.validated(spec.dataset.name), ".parquet")
+        if not files:
+            out[spec.name] = {"error": "no validated batch"}
+            continue
+        schema = RequestSchema.of(spec, list(ModelViews.of(spec, REPO_ROOT / "feature_repo").join_keys))
+        last = storage.read_parquet(files[-1]).tail(1).to_dict("records")[0]
+        row = {f: (None if v is None or v != v else v.isoformat() if hasattr(v, "isoformat")   # NaN/NaT: null
+                   else v.item() if hasattr(v, "item") else v)
+               for f, v in last.items() if f in {*schema.required, schema.timestamp}}
+        row[schema.row_id] = f"demo-online-{spec.name}"
+        body = {"rows": [row], "missing": "score"}
+        req = urllib.request.Request(f"{base}/v1/models/{spec.name}/predict", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+        while True:
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    answer = json.loads(r.read())
+                out[spec.name] = {"version": answer["model_version"], "score": answer["predictions"][0]["score"],
+                                  "request": body}
+                break
+            except (urllib.error.URLError, OSError, ValueError) as exc:   # not ready yet: the champion loads
+                if time.monotonic() > deadline:
+                    detail = exc.read().decode()[:300] if isinstance(exc, urllib.error.HTTPError) else str(exc)
+                    out[spec.name] = {"error": detail}
+                    break
+                time.sleep(1)
+    return out
+
+
+def _print_serving(checks: dict[str, Any], lay: Layout, ports: runtime.Ports) -> None:
+    key_file = lay.secrets() / "serving_api_key"
+    print(f"Serving    : http://127.0.0.1:{ports.serving}/v1/models/<model>/predict   (API key in {key_file}; "
+          "README, Serving)")
+    for name, c in checks.items():
+        print(f"    {name}: " + (f"v{c['version']} answered {c['score']:.4f}" if "version" in c
+                                 else f"no answer ({c['error']})"))
+    example = next((n for n, c in checks.items() if "version" in c), None)
+    if example:
+        print(f"    try: curl -s -H \"Authorization: Bearer $(cat {key_file})\" -H 'Content-Type: application/json' "
+              f"-d '{json.dumps(checks[example]['request'])}' http://127.0.0.1:{ports.serving}/v1/models/{example}"
+              "/predict")

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 VENV_BIN = Path(sys.executable).parent
-SERVICES = ("smtp", "s3", "mlflow", "api-server", "scheduler", "dag-processor", "triggerer", "worker")
+SERVICES = ("smtp", "s3", "mlflow", "api-server", "scheduler", "dag-processor", "triggerer", "worker", "serving")
 TOPOLOGIES = ("embedded", "services")
 # docker-compose.yaml's services and what stands for each in the native `services` topology
 # (tests/dags/test_compose.py holds the two lists together).
@@ -59,6 +59,7 @@ COMPOSE_NATIVE = {
     "airflow-triggerer": "triggerer",
     "airflow-init": "init",
     "airflow-cli": "flywheel.cli / airflow CLI",
+    "flywheel-serving": "serving",
 }
 
 # Modules the scheduler imports at start: LocalExecutor tasks are forked from it and inherit them,
@@ -98,18 +99,20 @@ class Ports:
     worker_logs: int = 8793
     trigger_logs: int = 8794
     s3: int = 9000   # the S3-API server of the `services` topology
+    serving: int = 8000   # `flywheel serve`: online predictions from the champions
 
     @classmethod
     def from_env(cls) -> Ports:
         e = os.environ
         return cls(int(e.get("FLYWHEEL_AIRFLOW_PORT", 8080)), int(e.get("FLYWHEEL_MLFLOW_PORT", 5000)),
                    int(e.get("FLYWHEEL_SMTP_PORT", 8025)), int(e.get("FLYWHEEL_WORKER_LOG_PORT", 8793)),
-                   int(e.get("FLYWHEEL_TRIGGER_LOG_PORT", 8794)), int(e.get("FLYWHEEL_S3_PORT", 9000)))
+                   int(e.get("FLYWHEEL_TRIGGER_LOG_PORT", 8794)), int(e.get("FLYWHEEL_S3_PORT", 9000)),
+                   int(e.get("FLYWHEEL_SERVING_PORT", 8000)))
 
     @classmethod
     def free(cls) -> Ports:
-        """Six free ports (tests run their own Airflow next to a running demo)."""
-        socks = [socket.socket() for _ in range(6)]
+        """Seven free ports (tests run their own Airflow next to a running demo)."""
+        socks = [socket.socket() for _ in range(7)]
         for s in socks:
             s.bind(("127.0.0.1", 0))
         ports = [s.getsockname()[1] for s in socks]
@@ -121,7 +124,8 @@ class Ports:
         """The variables that carry these ports to every process (and to `flywheel` commands)."""
         return {"FLYWHEEL_AIRFLOW_PORT": str(self.airflow), "FLYWHEEL_MLFLOW_PORT": str(self.mlflow),
                 "FLYWHEEL_SMTP_PORT": str(self.smtp), "FLYWHEEL_WORKER_LOG_PORT": str(self.worker_logs),
-                "FLYWHEEL_TRIGGER_LOG_PORT": str(self.trigger_logs), "FLYWHEEL_S3_PORT": str(self.s3)}
+                "FLYWHEEL_TRIGGER_LOG_PORT": str(self.trigger_logs), "FLYWHEEL_S3_PORT": str(self.s3),
+                "FLYWHEEL_SERVING_PORT": str(self.serving)}
 
 
 def topology() -> str:
@@ -154,6 +158,12 @@ def _fernet_key() -> str:
     from cryptography.fernet import Fernet
 
     return Fernet.generate_key().decode()
+
+
+def serving_api_key(lay: Layout) -> str:
+    """The online endpoint's API key (`flywheel serve`): FLYWHEEL_SERVING_API_KEY, else generated once per install
+    into secrets/serving_api_key (0600)."""
+    return _secret(lay, "serving_api_key", lambda: secrets.token_urlsafe(32), "FLYWHEEL_SERVING_API_KEY")
 
 
 def admin_password(lay: Layout) -> str:
@@ -352,6 +362,7 @@ def init(lay: Layout, ports: Ports) -> dict[str, str]:
     pw_file = Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
     pw_file.write_text(json.dumps({"admin": admin_password(lay)}))
     os.chmod(pw_file, 0o600)
+    serving_api_key(lay)   # the online endpoint's key, generated once per install (or from the environment)
     (lay.airflow_home() / "config" / "airflow_local_settings.py").write_text(LOCAL_SETTINGS.format(modules=PRELOAD))
     if env["FLYWHEEL_TOPOLOGY"] == "services":
         made = create_databases(env)
@@ -383,6 +394,9 @@ def _commands(env: dict[str, str], lay: Layout, ports: Ports) -> dict[str, list[
         "triggerer": [af, "triggerer", "--skip-serve-logs"],
         **({"worker": [af, "celery", "worker", "--concurrency", env["AIRFLOW__CELERY__WORKER_CONCURRENCY"]]}
            if services else {}),
+        # online predictions from every model's champion (waits for champions; reloads when the alias moves)
+        "serving": [str(VENV_BIN / "python"), "-m", "flywheel.cli", "serve", "--host", "127.0.0.1", "--port",
+                    str(ports.serving)],
     }
 
 
@@ -503,7 +517,7 @@ def up(lay: Layout, ports: Ports, env: dict[str, str] | None = None) -> dict[str
     services = env["FLYWHEEL_TOPOLOGY"] == "services"
     reap(lay)   # a crashed run's children (e.g. the workers of a SIGKILLed scheduler) hold ports and the DB
     already = running(lay)
-    wanted = {"smtp": ports.smtp, "mlflow": ports.mlflow, "api-server": ports.airflow}
+    wanted = {"smtp": ports.smtp, "mlflow": ports.mlflow, "api-server": ports.airflow, "serving": ports.serving}
     if services:
         wanted.update({"s3": ports.s3, "worker": ports.worker_logs})
     busy = [f"{port} ({name})" for name, port in wanted.items() if name not in already and _in_use(port)]
@@ -511,7 +525,7 @@ def up(lay: Layout, ports: Ports, env: dict[str, str] | None = None) -> dict[str
         raise RuntimeError(f"port(s) already in use: {', '.join(busy)}. Stop what uses them (`make down` if it is "
                            "an earlier Flywheel) or choose other ports with FLYWHEEL_AIRFLOW_PORT, "
                            "FLYWHEEL_MLFLOW_PORT, FLYWHEEL_SMTP_PORT, FLYWHEEL_WORKER_LOG_PORT, "
-                           "FLYWHEEL_TRIGGER_LOG_PORT, FLYWHEEL_S3_PORT.")
+                           "FLYWHEEL_TRIGGER_LOG_PORT, FLYWHEEL_S3_PORT, FLYWHEEL_SERVING_PORT.")
     for name, cmd in _commands(env, lay, ports).items():
         if name not in already:
             start(lay, name, cmd, env)
@@ -523,6 +537,7 @@ def up(lay: Layout, ports: Ports, env: dict[str, str] | None = None) -> dict[str
             log.info("S3 buckets created: %s", ", ".join(made) or "none (they exist)")
         wait_http(f"http://127.0.0.1:{ports.mlflow}/health", 240, "MLflow")  # ~10 s idle, minutes on a busy host
         wait_http(f"http://127.0.0.1:{ports.airflow}/api/v2/monitor/health", 240, "Airflow API server")
+        wait_http(f"http://127.0.0.1:{ports.serving}/healthz", 120, "online endpoint (flywheel serve)")
         if services:
             wait_port(ports.worker_logs, 120, "Celery worker (log server)")
     except TimeoutError as e:

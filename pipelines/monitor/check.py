@@ -9,7 +9,7 @@ import tempfile
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipelines import storage
 from pipelines.monitor.drift import PREDICTION_COLUMN, compute_drift
@@ -23,6 +23,32 @@ if TYPE_CHECKING:
     from pipelines.storage import Location
 
 log = logging.getLogger(__name__)
+
+
+def scored_rows(spec: ModelSpec, scores_dir: Location, start: datetime, end: datetime) -> Any:
+    """The production log of the window: the batch scores of the intervals overlapping [start, end)
+    (`pipelines.score.read_scores`) and the online endpoint's rows of the same intervals
+    (`pipelines.serving.log.read_online`), with a `source` column, batch or online. An online row whose row id
+    the batch log also holds (a request for a transaction that later landed in a batch) is counted once, as its
+    batch row: the monitor judges each event once."""
+    import pandas as pd
+
+    from pipelines.score import read_scores
+    from pipelines.serving.log import SOURCE, read_online
+
+    batch = read_scores(scores_dir, start, end, spec.dataset.cadence)
+    online = read_online(scores_dir, start, end, spec.dataset.cadence)
+    if len(batch):
+        batch = batch.assign(**{SOURCE: "batch"})
+    if len(online) == 0:
+        return batch
+    rid = spec.dataset.row_id
+    if len(batch) and rid in batch.columns and rid in online.columns:
+        seen = set(batch[rid].astype(str))
+        online = online[~online[rid].astype(str).isin(seen)]
+    log.info("%s: %d batch and %d online scored rows in %s -> %s", spec.name, len(batch), len(online),
+             start.isoformat(), end.isoformat())
+    return pd.concat([batch, online], ignore_index=True) if len(batch) else online.reset_index(drop=True)
 
 
 def check_drift(
@@ -50,7 +76,7 @@ def check_drift(
     import pandas as pd
 
     from pipelines.model import champion_info
-    from pipelines.score import join_delayed_labels, label_join_unsupported, read_scores
+    from pipelines.score import join_delayed_labels, label_join_unsupported
 
     if download_dir is None and not storage.is_remote(reports_dir):
         download_dir = storage.local_path(reports_dir) / "_champion" / key
@@ -60,7 +86,7 @@ def check_drift(
     if champ is None or reference is None:
         raise ValueError(f"{spec.name}: no champion, so no reference to compare with; train a model first.")
     start = interval_end - timedelta(days=spec.drift.window_days)
-    current = read_scores(scores_dir, start, interval_end, spec.dataset.cadence)
+    current = scored_rows(spec, scores_dir, start, interval_end)
     if len(current) == 0:
         raise ValueError(
             f"{spec.name}: no scored rows in {start.isoformat()} → {interval_end.isoformat()} under {scores_dir}; "
