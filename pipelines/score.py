@@ -112,14 +112,27 @@ def _score(spec: ModelSpec, champ: Any, client: Any, validated_dir: Location, re
                        if shadow is not None else [])
 
 
-def mark_served(client: Any, name: str, version: str, start: datetime) -> str:
+def mark_served(client: Any, name: str, version: str, start: datetime) -> str | None:
     """The data time this version started serving as champion (tag tags.SERVED_FROM, set once: the first interval
-    it scored); the guardrail's guard period counts from it, in data time like everything the monitor judges."""
+    it scored); the guardrail's guard period counts from it, in data time like everything the monitor judges.
+
+    An interval that starts before the version's training cutoff (tags.TRAINED_AS_OF) does not count: re-scoring
+    a past interval after a promotion (a feature rebuild re-triggers it) is not serving it, and those rows were
+    the version's own training or holdout data: judging the guardrail on them would flatter it. None then, until
+    it scores an interval of its own."""
     from pipelines import tags
 
-    found = client.get_model_version(name, version).tags.get(tags.SERVED_FROM)
+    mv_tags = client.get_model_version(name, version).tags
+    found = mv_tags.get(tags.SERVED_FROM)
     if found:
         return str(found)
+    cutoff = datetime.fromisoformat(mv_tags[tags.TRAINED_AS_OF]) if mv_tags.get(tags.TRAINED_AS_OF) else None
+    if cutoff is not None and cutoff.tzinfo is None:
+        cutoff = cutoff.replace(tzinfo=start.tzinfo)
+    if cutoff is not None and start < cutoff:
+        log.info("v%s re-scored %s, before its training cutoff %s: not counted as serving", version,
+                 start.isoformat(), cutoff.isoformat())
+        return None
     client.set_model_version_tag(name, version, tags.SERVED_FROM, start.isoformat())
     return start.isoformat()
 

@@ -174,3 +174,19 @@ def test_fail_safe_cases_take_no_action_and_say_why(registry, tmp_path, case):
     verdict = _check(tmp_path, start, spec)
     assert verdict.action == "none" and want in verdict.reason, verdict.reason
     assert str(registry.get_registered_model(SPEC.registered_model_name).aliases["champion"]) == "2"
+
+
+def test_serving_counts_from_the_first_interval_after_the_training_cutoff(registry):
+    """A past interval re-scored after a promotion (a feature rebuild re-triggers scoring) is not serving: those rows
+    were the version's own training data, and a guard period starting there would flatter it (the demo's holiday
+    model once escaped the guardrail so). The first interval at or after its training cutoff counts."""
+    from pipelines.score import mark_served
+
+    name = SPEC.registered_model_name
+    registry.delete_model_version_tag(name, "2", tags.SERVED_FROM)
+    registry.set_model_version_tag(name, "2", tags.TRAINED_AS_OF, T0.isoformat())
+    assert mark_served(registry, name, "2", T0 - WEEK) is None
+    assert tags.SERVED_FROM not in registry.get_model_version(name, "2").tags
+    assert mark_served(registry, name, "2", T0) == T0.isoformat()
+    assert mark_served(registry, name, "2", T0 + WEEK) == T0.isoformat()       # set once
+    registry.delete_model_version_tag(name, "2", tags.TRAINED_AS_OF)
