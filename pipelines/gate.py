@@ -593,9 +593,13 @@ def _evaluate_gate(spec: ModelSpec, challenger_version: str, holdout_path: str, 
 
         from pipelines.release.checks import release_checks
 
+        loaded: dict[str, Any] = {}   # each version read from MLflow once, whatever the number of golden sets
+
         def predict_version(version: str, frame: pd.DataFrame) -> Any:
-            x = m.to_matrix_frame(frame, spec, features, m.load_categories(name, version))
-            return m.predict(m.load_version(name, version), x)
+            if version not in loaded:
+                loaded[version] = (m.load_version(name, version), m.load_categories(name, version))
+            booster, categories = loaded[version]
+            return m.predict(booster, m.to_matrix_frame(frame, spec, features, categories))
 
         extra, record = release_checks(spec, holdout, y, chal_pred, features, predict_version,
                                        str(challenger_version), champ_version if champ_error is None else None)

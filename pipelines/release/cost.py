@@ -70,12 +70,17 @@ def data_day(when: datetime) -> int:
 
 
 def record_cost(client: Any, run_id: str, stage: str, cost: Cost, when: datetime) -> None:
-    """Log the cost on the version's training run (MLflow metrics, step = the data day `when`)."""
+    """Log the cost on the version's training run (MLflow metrics, step = the data day `when`); an MLflow error is
+    logged, not raised."""
     step = data_day(when)
     stamp = int(time.time() * 1000)
-    for what, value in cost.to_dict().items():
-        if math.isfinite(value):
-            client.log_metric(run_id, metric_name(stage, what), float(value), timestamp=stamp, step=step)
+    try:
+        for what, value in cost.to_dict().items():
+            if math.isfinite(value):
+                client.log_metric(run_id, metric_name(stage, what), float(value), timestamp=stamp, step=step)
+    except Exception:   # the work is done and recorded; a cost MLflow could not take must not fail (and redo) it
+        log.exception("the cost of %s on run %s could not be logged", stage, run_id)
+        return
     log.info("cost of %s for %s (run %s): %.2f CPU s, %.2f s wall, peak %.0f MB", stage, when.date(), run_id,
              cost.cpu_s, cost.wall_s, cost.peak_mb)
 
