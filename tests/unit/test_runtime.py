@@ -254,8 +254,10 @@ def test_a_crashed_service_leaves_no_orphan_behind_up_and_down_reap_them(tmp_pat
     env = {**os.environ, "FLYWHEEL_HOME": str(lay.home)}
     pid = runtime.start(lay, "scheduler", [sys.executable, "-c", leader], env)
     deadline = time.monotonic() + 20
-    while len(runtime.processes_of(lay.home)) < 2 and time.monotonic() < deadline:
+    # the child exists (processes_of) before its interpreter reaches listen(): wait for the socket itself
+    while not runtime.listening_sockets(lay.home) and time.monotonic() < deadline:
         time.sleep(0.1)
+    assert len(runtime.processes_of(lay.home)) == 2
     assert runtime.running(lay) == {"scheduler": pid}
     assert runtime.leftovers(lay) == {}                      # a live service owns its children
     os.kill(pid, signal.SIGKILL)                             # the crash
