@@ -277,8 +277,8 @@ def join_delayed_labels(spec: ModelSpec, scores: Any, validated_dir: Location, a
     rows = scores.loc[due].drop(columns=[LABEL], errors="ignore")
     if rows.empty:
         return rows.assign(**{LABEL: pd.Series(dtype="float64")}).reset_index(drop=True)
-    lo = ts[due].min().to_pydatetime()
-    hi = (ts[due].max() + pd.Timedelta(microseconds=1)).to_pydatetime()
+    lo = ts[due].min().floor("us").to_pydatetime()       # datetime holds microseconds: the window still covers
+    hi = (ts[due].max().floor("us") + pd.Timedelta(microseconds=1)).to_pydatetime()   # every due row
     validated = read_validated(validated_dir, ts_col, lo, hi)
     if validated.empty or spec.label.column not in validated.columns:
         log.warning("%s: no validated rows with %r for %s → %s under %s; no labels joined", spec.name,

@@ -91,6 +91,7 @@ class DriftWindow:
     report: FileRef | None = None
     verdict: FileRef | None = None
     email: str | None = None
+    rows_by_source: dict[str, int] = field(default_factory=dict)   # {"batch": n, "online": m}: where the rows came from
 
 
 @dataclass(frozen=True)
@@ -223,6 +224,7 @@ def read_windows(spec: ModelSpec, layout: Layout) -> tuple[list[DriftWindow], li
             report=ref_for(h.get("report_html"), layout, "reports", spec.name),
             verdict=ref_for(h.get("verdict_json"), layout, "reports", spec.name),
             email=h.get("email"),
+            rows_by_source={str(k): int(v) for k, v in (verdict.get("rows_by_source") or {}).items()},
         ))
     return windows, problems
 

@@ -20,7 +20,7 @@ from pipelines.board import charts
 if TYPE_CHECKING:
     from pipelines.board.datasets import DatasetBoard
     from pipelines.board.files import FileRef
-    from pipelines.board.models import ModelBoard, TimelineEvent, VersionFacts
+    from pipelines.board.models import DriftWindow, ModelBoard, TimelineEvent, VersionFacts
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1em 1.5em;color:#222;font-size:14px}
@@ -72,6 +72,12 @@ def link(href: str | None, text: object) -> str:
 
 def file_link(ref: FileRef | None, urls: Urls, text: str) -> str:
     return link(ref.url(urls.base), text) if ref is not None else ""
+
+
+def _online_note(w: DriftWindow) -> str:
+    """" (12 online)": the serving endpoint's requests among the window's rows, when it had any."""
+    online = int(w.rows_by_source.get("online", 0))
+    return f" <span class='online'>({online:,} online)</span>" if online else ""
 
 
 def _num(x: float | None) -> str:
@@ -218,7 +224,8 @@ def model_page(m: ModelBoard, urls: Urls, now: datetime, message: str = "", erro
         perf = w.performance
         perf_text = (f"{perf.get('metric')} {_num(perf.get('value'))} ({perf.get('status')})"
                      if perf.get("status") else "—")
-        windows.append(f"<tr><td>{e(w.key)}</td><td>{e(w.interval_start[:10])} → {e(w.interval_end[:10])}</td>"
+        windows.append(f"<tr><td>{e(w.key)}</td>"
+                       f"<td>{e(w.interval_start[:10])} → {e(w.interval_end[:10])}{_online_note(w)}</td>"
                        f"<td>v{e(w.champion_version)}</td><td class='{'bad' if w.drift_detected else 'ok'}'>"
                        f"{100 * w.drifted_share:.0f}% of columns{' — DRIFT' if w.drift_detected else ''}</td>"
                        f"<td>{e(perf_text)}</td><td>{'retrain requested' if w.request else ''} {e(w.decision)}</td>"

@@ -77,6 +77,7 @@ def check_drift(
 
     from pipelines.model import champion_info
     from pipelines.score import join_delayed_labels, label_join_unsupported
+    from pipelines.serving.log import SOURCE
 
     if download_dir is None and not storage.is_remote(reports_dir):
         download_dir = storage.local_path(reports_dir) / "_champion" / key
@@ -119,7 +120,11 @@ def check_drift(
             _gate_value(spec.registered_model_name, champ.version),
             rows_pending=len(current) - len(labelled),
         )
-    result = replace(result, performance=perf)
+    by_source = ({str(k): int(v) for k, v in current[SOURCE].value_counts().items()}
+                 if SOURCE in current.columns else {"batch": len(current)})
+    if SOURCE in current.columns and validated_dir is not None and not unsupported:
+        perf = {**perf, "labelled_rows_online": int((labelled[SOURCE] == "online").sum())}
+    result = replace(result, performance=perf, rows_by_source=by_source)
 
     trained_at = datetime.fromisoformat(champ.trained_as_of) if champ.trained_as_of else None
     history = list_reports(reports_dir)

@@ -324,8 +324,8 @@ def _email_html(
 <h2 style="color:{colour}">{e(spec.name)}: {verdict}</h2>
 <p>{n} of {total} monitored columns drifted ({100 * result.drifted_share:.0f}%; the model's drift share is
 {100 * spec.drift.drift_share:.0f}%, default per-column threshold {spec.drift.threshold:g}).</p>
-<p>Window {e(window)} ({result.rows_current:,} rows) against the reference ({result.rows_reference:,} rows),
-{champion}.</p>
+<p>Window {e(window)} ({result.rows_current:,} rows{_online_html(result)})
+against the reference ({result.rows_reference:,} rows), {champion}.</p>
 {link_block}
 {runbook}
 {_episode_html(plan, digest, spec)}
@@ -345,6 +345,15 @@ def _email_html(
 <p style="color:#667085">{e(spec.description)} Owners: {e(", ".join(spec.owners))}.</p>
 </body></html>
 """
+
+
+def _online_html(result: DriftResult) -> str:
+    """", of which N online": the serving endpoint's share of the window (before sampling), when it has any."""
+    online = int(result.rows_by_source.get("online", 0))
+    if not online:
+        return ""
+    total = sum(int(v) for v in result.rows_by_source.values())
+    return f"; {online:,} of the window's {total:,} from online requests"
 
 
 def _episode_html(plan: EmailPlan | None, digest: Sequence[Mapping[str, Any]], spec: ModelSpec) -> str:

@@ -27,7 +27,8 @@ INDEX_FILE = "index.jsonl"
 def list_reports(reports_dir: Location) -> list[dict[str, Any]]:
     """Every drift report of a model (reports/<model>/index.jsonl), oldest window first.
 
-    Each entry: key, interval_start, interval_end, champion_version, rows_current, drifted_share,
+    Each entry: key, interval_start, interval_end, champion_version, rows_current (rows_online of them: the
+    serving endpoint's requests), drifted_share,
     drift_detected, drifted_columns, performance (status), alarm, request, rule, reason, report_html,
     verdict_json and email (sent | failed | None when no email was due or it has not run yet).
     """
@@ -47,6 +48,7 @@ def index_entry(
         "interval_end": result.interval_end,
         "champion_version": result.champion_version,
         "rows_current": result.rows_current_total or result.rows_current,
+        "rows_online": result.rows_by_source.get("online", 0),
         "drifted_share": round(result.drifted_share, 4),
         "drift_detected": result.drift_detected,
         "drifted_columns": result.drifted_columns,

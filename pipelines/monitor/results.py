@@ -27,6 +27,8 @@ class DriftResult:
     verdict_json: str  # location (path or URI) of the JSON verdict
     performance: dict[str, Any] = field(default_factory=dict)  # see performance_drift(); {} = not checked
     rows_current_total: int | None = None  # rows in the window before sampling (None: not sampled)
+    # rows of the window before sampling by where they were scored: {"batch": n, "online": m} ({} = not counted)
+    rows_by_source: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -21,6 +21,7 @@ import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -326,6 +327,53 @@ def test_online_rows_land_where_the_monitor_reads_them(world, server, client):
     assert set(current["source"]) == {"batch", "online"}       # the batch log of the interval, and the online rows
     files = list((world.scores / "_online").glob("2026-03-02__*.parquet"))
     assert files, "online log files are keyed by the data interval of their rows"
+
+
+def test_online_requests_show_up_in_the_next_drift_report_and_join_their_labels(world, server, client, tmp_path):
+    """Requests answered online are judged by the monitor's next window like batch scores: the drift verdict counts
+    them (JSON, index, the email, the models page), and once their transactions land in a validated batch with a
+    label, the performance check scores them too."""
+    import pandas as pd
+
+    from pipelines.board.models import read_windows
+    from pipelines.layout import Layout
+    from pipelines.monitor.check import check_drift
+    from pipelines.monitor.email import compose_drift_email
+    from pipelines.monitor.reports import list_reports
+
+    fresh = sw.transactions(40, seed=77)                   # events of the window's first day, never batch-scored
+    status, body = client.predict([request_row(r) for r in fresh.to_dict("records")])
+    assert status == 200, body
+    logged = pd.DataFrame()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(logged) < len(fresh):     # written off the request path
+        from pipelines.serving.log import read_online
+
+        logged = read_online(str(world.scores), sw.BATCH_START, sw.BATCH_END)
+        logged = logged[logged["transaction_id"].isin(fresh["transaction_id"])]
+        time.sleep(0.2)
+    assert len(logged) == len(fresh)
+    fresh.to_parquet(world.validated / "2026-03-02-late.parquet", index=False)      # their labels land later
+
+    layout = Layout(world.home)
+    reports = Path(layout.reports(world.spec.name))
+    result, decision, _ = check_drift(world.spec, str(world.scores), str(reports), sw.BATCH_END,
+                                      f"{sw.BATCH_END:%Y-%m-%d}", validated_dir=str(world.validated),
+                                      download_dir=tmp_path / "champion")
+    # an online request for a transaction the batch log also scored is judged once, as its batch row
+    all_online = read_online(str(world.scores), sw.BATCH_START, sw.BATCH_END)
+    online_total = int((~all_online["transaction_id"].isin(world.batch["transaction_id"])).sum())
+    assert result.rows_by_source["online"] == online_total >= len(fresh)
+    assert result.rows_by_source["batch"] == len(world.batch)
+    assert result.performance["labelled_rows_online"] == len(fresh)       # the only online rows with a label
+    assert result.performance["labelled_rows"] == len(world.batch) + len(fresh)
+    verdict = json.loads((reports / f"{sw.BATCH_END:%Y-%m-%d}.json").read_text())
+    assert verdict["rows_by_source"] == result.rows_by_source
+    assert list_reports(str(reports))[-1]["rows_online"] == online_total
+    mail = compose_drift_email(world.spec, result, decision, {})
+    assert f"{online_total:,} of the window's {len(world.batch) + online_total:,} from online requests" in mail.html
+    windows, problems = read_windows(world.spec, layout)
+    assert not problems and windows[-1].rows_by_source["online"] == online_total
 
 
 def test_metrics_in_prometheus_text_format(server, client):
