@@ -36,7 +36,7 @@ browser:
 
 test: install browser  ## the whole suite (unit, DAG integrity, integration through the real scheduler)
 	# the demo runs start in the background when collection ends and play while the unit tests run
-	$(BIN)/python -m pytest tests/unit tests/dags tests/services tests/integration -q
+	$(BIN)/python -m pytest tests/unit tests/dags tests/services tests/integration -q --durations=40
 
 test-unit: install
 	$(BIN)/python -m pytest tests -q -m unit
