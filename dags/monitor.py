@@ -1,5 +1,7 @@
 """monitor__<model>: Evidently drift of the production log vs the champion's training reference.
 
+watch_champion (the champion sentinel, pipelines/sentinel.py: `champion` as the audit trail says, or an alarm
+emailed to the owners and, with `registry: {out_of_band: restore}`, a restore announced by announce_restore) →
 detect_drift → email_report (owners: once per alarm episode, see `plan_email`) and → request_retrain (the
 Asset train__<model> is scheduled on, when the retrain policy agrees). The policies (hysteresis, dedupe,
 cooldown; alarm episodes) and the verdict live in pipelines/monitor/; this file maps Airflow context to
@@ -49,6 +51,31 @@ def build(spec: ModelSpec) -> DAG:
     ) as dag:
 
         @task
+        def watch_champion(**context) -> dict:
+            """The champion sentinel (pipelines/sentinel.py): `champion` as the audit trail says, or an alarm."""
+            from pipelines.sentinel import compose_sentinel_email
+            from pipelines.sentinel import watch_champion as watch
+
+            run = context["dag_run"]
+            verdict = watch(spec, fc.run_key(run.run_id), actor=f"sentinel via {run.dag_id} run {run.run_id}")
+            mail = None
+            if verdict.new_alarm:
+                mail = fc.send_or_queue(compose_sentinel_email(spec, verdict, fc.flywheel_pages(),
+                                                               {"Airflow run": fc.run_link(context)}),
+                                        expire_hours=spec.email_expire_hours)
+            return {"verdict": verdict.to_dict(), "email": mail}
+
+        @task(outlets=[fc.champion_asset(spec.name)])
+        def announce_restore(watched: dict, **context) -> dict:
+            v = watched["verdict"]
+            if v["status"] != "restored":
+                raise AirflowSkipException(f"champion sentinel: {v['status']}: {v['detail']}")
+            moved = {"champion": v["audited"], "previous": v["actual"], "observed": v["actual"]}
+            context["outlet_events"][fc.champion_asset(spec.name)].extra = fc.champion_event(
+                spec, "restore", moved, (v["restored"] or {}).get("reason", v["detail"]), context)
+            return moved
+
+        @task(trigger_rule="all_done")     # a sentinel that could not read MLflow does not stop the monitoring
         def detect_drift(**context) -> dict:
             from pipelines.layout import Layout
             from pipelines.monitor import check_drift
@@ -100,7 +127,7 @@ def build(spec: ModelSpec) -> DAG:
                 "drifted_share": found["drift"]["drifted_share"]}
             return found["reason"]
 
-        @task(outlets=[fc.champion_asset(spec.name)])
+        @task(outlets=[fc.champion_asset(spec.name)], trigger_rule="all_done")
         def guard_champion(**context) -> dict:
             from pipelines.layout import Layout
             from pipelines.monitor.guard import apply_guard, check_guard, record_guard
@@ -130,11 +157,16 @@ def build(spec: ModelSpec) -> DAG:
                                        {"Airflow run": judged["run_url"]})
             return fc.send_or_queue(mail, expire_hours=spec.email_expire_hours)
 
+        watched = watch_champion()       # first: drift and the guardrail judge the champion the audit trail vouches for
+        announce_restore(watched)
         found = detect_drift()
+        watched >> found
         email_report(found)
         request_retrain(found)
         if spec.guardrail is not None:
-            email_guard(guard_champion())
+            guarded = guard_champion()
+            watched >> guarded
+            email_guard(guarded)
     return dag
 
 

@@ -161,6 +161,33 @@ def _rollback_drill(api: AirflowAPI, tl: Timeline, spec: ModelSpec, dag_ids: lis
     return runs
 
 
+def _hand_move(tl: Timeline, models: list[ModelSpec]) -> str | None:
+    """What the champion sentinel is for (pipelines/sentinel.py): someone points a model's `champion` at a
+    version the gate did not promote, with a plain MLflow client, bypassing the gate and its audit trail. The
+    first model (after the story's main one) with such a version is moved; the next monitor run of that model
+    notices. Returns the model's name (None: no model had a version to move to)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    for spec in models[1:]:
+        name = spec.registered_model_name
+        try:
+            champion = str(client.get_model_version_by_alias(name, "champion").version)
+            others = [str(mv.version) for mv in client.search_model_versions(f"name='{name}'")
+                      if str(mv.version) != champion]
+        except Exception:  # noqa: BLE001 - no model of that name yet: try the next one
+            continue
+        if not others:
+            continue
+        target = max(others, key=int)
+        tl.say(f"someone points {spec.name}'s champion at v{target} (not promoted by the gate) with a plain MLflow "
+               f"client, bypassing the gate; the next monitor__{spec.name} run's sentinel notices "
+               f"(registry.out_of_band: {spec.out_of_band})")
+        client.set_registered_model_alias(name, "champion", target)
+        return spec.name
+    return None
+
+
 def _runs_since(api: AirflowAPI, dag_ids: list[str], since: str) -> list[dict[str, Any]]:
     """Runs that started since `since` (by start, not run_after: an ingest run of a past interval has its
     run_after at that interval's end)."""
@@ -221,6 +248,12 @@ def describe_run(api: AirflowAPI, run: dict[str, Any]) -> str:
                      f"[CI {g['improvement']['low']:+.4f}, {g['improvement']['high']:+.4f}]")
         elif guard:
             line += f"; guardrail: {guard['verdict']['reason'][:120]}"
+        watched = api.xcom(dag_id, run_id, "watch_champion") if "watch_champion" in tis else None
+        if watched and watched["verdict"]["status"] in ("out_of_band", "restored"):
+            w = watched["verdict"]
+            did = f"RESTORED v{w['audited']}" if w["status"] == "restored" else "alarm, nothing moved"
+            line = (f"SENTINEL: champion v{w['actual']} set outside the audited path (audited v{w['audited']}); "
+                    f"{did}; owners {'emailed' if w['new_alarm'] else 'told before'}; ") + line
         return line
     if stage == "train":
         gate = api.xcom(dag_id, run_id, "evaluate_gate")
@@ -383,6 +416,9 @@ def _play_cards(play: Play, sc: Scenario, chosen: list[ModelSpec]) -> None:
         if plan.week == sc.drill_after and not play.ledger.played(f"drill:{chosen[0].name}"):
             play.runs += _rollback_drill(play.api, play.tl, chosen[0], play.dag_ids, play.since, play.seen)
             play.ledger.mark(f"drill:{chosen[0].name}")
+            if not play.ledger.played("hand-move"):
+                _hand_move(play.tl, chosen)
+                play.ledger.mark("hand-move")
         if plan.week == sc.experiment_after:
             play.train([(chosen[0], {"as_of": end.isoformat(), "params": EXPERIMENT,
                                      "reason": "experiment: a cheaper model (depth 1, 3 rounds)"})], key)

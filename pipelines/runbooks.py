@@ -33,6 +33,7 @@ REJECTED_RETRAIN = "rejected-retrain"
 FAILED_TASK = "failed-task"
 BAD_PROMOTION = "bad-promotion"
 AUTOMATIC_ROLLBACK = "automatic-rollback"
+OUT_OF_BAND_CHAMPION = "out-of-band-champion"
 
 
 @dataclass(frozen=True)

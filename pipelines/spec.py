@@ -239,6 +239,9 @@ class ModelSpec:
     golden: tuple[GoldenSpec, ...] = ()     # `golden:` sets every challenger is judged on (pipelines/release/)
     fairness: tuple[ParitySpec, ...] = ()   # `fairness:` parity rules between groups of a column
     explain: ExplainSpec | None = None      # `explain:` top-k contributions per scored row (None: none stored)
+    # `registry: {out_of_band: alarm | restore}`: what the champion sentinel does when `champion` was moved outside
+    # the audited path (pipelines/sentinel.py): alarm the owners, or alarm and restore the audited champion
+    out_of_band: Literal["alarm", "restore"] = "alarm"
 
     @property
     def higher_is_better(self) -> bool:
@@ -364,7 +367,8 @@ def load_datasets(directory: Path | None = None) -> dict[str, DatasetContract]:
 
 MOVED_TO_CONTRACT = {"validation": "validation", "schedule": "cadence", "event_timestamp": "timestamp"}
 MODEL_KEYS = ("name", "description", "owners", "task", "dataset", "entity_key", "label", "features", "training",
-              "metric", "gate", "drift", "tags", "notify", "guardrail", "golden", "fairness", "explain")
+              "metric", "gate", "drift", "tags", "notify", "guardrail", "golden", "fairness", "explain",
+              "registry")
 GUARDRAIL_KEYS = ("guard_days", "tolerance", "min_rows", "min_positives", "confidence", "resamples", "action",
                   "shadow_rows")
 
@@ -462,7 +466,21 @@ def load_spec(path: Path, datasets: Path | None = None) -> ModelSpec:
         golden=parse_golden(raw.get("golden"), Path(path), REPO_ROOT),
         fairness=parse_fairness(raw.get("fairness"), Path(path), task, list(dataset.column_names)),
         explain=parse_explain(raw.get("explain"), Path(path)),
+        out_of_band=_registry_out_of_band(raw.get("registry"), Path(path)),
     )
+
+
+def _registry_out_of_band(raw: Any, path: Path) -> Literal["alarm", "restore"]:
+    """`registry: {out_of_band: alarm | restore}` (default alarm): the champion sentinel's action."""
+    registry = raw or {}
+    if not isinstance(registry, dict) or set(registry) - {"out_of_band"}:
+        raise SpecError(f"{path}: `registry` takes one key, out_of_band (alarm or restore: what the sentinel does "
+                        "when `champion` was moved outside the audited path).")
+    value = registry.get("out_of_band", "alarm")
+    if value not in ("alarm", "restore"):
+        raise SpecError(f"{path}: `registry.out_of_band` must be alarm (email the owners) or restore (email them and "
+                        f"move `champion` back to the audited version), got {value!r}.")
+    return "restore" if value == "restore" else "alarm"
 
 
 def _guardrail(raw: Any, task: str, *, seed: int, path: Path) -> GuardSpec | None:

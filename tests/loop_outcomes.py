@@ -257,6 +257,34 @@ def every_version_was_checked_for_release_and_its_cost_recorded(demo: dict[str, 
     assert set(frame["contribution_1_feature"]) <= set(frame.columns)   # each names one of the row's inputs
 
 
+def the_sentinel_caught_a_champion_moved_by_hand(demo: dict[str, Any]) -> None:
+    """Right after the drill the demo points spend's `champion` at the version the gate rejected, with a plain
+    MLflow client: the next monitor__spend run's sentinel recorded the alarm, emailed spend's owners, and (spend's
+    spec says `registry: {out_of_band: restore}`) put the audited champion back with an audited move."""
+    from pipelines import sentinel
+    from pipelines.gate import alias_history
+    from pipelines.spec import load_specs
+
+    spec = load_specs()["spend"]
+    assert spec.out_of_band == "restore"
+    client = mlflow_client(demo)
+    history = alias_history(spec, client)
+    [alarm] = [e for e in history if e["action"] == sentinel.ACTION]
+    assert alarm["actor"].startswith("sentinel via monitor__spend run "), alarm
+    [restore] = [e for e in history if e["action"] == sentinel.RESTORE]
+    assert restore["moves"] == [{"alias": "champion", "from": alarm["observed"], "to": alarm["audited"]}], restore
+    bypassed = client.get_model_version(spec.registered_model_name, alarm["observed"])
+    assert bypassed.tags["flywheel.gate.decision"] == "rejected"       # the gate had said no to it
+    assert str(client.get_registered_model(spec.registered_model_name).aliases["champion"]) == alarm["audited"]
+    assert sentinel.check_champion(spec, client).status == "ok"
+    [mail] = [m for m in mails(demo["home"]) if "champion moved outside the audited path" in m["Subject"]]
+    assert mail["Subject"].startswith("[Flywheel] spend:") and f"restored v{alarm['audited']}" in mail["Subject"]
+    assert {a.strip() for a in mail["To"].split(",")} == set(spec.owners)
+    body = mail.get_body(preferencelist=("html",)).get_content()
+    assert f'href="http://127.0.0.1:{demo["ports"].airflow}/flywheel/runbooks/out-of-band-champion"' in body, body
+    assert "champion at v" in demo["log"] and "plain MLflow client" in demo["log"]
+
+
 def _all_time() -> tuple[Any, Any]:
     from datetime import UTC, datetime
 
@@ -267,7 +295,7 @@ OUTCOMES = [timeline_tells_the_story, champion_exists_and_gate_recorded_decision
             the_guardrail_rolled_back_the_holiday_model, every_version_was_checked_for_release_and_its_cost_recorded,
             retrain_was_requested_by_drift_without_a_human, blocked_batch_and_quarantined_rows,
             owners_got_the_drift_report_and_the_block_notice, a_persisting_alarm_is_emailed_once_per_episode,
-            second_model_ran_through_the_same_loop,
+            second_model_ran_through_the_same_loop, the_sentinel_caught_a_champion_moved_by_hand,
             ui_answers_and_the_api_needs_a_login]
 
 

@@ -113,6 +113,8 @@ class ModelBoard:
     problems: tuple[str, ...] = ()       # what could not be read (MLflow down, a broken verdict...)
     golden: tuple[tuple[str, str, str], ...] = ()   # (version, golden set, "PASS|FAIL sha256=...") per gated version
     costs: tuple[dict[str, Any], ...] = ()          # pipelines/release/cost.weekly_costs: per data week
+    # the champion sentinel's alarm (pipelines/sentinel.py): `champion` moved outside the audited path (None: fine)
+    out_of_band: str | None = None
 
 
 def _age(then: datetime | None, now: datetime) -> str:
@@ -183,6 +185,8 @@ def _history_event(entry: dict[str, Any]) -> TimelineEvent:
         return f"v{x}" if x is not None else "none"
 
     what = ", ".join(f"{m.get('alias')} {v(m.get('from'))} → {v(m.get('to'))}" for m in moves) or "no alias moved"
+    if action == "out-of-band":     # the champion sentinel's alarm (pipelines/sentinel.py)
+        what = f"champion found on {v(entry.get('observed'))}, audited {v(entry.get('audited'))}"
     version = entry.get("to_version") or entry.get("version") or next(
         (m.get("to") for m in moves if m.get("alias") == CHAMPION), None)
     dag_id, run_id = _run_of(str(entry.get("actor", "")))
@@ -287,6 +291,12 @@ def model_board(spec: ModelSpec, layout: Layout, client: Any, now: datetime) -> 
         except (MlflowException, OSError) as exc:
             problems.append(f"golden-set verdicts and costs of {name} not read: {exc}")
     golden.sort(key=lambda g: (int(g[0]) if g[0].isdigit() else 0, g[1]))
+    out_of_band = None
+    if versions or history:
+        from pipelines.sentinel import judge
+
+        verdict = judge(spec, history, aliases.get(CHAMPION), now)
+        out_of_band = verdict.detail if verdict.alarm else None
     windows, bad = read_windows(spec, layout)
     problems += bad
     timeline = [_gate_event(spec, v) for v in versions if v.decision]
@@ -299,4 +309,5 @@ def model_board(spec: ModelSpec, layout: Layout, client: Any, now: datetime) -> 
         previous=by_version.get(aliases.get(PREVIOUS, "")), versions=tuple(versions), timeline=tuple(timeline),
         metric_points=tuple(metric_points(spec, versions, windows)), drift=tuple(windows),
         drift_share=spec.drift.drift_share, problems=tuple(problems), golden=tuple(golden), costs=tuple(costs),
+        out_of_band=out_of_band,
     )

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from pipelines.board import charts
+from pipelines.runbooks import OUT_OF_BAND_CHAMPION
 
 if TYPE_CHECKING:
     from pipelines.board.datasets import DatasetBoard
@@ -91,6 +92,15 @@ def layout_page(heading: str, urls: Urls, body: str) -> str:
             f"<style>{STYLE}</style></head><body>{nav}{body}</body></html>")
 
 
+def _out_of_band(m: ModelBoard, urls: Urls) -> str:
+    """The champion sentinel's red banner: `champion` was moved outside the audited path."""
+    if not m.out_of_band:
+        return ""
+    return (f"<div class='msg err out-of-band' data-model='{e(m.name)}'><b>{e(m.name)}: champion moved outside the "
+            f"audited path.</b> {e(m.out_of_band)}. Decide through <code>override__{e(m.name)}</code>: "
+            f"{link(urls.page('runbooks', OUT_OF_BAND_CHAMPION), 'the runbook')}.</div>")
+
+
 def _problems(problems: Sequence[str]) -> str:
     return "".join(f"<div class='problem'>{e(p)}</div>" for p in problems)
 
@@ -120,6 +130,7 @@ def index_page(models: Sequence[ModelBoard], datasets: Sequence[DatasetBoard], u
     body = ("<h1>Flywheel</h1><p class='muted'>Every model and dataset of the loop, read from MLflow's registry, "
             "the monitor's verdicts and the data gate's results.</p>"
             + _problems([p for m in models for p in m.problems] + [p for d in datasets for p in d.problems])
+            + "".join(_out_of_band(m, urls) for m in models)
             + "<h2>Models</h2><table id='models'><tr><th>model</th><th>dataset</th><th>champion</th>"
             "<th>gate holdout metric</th><th>champion age</th><th>last monitor window</th><th>versions</th></tr>"
             + "".join(rows) + "</table><h2>Datasets</h2><table id='datasets'><tr><th>dataset</th><th>cadence</th>"
@@ -241,7 +252,7 @@ def model_page(m: ModelBoard, urls: Urls, now: datetime, message: str = "", erro
     body = (f"<h1>Model <span id='model-name'>{e(m.name)}</span></h1><p>{e(m.description)} Dataset "
             f"{link(urls.page('datasets', m.dataset), m.dataset)}; registered as <code>{e(m.registered_model)}</code>; "
             f"primary metric <code>{e(m.metric)}</code> ({'higher' if m.higher_is_better else 'lower'} is better).</p>"
-            + msg + _problems(m.problems)
+            + msg + _problems(m.problems) + _out_of_band(m, urls)
             + "<h2>Aliases</h2><table id='aliases'><tr><th></th><th>version</th><th>gate holdout "
             f"{e(m.metric)}</th><th>gate</th><th>trained as of (data time)</th><th>age</th><th>links</th></tr>"
             + "".join(roles) + "</table>" + _actions(m, urls)

@@ -101,17 +101,18 @@ class ModelEndpoint:
         inputs = [{**r, **{f: got.values[f][i] for f in got.values}} for i, r in enumerate(rows)]
         matrix, _unseen = champ.encoder.matrix(inputs)
         scores = champ.predict(matrix)
-        why = self._explanations(champ, matrix, scores)
+        explained = self._explanations(champ, matrix, scores)
         rid_field = self.schema.row_id
-        answers, logged = [], []
+        answers: list[dict[str, Any]] = []
+        logged: list[dict[str, Any]] = []
         for i, r in enumerate(rows):
             rid = r.get(rid_field)
             rid = str(rid) if rid is not None else f"online-{uuid.uuid4().hex}"
             score = float(scores[i]) if math.isfinite(float(scores[i])) else None
             answers.append({"row_id": rid, "score": score, "feature_age_s": got.age_s[i],
                             "missing_views": got.unknown[i], "stale_views": got.stale[i]})
-            if why is not None:
-                answers[-1]["explanation"] = why[i]
+            if explained is not None:
+                answers[-1]["explanation"] = explained[i]
             if self.log is not None:   # the model's columns only: a client's extra fields stay out of the log
                 event = r.get(ts_field)
                 record = {c: inputs[i].get(c) for c in (*self.schema.required, *got.values)}

@@ -109,9 +109,14 @@ def test_task_chains(dagbag, specs):
     assert edges("train__fraud") == {("build_training_set", "train_challenger"), ("train_challenger", "evaluate_gate"),
                                      ("evaluate_gate", "promote_champion"), ("evaluate_gate", "write_model_card"),
                                      ("promote_champion", "write_model_card")}
-    # the guardrail runs beside the drift check (a drift failure never stops it), only for a model that declares it
-    assert edges("monitor__fraud") == {("detect_drift", "email_report"), ("detect_drift", "request_retrain"),
-                                       ("guard_champion", "email_guard")}
+    # the guardrail runs beside the drift check (a drift failure never stops it), only for a model that declares it;
+    # the champion sentinel first: both judge the champion the audit trail vouches for, even when it failed
+    assert edges("monitor__fraud") == {("watch_champion", "announce_restore"), ("watch_champion", "detect_drift"),
+                                       ("watch_champion", "guard_champion"), ("detect_drift", "email_report"),
+                                       ("detect_drift", "request_retrain"), ("guard_champion", "email_guard")}
+    monitor = dagbag.dags["monitor__fraud"]
+    assert {t: monitor.get_task(t).trigger_rule for t in ("detect_drift", "guard_champion")} == {
+        "detect_drift": "all_done", "guard_champion": "all_done"}
     assert not [m for m, spec in specs.items() if spec.guardrail is None
                 and "guard_champion" in dagbag.dags[f"monitor__{m}"].task_ids]
 
@@ -147,8 +152,9 @@ def test_the_example_reacts_to_every_models_champion_events(dagbag, specs):
     assert {a.uri for a in cond.objects} == {f"x-flywheel://{m}/champion" for m in specs}
     champion_producers = {t.dag_id for d in dagbag.dags.values() for t in d.tasks
                           if any(a.uri.endswith("/champion") for a in t.outlets)}
-    assert champion_producers == {f"{stage}__{m}" for m in specs for stage in ("train", "rollback", "override")} | {
-        f"monitor__{m}" for m, spec in specs.items() if spec.guardrail is not None}   # the guardrail's rollback
+    # every monitor: the sentinel's restore (announce_restore), and the guardrail's rollback where declared
+    assert champion_producers == {f"{stage}__{m}" for m in specs for stage in ("train", "rollback", "override",
+                                                                              "monitor")}
 
 
 def test_train_dag_params_let_an_engineer_experiment(dagbag):
