@@ -1,7 +1,7 @@
 """monitor__<model>: Evidently drift of the production log vs the champion's training reference.
 
 watch_champion (the champion sentinel, pipelines/sentinel.py: `champion` as the audit trail says, or an alarm
-emailed to the owners and, with `registry: {out_of_band: restore}`, a restore announced by announce_restore) →
+emailed to the owners and, with `registry: {out_of_band: restore}`, a restore announced by announce_restore) beside
 detect_drift → email_report (owners: once per alarm episode, see `plan_email`) and → request_retrain (the
 Asset train__<model> is scheduled on, when the retrain policy agrees). The policies (hysteresis, dedupe,
 cooldown; alarm episodes) and the verdict live in pipelines/monitor/; this file maps Airflow context to
@@ -75,7 +75,7 @@ def build(spec: ModelSpec) -> DAG:
                 spec, "restore", moved, (v["restored"] or {}).get("reason", v["detail"]), context)
             return moved
 
-        @task(trigger_rule="all_done")     # a sentinel that could not read MLflow does not stop the monitoring
+        @task
         def detect_drift(**context) -> dict:
             from pipelines.layout import Layout
             from pipelines.monitor import check_drift
@@ -127,7 +127,7 @@ def build(spec: ModelSpec) -> DAG:
                 "drifted_share": found["drift"]["drifted_share"]}
             return found["reason"]
 
-        @task(outlets=[fc.champion_asset(spec.name)], trigger_rule="all_done")
+        @task(outlets=[fc.champion_asset(spec.name)])
         def guard_champion(**context) -> dict:
             from pipelines.layout import Layout
             from pipelines.monitor.guard import apply_guard, check_guard, record_guard
@@ -157,16 +157,13 @@ def build(spec: ModelSpec) -> DAG:
                                        {"Airflow run": judged["run_url"]})
             return fc.send_or_queue(mail, expire_hours=spec.email_expire_hours)
 
-        watched = watch_champion()       # first: drift and the guardrail judge the champion the audit trail vouches for
-        announce_restore(watched)
+        # beside the drift check and the guardrail (not before them: a monitor run's latency is on the loop's path)
+        announce_restore(watch_champion())
         found = detect_drift()
-        watched >> found
         email_report(found)
         request_retrain(found)
         if spec.guardrail is not None:
-            guarded = guard_champion()
-            watched >> guarded
-            email_guard(guarded)
+            email_guard(guard_champion())
     return dag
 
 

@@ -211,6 +211,41 @@ def ui_answers_and_the_api_needs_a_login(demo: dict[str, Any]) -> None:
         assert r.status == 200
 
 
+def secrets_are_private_and_never_logged(demo: dict[str, Any]) -> None:
+    """Every secret of the install is in its own 0600 file in a 0700 folder, and no value of one appears in any log,
+    mail, report or setting file the loop wrote (the Airflow task logs, the services' logs, the demo's output); the
+    online endpoint refuses a request without its key, or with another key."""
+    import json
+    import stat
+
+    home: Path = demo["home"]
+    folder = home / "secrets"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    values: dict[str, str] = {}
+    for path in sorted(folder.iterdir()):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        text = path.read_text().strip()
+        found = json.loads(text).items() if path.suffix == ".json" else [("", text)]
+        values |= {f"{path.name}{':' + k if k else ''}": str(v) for k, v in found}
+    assert {"admin_password", "fernet_key", "jwt_secret", "api_secret_key", "serving_api_key"} <= set(values), values
+    assert all(len(v) >= 12 for v in values.values()), {k: len(v) for k, v in values.items()}
+    scanned, leaks = 0, []
+    for area in ("logs", "airflow", "mail", "reports", "run", "audit"):
+        for path in (home / area).rglob("*"):
+            if path.is_file() and path.stat().st_size < 200_000_000:
+                data, scanned = path.read_bytes(), scanned + 1
+                leaks += [(k, str(path)) for k, v in values.items() if v.encode() in data]
+    leaks += [(k, "the demo's output") for k, v in values.items() if v in demo["log"]]
+    assert scanned > 50 and not leaks, leaks
+    url = f"http://127.0.0.1:{demo['ports'].serving}/v1/models/fraud/predict"
+    for headers in ({}, {"Authorization": "Bearer not-the-key"}):
+        request = urllib.request.Request(url, data=b'{"rows": []}', method="POST",
+                                         headers={"Content-Type": "application/json", **headers})
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(request, timeout=10)
+        assert err.value.code == 401
+
+
 def every_version_was_checked_for_release_and_its_cost_recorded(demo: dict[str, Any]) -> None:
     """Issue 18 on the real loop: each fraud version was judged on the frozen golden set (its verdict and the hash
     on the version), its card shows golden sets, parity, importance and cost; every scored interval carries each
@@ -296,7 +331,7 @@ OUTCOMES = [timeline_tells_the_story, champion_exists_and_gate_recorded_decision
             retrain_was_requested_by_drift_without_a_human, blocked_batch_and_quarantined_rows,
             owners_got_the_drift_report_and_the_block_notice, a_persisting_alarm_is_emailed_once_per_episode,
             second_model_ran_through_the_same_loop, the_sentinel_caught_a_champion_moved_by_hand,
-            ui_answers_and_the_api_needs_a_login]
+            ui_answers_and_the_api_needs_a_login, secrets_are_private_and_never_logged]
 
 
 # ---- the second story: real MovieLens ratings (scenarios/movielens.py), monthly CSVs, a regression on RMSE
