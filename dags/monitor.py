@@ -127,7 +127,7 @@ def build(spec: ModelSpec) -> DAG:
                 "drifted_share": found["drift"]["drifted_share"]}
             return found["reason"]
 
-        @task(outlets=[fc.champion_asset(spec.name)])
+        @task
         def guard_champion(**context) -> dict:
             from pipelines.layout import Layout
             from pipelines.monitor.guard import apply_guard, check_guard, record_guard
@@ -141,10 +141,16 @@ def build(spec: ModelSpec) -> DAG:
                                 actor=f"guardrail via {context['dag_run'].dag_id} run {context['dag_run'].run_id}")
             record_guard(lay.reports(spec.name), ev["key"], verdict, moved)
             log.info("guardrail: %s: %s", verdict.action, verdict.reason)
-            if moved is not None:
-                context["outlet_events"][fc.champion_asset(spec.name)].extra = fc.champion_event(
-                    spec, "rollback", moved, verdict.reason, context)
             return {"verdict": verdict.to_dict(), "moved": moved, "run_url": fc.run_link(context)}
+
+        # the <model>__champion event only when an alias moved (an outlet task that succeeds always emits one)
+        @task(outlets=[fc.champion_asset(spec.name)])
+        def announce_rollback(judged: dict, **context) -> dict:
+            if judged["moved"] is None:
+                raise AirflowSkipException(f"the guardrail moved nothing: {judged['verdict']['reason']}")
+            context["outlet_events"][fc.champion_asset(spec.name)].extra = fc.champion_event(
+                spec, "rollback", judged["moved"], judged["verdict"]["reason"], context)
+            return judged["moved"]
 
         @task
         def email_guard(judged: dict, **context) -> dict:
@@ -163,7 +169,9 @@ def build(spec: ModelSpec) -> DAG:
         email_report(found)
         request_retrain(found)
         if spec.guardrail is not None:
-            email_guard(guard_champion())
+            judged = guard_champion()
+            email_guard(judged)
+            announce_rollback(judged)
     return dag
 
 

@@ -296,6 +296,8 @@ def the_sentinel_caught_a_champion_moved_by_hand(demo: dict[str, Any]) -> None:
     """Right after the drill the demo points spend's `champion` at the version the gate rejected, with a plain
     MLflow client: the next monitor__spend run's sentinel recorded the alarm, emailed spend's owners, and (spend's
     spec says `registry: {out_of_band: restore}`) put the audited champion back with an audited move."""
+    import json
+
     from pipelines import sentinel
     from pipelines.gate import alias_history
     from pipelines.spec import load_specs
@@ -318,6 +320,12 @@ def the_sentinel_caught_a_champion_moved_by_hand(demo: dict[str, Any]) -> None:
     body = mail.get_body(preferencelist=("html",)).get_content()
     assert f'href="http://127.0.0.1:{demo["ports"].airflow}/flywheel/runbooks/out-of-band-champion"' in body, body
     assert "champion at v" in demo["log"] and "plain MLflow client" in demo["log"]
+    # the documented extension point heard each champion move once, and nothing else (dags/examples)
+    heard = [json.loads(line) for line in (demo["home"] / "audit" / "champions.jsonl").read_text().splitlines()]
+    assert all(h.get("event") in ("promote", "rollback", "override", "restore") for h in heard), heard
+    restores = [h for h in heard if h["event"] == "restore"]
+    assert [(h["model"], h["champion"], h["observed"]) for h in restores] == [
+        ("spend", alarm["audited"], alarm["observed"])], heard
 
 
 def _all_time() -> tuple[Any, Any]:

@@ -112,7 +112,12 @@ def test_task_chains(dagbag, specs):
     # the guardrail runs beside the drift check (a drift failure never stops it), only for a model that declares it;
     # so does the champion sentinel (every model)
     assert edges("monitor__fraud") == {("watch_champion", "announce_restore"), ("detect_drift", "email_report"),
-                                       ("detect_drift", "request_retrain"), ("guard_champion", "email_guard")}
+                                       ("detect_drift", "request_retrain"), ("guard_champion", "email_guard"),
+                                       ("guard_champion", "announce_rollback")}
+    # only tasks that skip unless there is something to announce have outlets: a task that succeeds emits an event
+    monitor = dagbag.dags["monitor__fraud"]
+    assert {t.task_id for t in monitor.tasks if t.outlets} == {"announce_restore", "announce_rollback",
+                                                               "request_retrain"}
     assert not [m for m, spec in specs.items() if spec.guardrail is None
                 and "guard_champion" in dagbag.dags[f"monitor__{m}"].task_ids]
 
