@@ -170,9 +170,15 @@ class AirflowAPI:
     def wait_settled(self, dag_ids: list[str], timeout: float = 900, quiet: float = 1.5) -> None:
         """Until no run is queued/running and no asset event waits for any of `dag_ids`. An event queued longer
         than `STALE_EVENT_S` is half of an AND schedule (e.g. one view of a model's service built once more than
-        the other): it starts nothing until the other asset updates, so it is not waited for."""
+        the other): it starts nothing until the other asset updates, so it is not waited for.
+
+        `timeout` bounds the time without progress, not the whole wait: while runs finish or start (a year of
+        monthly batches landed at once on a busy host takes longer than any fixed bound), it keeps waiting;
+        when the same runs stay active for `timeout` seconds, TimeoutError names them."""
         deadline = time.monotonic() + timeout
         calm_since: float | None = None
+        last: tuple[Any, ...] = ()
+        active: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
             active = [r for r in self.dag_runs(state=["queued", "running"]) if r["dag_id"] in dag_ids]
             waiting = 0 if active else sum(self.queued_asset_events(d, STALE_EVENT_S) for d in dag_ids)
@@ -182,5 +188,9 @@ class AirflowAPI:
                     return
             else:
                 calm_since = None
+            state = (tuple(sorted((r["dag_id"], r["dag_run_id"], r["state"]) for r in active)), waiting)
+            if state != last:                 # progress: a run started, finished or changed state
+                last, deadline = state, time.monotonic() + timeout
             time.sleep(0.5)
-        raise TimeoutError(f"DAG runs still active after {timeout:.0f}s")
+        stuck = ", ".join(f"{r['dag_id']}/{r['dag_run_id']} ({r['state']})" for r in active) or "queued asset events"
+        raise TimeoutError(f"DAG runs made no progress for {timeout:.0f}s: {stuck}")
