@@ -9,7 +9,8 @@ Routes (every answer is JSON, except /metrics):
     GET  /metrics                     Prometheus text format
     GET  /healthz                     the process answers (no key)
     GET  /readyz                      200 when every model has a champion loaded and its online store answers,
-                                      else 503 with the reasons (no key)
+                                      else 503 (no key needed for the status; each model's version and
+                                      what failed only with the key)
 
 Every route but /healthz and /readyz needs the API key: `Authorization: Bearer <key>` or `X-API-Key: <key>`
 (compared in constant time, never logged); without it, or with a wrong one, 401.
@@ -243,7 +244,9 @@ class ServingApp:
             query = scope.get("query_string", b"").decode(errors="replace")
             only = [v for k, _, v in (p.partition("=") for p in query.split("&")) if k == "model" and v]
             ready, state = self.readiness(only or None)
-            return (200 if ready else 503), _dumps({"ready": ready, "models": state}), js, 0
+            # the status for a probe without a key; which versions serve and what failed only with the key
+            body = {"ready": ready, "models": state} if self._authorized(scope) else {"ready": ready}
+            return (200 if ready else 503), _dumps(body), js, 0
         if not self._authorized(scope):
             raise RequestError(401, "unauthorized", "missing or wrong API key: send `Authorization: Bearer <key>` "
                                "or `X-API-Key: <key>` (the key is in $FLYWHEEL_HOME/secrets/serving_api_key, or "

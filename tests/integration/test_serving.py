@@ -131,6 +131,8 @@ def test_not_ready_and_503_before_a_champion_then_ready_with_it(world, server, c
     status, body = client.predict([request_row(world.batch.iloc[0].to_dict())])
     assert status == 503 and body["error"] == "no_champion" and "flywheel train fraud" in body["message"]
 
+    probe = Client(server["port"], None).call("GET", "/readyz")     # a probe without the key: the status only
+    assert probe == (503, {"ready": False})
     sw.set_champion(world, "1")
     deadline = time.monotonic() + 60
     while client.call("GET", "/readyz")[0] != 200:
