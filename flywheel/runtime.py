@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,6 +172,40 @@ def admin_password(lay: Layout) -> str:
                                                                 lambda: secrets.token_urlsafe(12))
 
 
+REDIS_PASSWORD_ENV = "FLYWHEEL_REDIS_PASSWORD"
+
+
+def _redis_password(lay: Layout) -> tuple[str | None, str]:
+    """The local Redis's password in the `services` topology and where it came from: FLYWHEEL_REDIS_PASSWORD, else
+    secrets/redis_password when the user put one there, else none (a Redis without a password, the default).
+
+    Never generated: the Redis is a server that already runs, and whoever set its `requirepass` knows it."""
+    if os.environ.get(REDIS_PASSWORD_ENV):
+        return os.environ[REDIS_PASSWORD_ENV], REDIS_PASSWORD_ENV
+    path = lay.secrets() / "redis_password"
+    if path.is_file() and (value := path.read_text().strip()):
+        return value, str(path)
+    return None, "none"
+
+
+def redis_password(lay: Layout) -> str | None:
+    """The password of the `services` topology's Redis, or None when it has none (see `_redis_password`)."""
+    return _redis_password(lay)[0]
+
+
+def _feast_redis_password(password: str) -> str:
+    """`password` as a value of Feast's Redis connection string (`host:port,key=value,...`). Feast splits the string
+    on commas and JSON-decodes each value when it can: a password with a comma or one that reads as JSON (`123`,
+    `true`, `"x"`, surrounding spaces that a strip would lose) goes in as a JSON string, its commas escaped as
+    \\u002c, which Feast decodes back to the same characters. Any other password goes in as it is."""
+    try:
+        json.loads(password)
+    except ValueError:
+        if "," not in password and password == password.strip():
+            return password
+    return json.dumps(password).replace(",", "\\u002c")
+
+
 def environment(lay: Layout, ports: Ports) -> dict[str, str]:
     """The full environment of every Flywheel process. Values already in os.environ win."""
     home, af = lay.home, lay.airflow_home()
@@ -250,6 +285,11 @@ def _services_defaults(lay: Layout, ports: Ports) -> dict[str, str]:
     prefix = e.get("FLYWHEEL_DB_PREFIX") or "flywheel"
     redis_host = e.get("FLYWHEEL_REDIS") or "127.0.0.1:6379"
     redis_db = e.get("FLYWHEEL_REDIS_DB") or "0"
+    # the local Redis's password, when it has one: percent-encoded in the broker URL (redis-py and kombu decode it;
+    # Airflow expands `$VAR`s in the value, which the encoding also keeps out), a value of Feast's connection string
+    redis_pw = redis_password(lay)
+    broker_auth = f":{urllib.parse.quote(redis_pw, safe='')}@" if redis_pw else ""
+    feast_auth = f",password={_feast_redis_password(redis_pw)}" if redis_pw else ""
     driverless = pg.split("://", 1)[1]
     s3 = f"http://127.0.0.1:{ports.s3}"
     return {
@@ -259,7 +299,9 @@ def _services_defaults(lay: Layout, ports: Ports) -> dict[str, str]:
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
         "AIRFLOW__CORE__PARALLELISM": "8",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{driverless}/{prefix}_airflow",
-        "AIRFLOW__CELERY__BROKER_URL": f"redis://{redis_host}/{redis_db}",
+        "FLYWHEEL_REDIS": redis_host,
+        "FLYWHEEL_REDIS_DB": redis_db,
+        "AIRFLOW__CELERY__BROKER_URL": f"redis://{broker_auth}{redis_host}/{redis_db}",
         "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://{driverless}/{prefix}_airflow",
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": "4",
         "FLYWHEEL_MLFLOW_BACKEND_URI": f"postgresql+psycopg2://{driverless}/{prefix}_mlflow",
@@ -267,7 +309,7 @@ def _services_defaults(lay: Layout, ports: Ports) -> dict[str, str]:
         "FLYWHEEL_DATA_URI": f"s3://{_bucket(prefix, 'data')}/",
         "FLYWHEEL_FEAST_REGISTRY": f"postgresql+psycopg://{driverless}/{prefix}_feast",
         "FLYWHEEL_FEAST_ONLINE_STORE": "redis",
-        "FLYWHEEL_FEAST_REDIS": f"{redis_host},db={redis_db}",
+        "FLYWHEEL_FEAST_REDIS": f"{redis_host},db={redis_db}{feast_auth}",
         "AWS_ENDPOINT_URL": s3,
         "MLFLOW_S3_ENDPOINT_URL": s3,
         "AWS_ACCESS_KEY_ID": "flywheel",
@@ -315,6 +357,30 @@ def drop_databases(env: dict[str, str]) -> None:
     with _pg_admin(env) as conn:
         for name in databases(env):
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def check_redis(lay: Layout, env: dict[str, str]) -> None:
+    """Ping the `services` topology's Redis through the broker URL, as Celery will: a RuntimeError that says what to
+    do when it does not answer, wants a password or refuses the one given (never the password itself)."""
+    import redis
+
+    url = env["AIRFLOW__CELERY__BROKER_URL"]
+    at = f"Redis at {env['FLYWHEEL_REDIS']} (database {env['FLYWHEEL_REDIS_DB']})"
+    sent = urllib.parse.urlsplit(url).password is not None
+    source = _redis_password(lay)[1] if sent else "none"
+    if sent and source == "none":
+        source = "AIRFLOW__CELERY__BROKER_URL"   # set in the environment as a whole: it wins over FLYWHEEL_REDIS*
+    where = f"set {REDIS_PASSWORD_ENV}, or put it in {lay.secrets() / 'redis_password'}"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=5).ping()
+    except redis.AuthenticationError as e:
+        if not sent:
+            raise RuntimeError(f"{at} requires a password ({e}): {where}.") from None
+        raise RuntimeError(f"{at} refused the password from {source} ({e}): {where} (the one its requirepass "
+                           "sets), or unset it when this Redis has none.") from None
+    except redis.ConnectionError as e:
+        raise RuntimeError(f"{at} does not answer ({e}). Start it, or point FLYWHEEL_REDIS at one.") from None
+    log.info("%s answers (password: %s)", at, source)
 
 
 def reset_services(env: dict[str, str]) -> None:
@@ -365,6 +431,7 @@ def init(lay: Layout, ports: Ports) -> dict[str, str]:
     serving_api_key(lay)   # the online endpoint's key, generated once per install (or from the environment)
     (lay.airflow_home() / "config" / "airflow_local_settings.py").write_text(LOCAL_SETTINGS.format(modules=PRELOAD))
     if env["FLYWHEEL_TOPOLOGY"] == "services":
+        check_redis(lay, env)   # Celery's broker and Feast's online store: a clear line now, not a worker's traceback
         made = create_databases(env)
         log.info("PostgreSQL databases: %s (created: %s)", ", ".join(databases(env)), ", ".join(made) or "none")
     t = time.monotonic()

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[1]
 POSTGRES = os.environ.get("FLYWHEEL_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 REDIS = os.environ.get("FLYWHEEL_TEST_REDIS", "127.0.0.1:6379")
+# its password when it has one (the run gets it as FLYWHEEL_REDIS_PASSWORD: FLYWHEEL_* are not inherited)
+REDIS_PASSWORD = os.environ.get("FLYWHEEL_TEST_REDIS_PASSWORD") or None
 # a task killed with its worker is noticed in 30 s instead of Airflow's 300 s (the crash tests wait for it)
 FAST_HEARTBEAT = {"AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
                   "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5"}
@@ -132,6 +134,14 @@ def embedded_run(base: Path) -> DemoRun:
     return _RUNS["embedded"]
 
 
+def redis_client(db: int = 0, **options: Any) -> Any:
+    """A client of the services runs' Redis (REDIS, with REDIS_PASSWORD when set), database `db`."""
+    import redis
+
+    host, port = REDIS.split(":")
+    return redis.Redis(host=host, port=int(port), db=db, password=REDIS_PASSWORD, **options)
+
+
 def services_unreachable() -> str | None:
     """Why the scale-out topology cannot run here (PostgreSQL or Redis on loopback not answering), else None."""
     import psycopg
@@ -141,9 +151,8 @@ def services_unreachable() -> str | None:
         psycopg.connect(POSTGRES + "/postgres", connect_timeout=3).close()
     except psycopg.OperationalError as e:
         return f"PostgreSQL at {POSTGRES} does not answer ({str(e).strip()[:200]})"
-    host, port = REDIS.split(":")
     try:
-        redis.Redis(host=host, port=int(port), socket_connect_timeout=3).ping()
+        redis_client(socket_connect_timeout=3).ping()
     except redis.RedisError as e:
         return f"Redis at {REDIS} does not answer ({e})"
     return None
@@ -156,16 +165,14 @@ def services_run(base: Path) -> DemoRun:
         return _RUNS["services"]
     import secrets
 
-    import redis
-
-    host, port = REDIS.split(":")
     # a Redis database of its own (the demo's RESET flushes it): the first empty one from 15 down
-    redis_db = next((str(n) for n in range(15, 7, -1) if redis.Redis(host=host, port=int(port), db=n).dbsize() == 0),
-                    None)
+    redis_db = next((str(n) for n in range(15, 7, -1) if redis_client(n).dbsize() == 0), None)
     assert redis_db, f"Redis at {REDIS} has no empty database among 8-15 for this test"
     extra = {"FLYWHEEL_TOPOLOGY": "services", "FLYWHEEL_POSTGRES": POSTGRES,
              "FLYWHEEL_DB_PREFIX": f"flywheel_test_{os.getpid()}", "FLYWHEEL_REDIS": REDIS,
              "FLYWHEEL_REDIS_DB": redis_db, "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(16), **FAST_HEARTBEAT}
+    if REDIS_PASSWORD:
+        extra["FLYWHEEL_REDIS_PASSWORD"] = REDIS_PASSWORD
     _RUNS["services"] = DemoRun(base / "flywheel-services", extra, stories=("cards",))  # ratings: embedded only
     return _RUNS["services"]
 

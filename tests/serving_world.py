@@ -61,14 +61,21 @@ def feast_env(home: Path, online: str, redis: str = "127.0.0.1:6379") -> dict[st
     return env
 
 
-def redis_unreachable(redis_at: str = "127.0.0.1:6379") -> str | None:
+def redis_client(redis_at: str, **options: Any) -> Any:
+    """A redis-py client for a Feast connection string (host:port[,db=N,password=...]), parsed by Feast's own
+    Redis online store: the same server, database and password as the store's client."""
     import redis
+    from feast.infra.online_stores.redis import RedisOnlineStore
 
-    host, _, port = redis_at.partition(":")
+    nodes, params = RedisOnlineStore._parse_connection_string(redis_at)
+    return redis.Redis(host=nodes[0]["host"], port=int(nodes[0].get("port") or 6379), **{**options, **params})
+
+
+def redis_unreachable(redis_at: str = "127.0.0.1:6379") -> str | None:
     try:
-        redis.Redis(host=host, port=int(port.split(",")[0] or 6379), socket_connect_timeout=1).ping()
+        redis_client(redis_at, socket_connect_timeout=1).ping()
     except Exception as exc:  # noqa: BLE001 - any failure to talk to it
-        return f"Redis at {redis_at} is unreachable ({type(exc).__name__}: {exc})"
+        return f"Redis at {redis_at.split(',')[0]} is unreachable ({type(exc).__name__}: {exc})"
     return None
 
 
@@ -204,10 +211,7 @@ def teardown(world: World) -> None:
     """Remove the world's keys from Redis (nothing to do for SQLite: the files go with the folder)."""
     if world.redis_project is None:
         return
-    import redis
-
-    host, _, port = world.env["FLYWHEEL_FEAST_REDIS"].partition(":")
-    client = redis.Redis(host=host, port=int(port.split(",")[0]))
+    client = redis_client(world.env["FLYWHEEL_FEAST_REDIS"])
     left = list(client.scan_iter(match=b"*" + world.redis_project.encode(), count=1000))
     if left:
         client.delete(*left)

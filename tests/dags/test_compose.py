@@ -416,6 +416,35 @@ def test_airflow_secrets_are_required_from_env(compose_text: str) -> None:
             assert references(env[key])[0][0] == key
 
 
+def test_redis_requires_the_password_every_client_sends(
+    compose_text: str, env_example: dict[str, str]
+) -> None:
+    """redis runs with --requirepass REDIS_PASSWORD, its health check authenticates, and every Redis client
+    (Celery's broker URL, Feast's online store in every Flywheel container, the serving endpoint) carries it."""
+    compose = load_compose(compose_text, {**env_example, "REDIS_PASSWORD": "s3cret-Redis_pw"})
+    services = compose["services"]
+    redis_ = services["redis"]
+    assert redis_["command"] == ["redis-server", "--requirepass", "s3cret-Redis_pw"]
+    assert service_environment(redis_)["REDIS_PASSWORD"] == "s3cret-Redis_pw"
+    assert "$REDIS_PASSWORD" in redis_["healthcheck"]["test"][-1]   # run for real in tests/unit
+    brokers = feasts = 0
+    for name, service in services.items():
+        env = service_environment(service)
+        if "AIRFLOW__CELERY__BROKER_URL" in env:
+            brokers += 1
+            assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://:s3cret-Redis_pw@redis:6379/0", name
+        if "FLYWHEEL_FEAST_REDIS" in env:
+            feasts += 1
+            assert env["FLYWHEEL_FEAST_REDIS"] == "redis:6379,db=1,password=s3cret-Redis_pw", name
+    assert brokers >= len(airflow_services(compose)) and "FLYWHEEL_FEAST_REDIS" in service_environment(
+        services["flywheel-serving"]
+    )
+    assert feasts >= brokers
+    env = {k: v for k, v in env_example.items() if k != "REDIS_PASSWORD"}
+    with pytest.raises(InterpolationError, match="REDIS_PASSWORD"):
+        load_compose(compose_text, env)
+
+
 def test_every_image_is_pinned(compose: dict[str, Any]) -> None:
     assert image_problems(compose) == []
 

@@ -163,7 +163,8 @@ def test_no_generated_secret_appears_in_a_tracked_file(tmp_path):
 
 def test_the_default_secrets_folder_is_ignored_by_git():
     """`flywheel init` without FLYWHEEL_HOME writes secrets under <repo>/.flywheel/secrets; git must ignore them."""
-    for name in [*SECRET_FILES, "admin_password", "airflow_passwords.json"]:
+    # redis_password: put there by the user when the local Redis has one (never generated)
+    for name in [*SECRET_FILES, "admin_password", "airflow_passwords.json", "redis_password"]:
         rel = f".flywheel/secrets/{name}"
         r = subprocess.run(["git", "check-ignore", "-q", rel], cwd=REPO_ROOT)
         assert r.returncode == 0, f"{rel} is not ignored by git"
@@ -177,7 +178,8 @@ def test_the_default_secrets_folder_is_ignored_by_git():
 def services_env(monkeypatch, tmp_path):
     for var in ("AIRFLOW__CORE__EXECUTOR", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "FLYWHEEL_DATA_URI",
                 "FLYWHEEL_FEAST_REGISTRY", "FLYWHEEL_MLFLOW_BACKEND_URI", "AWS_SECRET_ACCESS_KEY",
-                "AWS_ENDPOINT_URL", "FLYWHEEL_REDIS_DB"):
+                "AWS_ENDPOINT_URL", "FLYWHEEL_REDIS", "FLYWHEEL_REDIS_DB", "FLYWHEEL_REDIS_PASSWORD",
+                "AIRFLOW__CELERY__BROKER_URL", "FLYWHEEL_FEAST_REDIS"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("FLYWHEEL_TOPOLOGY", "services")
     monkeypatch.setenv("FLYWHEEL_DB_PREFIX", "team_a")
