@@ -447,11 +447,14 @@ def _print_urls(lay: Layout, ports: object) -> None:
           f"(API key in {lay.secrets() / 'serving_api_key'})")
     print(f"Mail       : {lay.mail()}  (one file per message received by the local SMTP server)")
     if os.environ.get("FLYWHEEL_TOPOLOGY") == "services":
+        from kombu.utils.url import maybe_sanitize_url
+
         from flywheel.runtime import environment
 
         env = environment(lay, ports)  # type: ignore[arg-type]
+        broker = maybe_sanitize_url(env["AIRFLOW__CELERY__BROKER_URL"])   # redis://:**@host/db: no password printed
         print(f"Topology   : services — Airflow on {env['AIRFLOW__DATABASE__SQL_ALCHEMY_CONN'].rsplit('/', 1)[-1]} "
-              f"(PostgreSQL), Celery over {env['AIRFLOW__CELERY__BROKER_URL']}")
+              f"(PostgreSQL), Celery over {broker}")
         print(f"Data       : {env['FLYWHEEL_DATA_URI']}  (S3 API at {env['AWS_ENDPOINT_URL']})")
 
 
