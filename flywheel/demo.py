@@ -649,7 +649,7 @@ def _print_summary(s: dict[str, Any], lay: Layout, ports: runtime.Ports) -> None
     print("stage wall time: " + ", ".join(f"{k} {v['wall_s']}s/{v['runs']} runs" for k, v in s["stage_times"].items()))
     print(f"total {s['wall_time_s']}s (services {s['services_start_s']}s, scenario {s['scenario_s']}s)")
     print(f"summary: {lay.home / 'demo-summary.json'}\n")
-    print(f"Airflow UI : http://127.0.0.1:{ports.airflow}/   login admin / {runtime.admin_password(lay)}")
+    print(f"Airflow UI : http://127.0.0.1:{ports.airflow}/   {runtime.admin_login_hint(lay)}")
     print(f"Flywheel   : http://127.0.0.1:{ports.airflow}/plugin/flywheel   (models and datasets, in Airflow's nav)")
     print(f"MLflow UI  : http://127.0.0.1:{ports.mlflow}/")
     print("The services keep running; `make down` stops them.")

@@ -172,6 +172,14 @@ def admin_password(lay: Layout) -> str:
                                                                 lambda: secrets.token_urlsafe(12))
 
 
+def admin_login_hint(lay: Layout) -> str:
+    """Where the admin password is, for a message a person reads (never the password: terminals are logged)."""
+    if os.environ.get("FLYWHEEL_ADMIN_PASSWORD"):
+        return "login admin, password in $FLYWHEEL_ADMIN_PASSWORD"
+    admin_password(lay)                               # generated now if it was not yet
+    return f"login admin, password: cat {lay.secrets() / 'admin_password'}"
+
+
 REDIS_PASSWORD_ENV = "FLYWHEEL_REDIS_PASSWORD"
 
 

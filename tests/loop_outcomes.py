@@ -315,7 +315,8 @@ def the_sentinel_caught_a_champion_moved_by_hand(demo: dict[str, Any]) -> None:
     assert str(client.get_registered_model(spec.registered_model_name).aliases["champion"]) == alarm["audited"]
     assert sentinel.check_champion(spec, client).status == "ok"
     [mail] = [m for m in mails(demo["home"]) if "champion moved outside the audited path" in m["Subject"]]
-    assert mail["Subject"].startswith("[Flywheel] spend:") and f"restored v{alarm['audited']}" in mail["Subject"]
+    subject = " ".join(mail["Subject"].split())          # a long subject arrives folded
+    assert subject.startswith("[Flywheel] spend:") and subject.endswith(f"restored v{alarm['audited']}"), subject
     assert {a.strip() for a in mail["To"].split(",")} == set(spec.owners)
     body = mail.get_body(preferencelist=("html",)).get_content()
     assert f'href="http://127.0.0.1:{demo["ports"].airflow}/flywheel/runbooks/out-of-band-champion"' in body, body
