@@ -211,6 +211,21 @@ def ui_answers_and_the_api_needs_a_login(demo: dict[str, Any]) -> None:
         assert r.status == 200
 
 
+def the_endpoint_answers_with_each_champion(demo: dict[str, Any]) -> None:
+    """After the loop, `flywheel serve` (started by `up`) answered one request per model with the version the
+    `champion` alias names, reading the features from the topology's online store (SQLite embedded, Redis scaled
+    out)."""
+    import math
+
+    client = mlflow_client(demo)
+    served = demo["summary"]["serving"]
+    assert set(served) == set(demo["summary"]["models"]), served
+    for model, answer in served.items():
+        assert "error" not in answer, (model, answer)
+        champion = str(client.get_registered_model(f"flywheel-{model}").aliases["champion"])
+        assert answer["version"] == champion and math.isfinite(answer["score"]), (model, answer, champion)
+
+
 def secrets_are_private_and_never_logged(demo: dict[str, Any]) -> None:
     """Every secret of the install is in its own 0600 file in a 0700 folder, and no value of one appears in any log,
     mail, report or setting file the loop wrote (the Airflow task logs, the services' logs, the demo's output); the
@@ -340,7 +355,8 @@ OUTCOMES = [timeline_tells_the_story, champion_exists_and_gate_recorded_decision
             retrain_was_requested_by_drift_without_a_human, blocked_batch_and_quarantined_rows,
             owners_got_the_drift_report_and_the_block_notice, a_persisting_alarm_is_emailed_once_per_episode,
             second_model_ran_through_the_same_loop, the_sentinel_caught_a_champion_moved_by_hand,
-            ui_answers_and_the_api_needs_a_login, secrets_are_private_and_never_logged]
+            ui_answers_and_the_api_needs_a_login, secrets_are_private_and_never_logged,
+            the_endpoint_answers_with_each_champion]
 
 
 # ---- the second story: real MovieLens ratings (scenarios/movielens.py), monthly CSVs, a regression on RMSE
