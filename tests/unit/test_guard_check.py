@@ -5,7 +5,6 @@ is marked (the gate's `promote` refuses it, an override does not), and the owner
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -37,25 +36,17 @@ T0 = datetime(2026, 3, 2, tzinfo=UTC)     # the interval the new champion first 
 @pytest.fixture(scope="module")
 def tracking(tmp_path_factory):
     """One MLflow registry on SQLite for the module (creating its tables costs seconds): v1 and v2."""
-    import mlflow
+    from mlflow_sqlite import sqlite_tracking
 
     tmp = tmp_path_factory.mktemp("guard-mlflow")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    saved = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    mlflow.set_tracking_uri(uri)
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    exp = client.create_experiment(f"flywheel/{SPEC.name}", artifact_location=(tmp / "art").as_uri())
-    client.create_registered_model(SPEC.registered_model_name)
-    for _ in range(2):
-        run = client.create_run(exp)
-        client.create_model_version(SPEC.registered_model_name, f"{run.info.artifact_uri}/model", run.info.run_id)
-    yield client
-    mlflow.set_tracking_uri(None)   # the environment's URI again (the integration tests' servers)
-    if saved is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = saved
+    with sqlite_tracking(tmp) as client:
+        exp = client.create_experiment(f"flywheel/{SPEC.name}", artifact_location=(tmp / "art").as_uri())
+        client.create_registered_model(SPEC.registered_model_name)
+        for _ in range(2):
+            run = client.create_run(exp)
+            client.create_model_version(SPEC.registered_model_name, f"{run.info.artifact_uri}/model",
+                                        run.info.run_id)
+        yield client
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ through an audited override; a move in flight is not an alarm."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,22 +23,12 @@ T0 = datetime(2026, 3, 2, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def tracking(tmp_path_factory):
-    """One MLflow registry on SQLite for the module (creating its tables costs seconds)."""
-    import mlflow
+    """One MLflow registry on SQLite for the module."""
+    from mlflow_sqlite import sqlite_tracking
 
     tmp = tmp_path_factory.mktemp("sentinel-mlflow")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    saved = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    mlflow.set_tracking_uri(uri)
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    exp = client.create_experiment("sentinel", artifact_location=(tmp / "art").as_uri())
-    yield client, exp
-    mlflow.set_tracking_uri(None)
-    if saved is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = saved
+    with sqlite_tracking(tmp) as client:
+        yield client, client.create_experiment("sentinel", artifact_location=(tmp / "art").as_uri())
 
 
 _count = iter(range(1000))
