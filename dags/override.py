@@ -16,6 +16,7 @@ from airflow.sdk import DAG, Param, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from flywheel import dagkit as fc
+from flywheel.access import oncall_dag_access
 
 if TYPE_CHECKING:
     from pipelines.spec import ModelSpec
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 def build(spec: ModelSpec) -> DAG:
     with DAG(
         **fc.dag_kwargs(spec, "override", "override"),
+        access_control=oncall_dag_access(),   # the on-call role may trigger it (FAB; flywheel/access.py)
         schedule=None,
         params={
             "version": Param(type="string", minLength=1, title="Model version",

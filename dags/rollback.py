@@ -14,6 +14,7 @@ from airflow.sdk import DAG, Param, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from flywheel import dagkit as fc
+from flywheel.access import oncall_dag_access
 
 if TYPE_CHECKING:
     from pipelines.spec import ModelSpec
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 def build(spec: ModelSpec) -> DAG:
     with DAG(
         **fc.dag_kwargs(spec, "rollback", "rollback"),
+        access_control=oncall_dag_access(),   # the on-call role may trigger it (FAB; flywheel/access.py)
         schedule=None,
         params={"reason": Param(type="string", minLength=1, title="Reason",
                                 description="Why roll back (required): goes into the alias history and the "

@@ -138,7 +138,24 @@ def _ingest_state(api: AirflowAPI, dataset: str,
             for s in starts}
 
 
-def _rollback_drill(api: AirflowAPI, tl: Timeline, spec: ModelSpec, dag_ids: list[str], since: str,
+def _drill_caller(api: AirflowAPI, tl: Timeline, lay: Layout, spec: ModelSpec) -> AirflowAPI:
+    """Who runs the on-call drill: where Airflow has roles (the FAB auth manager, scaled out), the `oncall` account,
+    once the `viewer` account was refused the same trigger (flywheel/access.py); else the one `admin` account."""
+    if "oncall" not in runtime.accounts():
+        return api
+    viewer = AirflowAPI(api.base, "viewer", runtime.account_password(lay, "viewer"))
+    try:
+        viewer.trigger(f"rollback__{spec.name}", conf={"reason": "a viewer tries"},
+                       run_id=f"viewer_rollback__{spec.name}__{int(time.time())}")
+        tl.say(f"ROLES: the viewer account TRIGGERED rollback__{spec.name}: it should have been refused")
+    except AirflowAPIError as exc:
+        answer = getattr(exc, "code", exc)
+        tl.say(f"roles: the viewer account may not trigger rollback__{spec.name} (Airflow answered {answer}); "
+               "the oncall account runs the drill")
+    return AirflowAPI(api.base, "oncall", runtime.account_password(lay, "oncall"))
+
+
+def _rollback_drill(api: AirflowAPI, tl: Timeline, lay: Layout, spec: ModelSpec, dag_ids: list[str], since: str,
                     seen: set[str]) -> list[dict[str, Any]]:
     """An on-call drill: roll `champion` back in one trigger, then restore it with an audited override."""
     from mlflow import MlflowClient
@@ -149,13 +166,14 @@ def _rollback_drill(api: AirflowAPI, tl: Timeline, spec: ModelSpec, dag_ids: lis
         return []
     runs = []
     tl.say(f"on-call drill: rollback__{spec.name}, then override__{spec.name} restores v{before}")
-    api.trigger(f"rollback__{spec.name}", conf={"reason": "drill: roll back to the previous champion"},
-                run_id=f"drill_rollback__{spec.name}__{int(time.time())}")
+    oncall = _drill_caller(api, tl, lay, spec)
+    oncall.trigger(f"rollback__{spec.name}", conf={"reason": "drill: roll back to the previous champion"},
+                   run_id=f"drill_rollback__{spec.name}__{int(time.time())}")
     api.wait_settled(dag_ids)
     runs += _print_runs(api, tl, dag_ids, since, seen)
-    api.trigger(f"override__{spec.name}", conf={"version": str(before), "action": "promote",
-                                               "reason": "drill over: restore the gate-approved champion"},
-                run_id=f"drill_override__{spec.name}__{int(time.time())}")
+    oncall.trigger(f"override__{spec.name}", conf={"version": str(before), "action": "promote",
+                                                  "reason": "drill over: restore the gate-approved champion"},
+                   run_id=f"drill_override__{spec.name}__{int(time.time())}")
     api.wait_settled(dag_ids)
     runs += _print_runs(api, tl, dag_ids, since, seen)
     return runs
@@ -414,7 +432,8 @@ def _play_cards(play: Play, sc: Scenario, chosen: list[ModelSpec]) -> None:
         if plan.week == sc.train_after:
             play.train([(s, {"as_of": end.isoformat(), "reason": "bootstrap: the first model"}) for s in chosen], key)
         if plan.week == sc.drill_after and not play.ledger.played(f"drill:{chosen[0].name}"):
-            play.runs += _rollback_drill(play.api, play.tl, chosen[0], play.dag_ids, play.since, play.seen)
+            play.runs += _rollback_drill(play.api, play.tl, play.lay, chosen[0], play.dag_ids, play.since,
+                                         play.seen)
             play.ledger.mark(f"drill:{chosen[0].name}")
             if not play.ledger.played("hand-move"):
                 _hand_move(play.tl, chosen)

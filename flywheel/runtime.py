@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from flywheel.access import ACCOUNTS, FAB_AUTH_MANAGER, SIMPLE_AUTH_MANAGER, account, uses_fab
 from pipelines.spec import REPO_ROOT
 
 if TYPE_CHECKING:
@@ -167,17 +168,35 @@ def serving_api_key(lay: Layout) -> str:
     return _secret(lay, "serving_api_key", lambda: secrets.token_urlsafe(32), "FLYWHEEL_SERVING_API_KEY")
 
 
+def account_password(lay: Layout, username: str) -> str:
+    """The Airflow password of one of flywheel.access's accounts (admin, oncall, viewer): from its environment
+    variable (FLYWHEEL_ADMIN_PASSWORD, ...), else generated once per install into secrets/<username>_password."""
+    acc = account(username)
+    return os.environ.get(acc.env_var) or _secret(lay, acc.secret, lambda: secrets.token_urlsafe(12))
+
+
 def admin_password(lay: Layout) -> str:
-    return os.environ.get("FLYWHEEL_ADMIN_PASSWORD") or _secret(lay, "admin_password",
-                                                                lambda: secrets.token_urlsafe(12))
+    return account_password(lay, "admin")
+
+
+def accounts() -> tuple[str, ...]:
+    """The Airflow accounts of this topology: one per role with the FAB auth manager, else `admin` alone."""
+    manager = os.environ.get("AIRFLOW__CORE__AUTH_MANAGER") or (
+        FAB_AUTH_MANAGER if topology() == "services" else SIMPLE_AUTH_MANAGER)   # environment()'s defaults
+    return tuple(a.username for a in ACCOUNTS) if uses_fab(manager) else ("admin",)
 
 
 def admin_login_hint(lay: Layout) -> str:
-    """Where the admin password is, for a message a person reads (never the password: terminals are logged)."""
-    if os.environ.get("FLYWHEEL_ADMIN_PASSWORD"):
-        return "login admin, password in $FLYWHEEL_ADMIN_PASSWORD"
-    admin_password(lay)                               # generated now if it was not yet
-    return f"login admin, password: cat {lay.secrets() / 'admin_password'}"
+    """Where the Airflow passwords are, for a message a person reads (never a password: terminals are logged)."""
+    hints = []
+    for username in accounts():
+        acc = account(username)
+        if os.environ.get(acc.env_var):
+            hints.append(f"login {username}, password in ${acc.env_var}")
+        else:
+            account_password(lay, username)           # generated now if it was not yet
+            hints.append(f"login {username}, password: cat {lay.secrets() / acc.secret}")
+    return "; ".join(hints)
 
 
 REDIS_PASSWORD_ENV = "FLYWHEEL_REDIS_PASSWORD"
@@ -230,6 +249,9 @@ def environment(lay: Layout, ports: Ports) -> dict[str, str]:
         "AIRFLOW__CORE__PARALLELISM": "4",   # SQLite: keep <= 8 (database is locked above)
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__CORE__FERNET_KEY": _secret(lay, "fernet_key", _fernet_key, "AIRFLOW__CORE__FERNET_KEY"),
+        # one laptop, one person: Airflow's SimpleAuthManager with the `admin` account (README, Security); the
+        # `services` topology runs the FAB auth manager with roles (flywheel/access.py)
+        "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(lay.secrets() / "airflow_passwords.json"),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{ports.airflow}/execution/",
@@ -306,6 +328,8 @@ def _services_defaults(lay: Layout, ports: Ports) -> dict[str, str]:
         "FLYWHEEL_DB_PREFIX": prefix,
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
         "AIRFLOW__CORE__PARALLELISM": "8",
+        # logins with roles: viewer, on-call, admin (flywheel/access.py; init creates the accounts)
+        "AIRFLOW__CORE__AUTH_MANAGER": FAB_AUTH_MANAGER,
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{driverless}/{prefix}_airflow",
         "FLYWHEEL_REDIS": redis_host,
         "FLYWHEEL_REDIS_DB": redis_db,
@@ -433,9 +457,10 @@ def init(lay: Layout, ports: Ports) -> dict[str, str]:
               lay.logs(), lay.run(), lay.mail()):
         d.mkdir(parents=True, exist_ok=True)
     env = environment(lay, ports)
-    pw_file = Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
-    pw_file.write_text(json.dumps({"admin": admin_password(lay)}))
-    os.chmod(pw_file, 0o600)
+    if not uses_fab(env.get("AIRFLOW__CORE__AUTH_MANAGER")):   # the SimpleAuthManager reads its passwords here
+        pw_file = Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
+        pw_file.write_text(json.dumps({"admin": admin_password(lay)}))
+        os.chmod(pw_file, 0o600)
     serving_api_key(lay)   # the online endpoint's key, generated once per install (or from the environment)
     (lay.airflow_home() / "config" / "airflow_local_settings.py").write_text(LOCAL_SETTINGS.format(modules=PRELOAD))
     if env["FLYWHEEL_TOPOLOGY"] == "services":
@@ -444,6 +469,10 @@ def init(lay: Layout, ports: Ports) -> dict[str, str]:
         log.info("PostgreSQL databases: %s (created: %s)", ", ".join(databases(env)), ", ".join(made) or "none")
     t = time.monotonic()
     _run([str(VENV_BIN / "airflow"), "db", "migrate"], env, lay, "init")
+    if uses_fab(env.get("AIRFLOW__CORE__AUTH_MANAGER")):
+        # the roles and one account per role, before the DAG processor grants the on-call role its DAGs
+        passwords = {acc.env_var: account_password(lay, acc.username) for acc in ACCOUNTS}
+        _run([str(VENV_BIN / "python"), "-m", "flywheel.access"], {**env, **passwords}, lay, "init")
     _run([str(VENV_BIN / "airflow"), "pools", "set", "feast_online_store", "1",
           "one writer at a time into the embedded Feast online store"], env, lay, "init")
     log.info("airflow db ready in %.1fs", time.monotonic() - t)

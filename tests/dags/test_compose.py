@@ -467,6 +467,22 @@ def test_airflow_init_prepares_what_the_dags_need(compose: dict[str, Any]) -> No
     assert script.index("/entrypoint airflow version") < script.index("feast-apply")
 
 
+def test_airflow_init_creates_one_account_per_role_from_env(compose: dict[str, Any], compose_text: str) -> None:
+    """Logins with roles (FAB): airflow-init creates the roles and the accounts of flywheel/access.py once the
+    database is migrated, each with a password that .env must set (no default)."""
+    from flywheel.access import ACCOUNTS, FAB_AUTH_MANAGER
+
+    init = compose["services"]["airflow-init"]
+    script = "\n".join(init["command"])
+    assert script.index("/entrypoint airflow version") < script.index("python -m flywheel.access")
+    env = service_environment(yaml.safe_load(compose_text)["services"]["airflow-init"])
+    for acc in ACCOUNTS:
+        assert _is_required_reference(env[acc.env_var]), acc
+        assert references(env[acc.env_var])[0][0] == acc.env_var
+    for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-worker"):
+        assert service_environment(compose["services"][name])["AIRFLOW__CORE__AUTH_MANAGER"] == FAB_AUTH_MANAGER
+
+
 def test_env_example_ships_placeholders_not_secrets(env_example: dict[str, str]) -> None:
     secrets_ = {key: value for key, value in env_example.items() if SECRET_NAME.search(key)}
     assert {"AIRFLOW__CORE__FERNET_KEY", "FLYWHEEL_ADMIN_PASSWORD", "POSTGRES_PASSWORD"} <= set(
@@ -697,7 +713,8 @@ def test_native_services_use_the_same_kind_of_store_as_compose(
 
 
 @pytest.mark.parametrize(
-    "variable", ["AIRFLOW__CORE__EXECUTOR", "FLYWHEEL_FEAST_ONLINE_STORE", "FLYWHEEL_TOPOLOGY"]
+    "variable", ["AIRFLOW__CORE__EXECUTOR", "FLYWHEEL_FEAST_ONLINE_STORE", "FLYWHEEL_TOPOLOGY",
+                 "AIRFLOW__CORE__AUTH_MANAGER"]
 )
 def test_native_services_choose_the_same_engines_as_compose(
     compose: dict[str, Any], native_services: dict[str, Any], variable: str

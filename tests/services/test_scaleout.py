@@ -52,6 +52,79 @@ def test_demo_outcome_on_the_scaleout_topology(cluster, outcome):
     outcome(cluster)
 
 
+def test_each_airflow_role_may_do_what_the_readme_says(cluster):
+    """Scaled out, Airflow runs the FAB auth manager with one account per role (flywheel/access.py). The demo's
+    on-call drill was run by `oncall` (the alias history names them) after `viewer` was refused the same trigger.
+    Through the REST API and the Flywheel page: a viewer reads everything and triggers nothing; on-call may not
+    trigger any other DAG nor touch Airflow's settings; only the admin manages users."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from flywheel.airflow_api import AirflowAPI
+    from flywheel.runtime import account_password
+    from pipelines.gate import alias_history
+    from pipelines.layout import Layout
+    from pipelines.spec import load_specs
+
+    assert cluster["runtime_env"]["AIRFLOW__CORE__AUTH_MANAGER"].endswith("FabAuthManager")
+    assert "roles: the viewer account may not trigger rollback__fraud (Airflow answered 403)" in cluster["log"]
+    spec = load_specs()["fraud"]
+    drill = [e for e in alias_history(spec, mlflow_client(cluster)) if e["reason"].startswith("drill")]
+    assert [(e["action"], e["actor"].split(" via ")[0]) for e in drill] == [("rollback", "oncall"),
+                                                                             ("override", "oncall")], drill
+
+    base, lay = f"http://127.0.0.1:{cluster['ports'].airflow}", Layout(cluster["home"])
+    tokens = {user: AirflowAPI(base, user, account_password(lay, user)).token()
+              for user in ("viewer", "oncall", "admin")}
+
+    def status(user: str | None, method: str, path: str, body: object = None, form: dict | None = None) -> int:
+        headers = {"Authorization": f"Bearer {tokens[user]}"} if user else {}
+        data = None
+        if form is not None:
+            data = "&".join(f"{k}={v}" for k, v in form.items()).encode()
+            headers |= {"Content-Type": "application/x-www-form-urlencoded", "Origin": base}
+        elif body is not None:
+            data, headers = json.dumps(body).encode(), headers | {"Content-Type": "application/json"}
+        request = urllib.request.Request(base + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    trigger = {"logical_date": None, "conf": {"reason": "a role test"}}
+    # a viewer reads the DAGs, the runs, the task logs' index and the Flywheel model page
+    for path in ("/api/v2/dags", "/api/v2/dags/rollback__fraud/dagRuns", "/api/v2/assets",
+                 "/flywheel/models/fraud"):
+        assert status("viewer", "GET", path) == 200, path
+    # ... and triggers nothing: not a rollback through the API, nor through the page's form, nor a training run
+    assert status("viewer", "POST", "/api/v2/dags/rollback__fraud/dagRuns", trigger) == 403
+    assert status("viewer", "POST", "/api/v2/dags/override__fraud/dagRuns", trigger) == 403
+    assert status("viewer", "POST", "/flywheel/models/fraud/rollback", form={"reason": "a viewer"}) == 403
+    assert status("viewer", "POST", "/api/v2/dags/train__fraud/dagRuns", trigger) == 403
+    # on-call may trigger rollback/override (the drill above), but no other DAG, and may not change settings
+    assert status("oncall", "POST", "/api/v2/dags/train__fraud/dagRuns", trigger) == 403
+    assert status("oncall", "PATCH", "/api/v2/dags/train__fraud", {"is_paused": True}) == 403
+    assert status("oncall", "POST", "/api/v2/variables", {"key": "k", "value": "v"}) == 403
+    assert status("oncall", "GET", "/flywheel/models/fraud") == 200
+    # only the admin manages users (FAB's API); nobody gets in without a login
+    assert status("admin", "GET", "/auth/fab/v1/users") == 200
+    assert status("oncall", "GET", "/auth/fab/v1/users") == 403
+    assert status(None, "GET", "/api/v2/dags") == 401
+    assert status(None, "GET", "/flywheel/models/fraud") == 401
+    bad = urllib.request.Request(base + "/auth/token", data=json.dumps({"username": "viewer", "password": "guess"})
+                                 .encode(), method="POST", headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(bad, timeout=30)
+    assert err.value.code == 401
+    # the refused triggers left no run behind
+    admin = AirflowAPI(base, "admin", account_password(lay, "admin"))
+    for dag_id in ("rollback__fraud", "override__fraud", "train__fraud"):
+        runs = admin.get(f"/dags/{dag_id}/dagRuns", limit=100)["dag_runs"]
+        assert not [r for r in runs if (r.get("conf") or {}).get("reason") == "a role test"], dag_id
+
+
 def _pg(cluster, db: str):
     import psycopg
 
