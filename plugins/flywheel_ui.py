@@ -204,14 +204,25 @@ def build_app() -> Any:
         return HTMLResponse(text, status_code=status, headers={"Content-Security-Policy": PAGE_CSP,
                                                                "Cache-Control": "no-store"})
 
-    def _model_html(request: Request, model: str, status: int = 200, **kw: Any) -> HTMLResponse:
+    def _may(request: Request, viewer: Any, model: str) -> frozenset[str]:
+        """The page's actions this user's role may trigger (the forms of the others are disabled)."""
+        may = set()
+        for action in pages.ACTIONS:
+            try:
+                _can(request, viewer, "POST", f"{action}__{model}", DagAccessEntity.RUN)
+                may.add(action)
+            except HTTPException:
+                continue
+        return frozenset(may)
+
+    def _model_html(request: Request, model: str, viewer: Any, status: int = 200, **kw: Any) -> HTMLResponse:
         from pipelines.board import model_board
 
         spec = _spec(model)
         board = model_board(spec, Layout.from_env(), _client(), datetime.now(UTC))
         dags = [f"{stage}__{model}" for stage in ("train", "rollback", "override")]
-        return _html(pages.model_page(board, _urls(request, _run_ids(request, dags)), datetime.now(UTC), **kw),
-                     status)
+        return _html(pages.model_page(board, _urls(request, _run_ids(request, dags)), datetime.now(UTC),
+                                      may=_may(request, viewer, model), **kw), status)
 
     @app.get("/", response_class=HTMLResponse)
     def index(request: Request, viewer: GetUserDep) -> HTMLResponse:
@@ -226,46 +237,47 @@ def build_app() -> Any:
         return _html(pages.index_page(models, datasets, _urls(request), now))
 
     @app.get("/models/{model}", response_class=HTMLResponse, dependencies=[Depends(model_access("train"))])
-    def model_view(request: Request, model: str, triggered: str = "", dag: str = "") -> HTMLResponse:
+    def model_view(request: Request, model: str, viewer: GetUserDep, triggered: str = "",
+                   dag: str = "") -> HTMLResponse:
         message, message_link = "", None
         if triggered and dag in (f"rollback__{model}", f"override__{model}"):
             message = f"Triggered {dag} run {triggered} as you; the page shows the move once the run has made it."
             message_link = (_urls(request).dag_run(dag, triggered), "Open the run in Airflow")
-        return _model_html(request, model, message=message, message_link=message_link)
+        return _model_html(request, model, viewer, message=message, message_link=message_link)
 
-    def _trigger(request: Request, model: str, dag_id: str, conf: dict[str, str]) -> Response:
+    def _trigger(request: Request, model: str, viewer: Any, dag_id: str, conf: dict[str, str]) -> Response:
         try:
             run = _api(request, "POST", f"/api/v2/dags/{quote(dag_id)}/dagRuns",
                        {"logical_date": None, "conf": conf, "note": f"from the Flywheel page: {conf['reason']}"})
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")[:500]
-            return _model_html(request, model, exc.code, error=f"Airflow refused to trigger {dag_id} ({exc.code}): "
-                                                               f"{detail}")
+            return _model_html(request, model, viewer, exc.code,
+                               error=f"Airflow refused to trigger {dag_id} ({exc.code}): {detail}")
         except (urllib.error.URLError, OSError) as exc:
-            return _model_html(request, model, 502, error=f"Airflow's API did not answer: {exc}")
+            return _model_html(request, model, viewer, 502, error=f"Airflow's API did not answer: {exc}")
         base = request.scope.get("root_path", PREFIX) or PREFIX
         target = f"{base}/models/{quote(model)}?triggered={quote(run['dag_run_id'])}&dag={quote(dag_id)}"
         return RedirectResponse(target, status_code=303)
 
     @app.post("/models/{model}/rollback", dependencies=[Depends(model_access("rollback", "POST")),
                                                         Depends(same_origin)])
-    def rollback(request: Request, model: str, reason: Annotated[str, Form()] = "") -> Response:
+    def rollback(request: Request, model: str, viewer: GetUserDep, reason: Annotated[str, Form()] = "") -> Response:
         if not reason.strip():
-            return _model_html(request, model, 400, error="A reason is required to roll back: it goes into the "
-                                                          "audit history. Nothing was triggered.")
-        return _trigger(request, model, f"rollback__{model}", {"reason": reason.strip()})
+            return _model_html(request, model, viewer, 400, error="A reason is required to roll back: it goes into "
+                                                                  "the audit history. Nothing was triggered.")
+        return _trigger(request, model, viewer, f"rollback__{model}", {"reason": reason.strip()})
 
     @app.post("/models/{model}/override", dependencies=[Depends(model_access("override", "POST")),
                                                         Depends(same_origin)])
-    def override(request: Request, model: str, reason: Annotated[str, Form()] = "",
+    def override(request: Request, model: str, viewer: GetUserDep, reason: Annotated[str, Form()] = "",
                  version: Annotated[str, Form()] = "", action: Annotated[str, Form()] = "promote") -> Response:
         if not reason.strip():
-            return _model_html(request, model, 400, error="A reason is required to override the gate: it goes into "
-                                                          "the audit history. Nothing was triggered.")
+            return _model_html(request, model, viewer, 400, error="A reason is required to override the gate: it "
+                                                                  "goes into the audit history. Nothing was triggered.")
         if action not in ("promote", "reject") or not version.strip():
-            return _model_html(request, model, 400, error="Choose a version and an action (promote or reject). "
-                                                          "Nothing was triggered.")
-        return _trigger(request, model, f"override__{model}",
+            return _model_html(request, model, viewer, 400, error="Choose a version and an action (promote or "
+                                                                  "reject). Nothing was triggered.")
+        return _trigger(request, model, viewer, f"override__{model}",
                         {"version": version.strip(), "action": action, "reason": reason.strip()})
 
     @app.get("/datasets/{dataset}", response_class=HTMLResponse, dependencies=[Depends(dataset_access)])

@@ -170,24 +170,37 @@ def _event_row(m: ModelBoard, ev: TimelineEvent, urls: Urls) -> str:
             f"<td>{e(ev.actor)}</td><td>{run}</td></tr>")
 
 
-def _actions(m: ModelBoard, urls: Urls) -> str:
+ACTIONS = ("rollback", "override")   # what the page's forms trigger: `<action>__<model>`
+
+
+def _refused(m: ModelBoard, action: str, may: frozenset[str]) -> tuple[str, str]:
+    """(fieldset attributes, note) of an action form: disabled, with why, when the user may not trigger it."""
+    if action in may:
+        return "", ""
+    return (" disabled", f"<p class='muted refused'>Your Airflow role may not trigger <code>{e(action)}__{e(m.name)}"
+                         "</code> (the on-call and admin roles may: README, Security).</p>")
+
+
+def _actions(m: ModelBoard, urls: Urls, may: frozenset[str] = frozenset(ACTIONS)) -> str:
+    (rb_off, rb_note), (ov_off, ov_note) = (_refused(m, a, may) for a in ACTIONS)
     options = "".join(f"<option value='{e(v.version)}'>v{e(v.version)} ({e(v.decision or 'not gated')}"
                       f"{', ' + ', '.join(v.aliases) if v.aliases else ''})</option>" for v in reversed(m.versions))
     prev = f"v{m.previous.version}" if m.previous else "no previous champion"
     return (f"<h2>Actions</h2><p class='muted'>Each triggers a DAG run as you, through Airflow's API; the move is "
             f"audited in the alias history (who, when, why).</p>"
             f"<form class='action' id='rollback' method='post' action='{e(urls.page('models', m.name, 'rollback'))}'>"
-            f"<b>Roll back</b> <span class='muted'>champion → previous champion ({e(prev)}), "
-            f"<code>rollback__{e(m.name)}</code></span>"
+            f"<fieldset{rb_off}><b>Roll back</b> <span class='muted'>champion → previous champion ({e(prev)}), "
+            f"<code>rollback__{e(m.name)}</code></span>{rb_note}"
             f"<textarea name='reason' required placeholder='Why roll back? (required)'></textarea>"
-            f"<button type='submit'>Roll back</button></form>"
+            f"<button type='submit'>Roll back</button></fieldset></form>"
             f"<form class='action' id='override' method='post' action='{e(urls.page('models', m.name, 'override'))}'>"
-            f"<b>Override the gate</b> <span class='muted'><code>override__{e(m.name)}</code></span><br>"
+            f"<fieldset{ov_off}><b>Override the gate</b> <span class='muted'><code>override__{e(m.name)}</code>"
+            f"</span>{ov_note}<br>"
             f"<label>version <select name='version' required>{options}</select></label> "
             f"<label>action <select name='action'><option value='promote'>promote</option>"
             f"<option value='reject'>reject</option></select></label>"
             f"<textarea name='reason' required placeholder='Why override the gate? (required)'></textarea>"
-            f"<button type='submit'>Override</button></form>")
+            f"<button type='submit'>Override</button></fieldset></form>")
 
 
 def _heatmap(m: ModelBoard) -> str:
@@ -217,8 +230,9 @@ def _metric_chart(m: ModelBoard) -> str:
 
 
 def model_page(m: ModelBoard, urls: Urls, now: datetime, message: str = "", error: str = "",
-               message_link: tuple[str, str] | None = None) -> str:
-    """The model's page; `message` (and a link, e.g. to the triggered run) or `error` answer an action."""
+               message_link: tuple[str, str] | None = None, may: frozenset[str] = frozenset(ACTIONS)) -> str:
+    """The model's page; `message` (and a link, e.g. to the triggered run) or `error` answer an action. `may`: the
+    actions the user's Airflow role may trigger (the others' forms are disabled and say why)."""
     roles = []
     for role, v in (("champion", m.champion), ("challenger", m.challenger), ("previous champion", m.previous)):
         if v is None:
@@ -255,7 +269,7 @@ def model_page(m: ModelBoard, urls: Urls, now: datetime, message: str = "", erro
             + msg + _problems(m.problems) + _out_of_band(m, urls)
             + "<h2>Aliases</h2><table id='aliases'><tr><th></th><th>version</th><th>gate holdout "
             f"{e(m.metric)}</th><th>gate</th><th>trained as of (data time)</th><th>age</th><th>links</th></tr>"
-            + "".join(roles) + "</table>" + _actions(m, urls)
+            + "".join(roles) + "</table>" + _actions(m, urls, may)
             + f"<h2>{e(m.metric)} over time</h2><div class='chart' id='metric-chart'>{_metric_chart(m)}</div>"
             + "<h2>Gate decisions, overrides and rollbacks</h2><table id='timeline'><tr><th>when (UTC)</th>"
             "<th>what</th><th>reason and checks</th><th>by</th><th>run</th></tr>"

@@ -125,6 +125,45 @@ def test_each_airflow_role_may_do_what_the_readme_says(cluster):
         assert not [r for r in runs if (r.get("conf") or {}).get("reason") == "a role test"], dag_id
 
 
+def test_a_viewer_in_the_browser_sees_the_model_page_with_its_actions_disabled(cluster):
+    """As a person sees it: the viewer logs in through FAB's login page in a real Chromium, opens the Flywheel page
+    of a model, and finds the Roll back and Override forms disabled, each saying why; an empty login is refused."""
+    import shutil
+    from pathlib import Path
+
+    from playwright.sync_api import sync_playwright
+
+    from flywheel.runtime import account_password
+    from pipelines.layout import Layout
+
+    chromium = os.environ.get("FLYWHEEL_CHROMIUM", "/usr/bin/chromium")
+    assert shutil.which(chromium) or Path(chromium).is_file(), f"{chromium} missing: `make browser` installs it"
+    base = f"http://127.0.0.1:{cluster['ports'].airflow}"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{base}/flywheel/models/fraud")          # no session: the login page, then back here
+            page.wait_for_url(lambda u: "/auth/login" in u, timeout=60_000)
+            page.fill("input[name=username]", "viewer")
+            page.fill("input[name=password]", "not-the-password")
+            page.keyboard.press("Enter")
+            page.wait_for_load_state()
+            assert "/auth/login" in page.url                    # a wrong password stays on the login page
+            page.fill("input[name=username]", "viewer")
+            page.fill("input[name=password]", account_password(Layout(cluster["home"]), "viewer"))
+            page.keyboard.press("Enter")
+            page.wait_for_url(lambda u: "/auth/login" not in u, timeout=60_000)
+            page.goto(f"{base}/flywheel/models/fraud")
+            page.locator("tr.role[data-role='champion'] td.version").wait_for(timeout=60_000)
+            for form in ("rollback", "override"):
+                assert page.locator(f"#{form} button[type=submit]").is_disabled(), form
+                note = page.locator(f"#{form} .refused").inner_text()
+                assert f"may not trigger {form}__fraud" in note, note
+        finally:
+            browser.close()
+
+
 def _pg(cluster, db: str):
     import psycopg
 

@@ -152,6 +152,27 @@ def test_model_page_renders_everything_escaped(registry, tmp_path):
         ET.fromstring(html[start:html.index("</svg>", start) + 6])
 
 
+def test_actions_the_role_may_not_trigger_are_disabled_and_say_why(registry, tmp_path):
+    """A viewer sees the page with both action forms disabled and a line saying why; an on-call or admin (may both)
+    gets working forms and no such line; a role with one right gets exactly that form."""
+    import re
+
+    b = model_board(SPEC, Layout(tmp_path / "home"), registry, NOW)
+
+    def forms(may: frozenset[str]) -> dict[str, tuple[bool, bool]]:
+        html = pages.model_page(b, pages.Urls("/flywheel"), NOW, may=may)
+        out = {}
+        for form_id in pages.ACTIONS:
+            form = re.search(rf"<form class='action' id='{form_id}'.*?</form>", html, re.S).group(0)
+            out[form_id] = ("<fieldset disabled>" in form,
+                            f"may not trigger <code>{form_id}__{SPEC.name}</code>" in form)
+        return out
+
+    assert forms(frozenset()) == {"rollback": (True, True), "override": (True, True)}
+    assert forms(frozenset(pages.ACTIONS)) == {"rollback": (False, False), "override": (False, False)}
+    assert forms(frozenset({"rollback"})) == {"rollback": (False, False), "override": (True, True)}
+
+
 def test_an_unregistered_model_says_so_and_still_renders(tracking, tmp_path):
     client, _ = tracking
     b = model_board(SPEC, Layout(tmp_path / "home"), client, NOW)
