@@ -23,8 +23,8 @@ def build(view: str, info: dict[str, Any], contract: DatasetContract, readers: l
         doc_md=(f"### Features · view `{view}`\n\nComputes the aggregations declared in "
                 f"`feature_repo/definitions.py` ({', '.join(info['features'])}) from the validated batches of "
                 f"`{dataset}` (lookback {info['lookback_s'] / 86400:g} days), one parquet table per interval "
-                "(rewritten on re-run; later intervals whose windows see a re-validated batch are rebuilt too, "
-                "and so is any table missing or older than a batch it reads), "
+                "(rewritten on re-run; later intervals whose windows see a re-validated batch are rebuilt once, "
+                "as is any table missing or older than a batch it reads), "
                 "then `FeatureStore.materialize` into the online store. Semantics: `pipelines/features/__init__.py`."
                 f"\n\n*Read by:* {', '.join(readers) or 'no model yet'}"),
     ) as dag:
@@ -37,24 +37,25 @@ def build(view: str, info: dict[str, Any], contract: DatasetContract, readers: l
             lay = Layout.from_env()
             declared = load_repo(fc.FEATURE_REPO).view(view)
             out: list[dict] = []
+            why: dict[str, str] = {}   # a later table -> the (re-)validated batch its window sees
+            existing = table_keys(lay.features(), view)
             for ev in fc.interval_events(context, validated):
                 start, end = fc.parse_ts(ev["interval_start"]), fc.parse_ts(ev["interval_end"])
                 table = build_view_table(declared, lay.validated(dataset), lay.features(), start, end, ev["key"])
                 out.append({**ev, **table.to_dict()})
-                # a past batch (re-)validated late: later tables whose windows see it are rebuilt as well
-                for key in dependent_keys(declared, table_keys(lay.features(), view), start, end):
-                    later = parse_key(key)
-                    nxt = fc.next_tick(contract_cadence, later)
-                    rebuilt = build_view_table(declared, lay.validated(dataset), lay.features(), later, nxt, key)
-                    out.append({"interval_start": later.isoformat(), "interval_end": nxt.isoformat(), "key": key,
-                                "rebuilt_for": ev["key"], **rebuilt.to_dict()})
-            # and every table still missing or older than a batch it reads (an event Airflow did not deliver)
+                for key in dependent_keys(declared, existing, start, end):
+                    why.setdefault(key, ev["key"])
+            # a past batch (re-)validated late: the later tables whose windows see it are older than it, so they are
+            # stale and rebuilt here, once each however many of this run's batches they see (rebuilding them per
+            # batch was quadratic in a backfill); so is any table missing or older than a batch it reads (an event
+            # Airflow did not deliver)
             for table in catch_up(declared, lay.validated(dataset), lay.features(), contract_cadence,
                                   skip=tuple(iv["key"] for iv in out)):
                 start = parse_key(table.interval_key)
                 out.append({"interval_start": start.isoformat(),
                             "interval_end": fc.next_tick(contract_cadence, start).isoformat(),
-                            "key": table.interval_key, "rebuilt_for": "stale", **table.to_dict()})
+                            "key": table.interval_key, "rebuilt_for": why.get(table.interval_key, "stale"),
+                            **table.to_dict()})
             return out
 
         @task(pool=fc.FEAST_POOL, outlets=[fc.features_asset(view)])
