@@ -228,3 +228,34 @@ def test_every_process_logs_in_as_the_service_account_and_only_the_server_gets_t
     monkeypatch.setenv(ma.SERVICE_ENV, "from-the-deployment-0123")
     assert runtime.environment(lay, ports)[ma.PASSWORD_VAR] == "from-the-deployment-0123"
     assert runtime.databases({"FLYWHEEL_DB_PREFIX": "fw"}) == ["fw_airflow", "fw_mlflow", "fw_mlflow_auth", "fw_feast"]
+
+
+def test_an_alias_of_a_model_that_does_not_exist_is_none_and_a_refusal_stays_one(server, as_login):
+    """MLflow's basic-auth app answers an alias lookup on a missing model with 403, not 404: the loop's helper
+    (`pipelines.model.version_by_alias`, behind `champion()`, the gate, scoring, serving) still reads it as "no
+    champion yet", and a real refusal (an explicit DENY) is still an error, never "no champion"."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from pipelines.model import version_by_alias
+
+    base, admin = server["base"], server["admin"]
+    svc = ma.Login("alias-reader", secrets.token_urlsafe(16))
+    ma.sync(base, admin, svc)
+    as_login(base, svc)
+    client = MlflowClient()
+    assert version_by_alias(client, "flywheel-never-trained", "champion") is None
+    client.create_registered_model("flywheel-aliased")
+    assert version_by_alias(client, "flywheel-aliased", "champion") is None
+    run = client.create_run(client.create_experiment("flywheel/aliased"))
+    mv = client.create_model_version("flywheel-aliased", f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    client.set_registered_model_alias("flywheel-aliased", "champion", mv.version)
+    assert version_by_alias(client, "flywheel-aliased", "champion").version == mv.version
+    denied = ma.Login("denied", secrets.token_urlsafe(16))
+    ma.sync(base, admin, denied)
+    assert ma.request(base, admin, "POST", "/api/3.0/mlflow/users/permissions/grant",
+                      {"username": denied.username, "resource_type": "registered_model",
+                       "resource_id": "flywheel-aliased", "permission": "DENY"})[0] == 200
+    as_login(base, denied)
+    with pytest.raises(MlflowException, match="403"):
+        version_by_alias(MlflowClient(), "flywheel-aliased", "champion")
