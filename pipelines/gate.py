@@ -695,14 +695,10 @@ def _client() -> Any:
 
 
 def _alias(client: Any, name: str, alias: str) -> str | None:
-    from mlflow.exceptions import MlflowException
+    from pipelines import model as m
 
-    try:
-        return str(client.get_model_version_by_alias(name, alias).version)
-    except MlflowException as exc:
-        if "not found" in str(exc).lower() or "RESOURCE_DOES_NOT_EXIST" in str(exc):
-            return None
-        raise
+    mv = m.version_by_alias(client, name, alias)
+    return None if mv is None else str(mv.version)
 
 
 def alias_history(spec: ModelSpec, client: Any = None) -> list[dict[str, Any]]:

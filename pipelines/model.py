@@ -379,19 +379,39 @@ def load_categories(model_name: str, version: str) -> dict[str, list[str]] | Non
     return run_categories(client, run_id) if run_id else None    # no run, no recorded categories
 
 
+def _not_found(exc: Exception) -> bool:
+    return "not found" in str(exc).lower() or "RESOURCE_DOES_NOT_EXIST" in str(exc)
+
+
+def version_by_alias(client: Any, model_name: str, alias: str) -> Any:
+    """The model version behind `alias`, or None when the alias (or the model) does not exist.
+
+    MLflow's basic-auth app (flywheel/mlflow_auth.py) answers an alias lookup on a model that does not exist with 403
+    (it has no model to check a permission on), not 404: a 403 is asked again as "does the model exist?", None when
+    it does not, the refusal when it does."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(model_name, alias)
+    except MlflowException as exc:
+        if _not_found(exc):
+            return None
+        if "error code 403" not in str(exc) and getattr(exc, "error_code", "") != "PERMISSION_DENIED":
+            raise
+        try:
+            client.get_registered_model(model_name)
+        except MlflowException as again:
+            if _not_found(again):
+                return None
+        raise
+
+
 def by_alias(model_name: str, alias: str) -> Any:
     """The model version behind `alias`, or None when the alias (or the model) does not exist."""
     configure_mlflow_env()
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
-    client = MlflowClient()
-    try:
-        return client.get_model_version_by_alias(model_name, alias)
-    except MlflowException as exc:
-        if "not found" in str(exc).lower() or "RESOURCE_DOES_NOT_EXIST" in str(exc):
-            return None
-        raise
+    return version_by_alias(MlflowClient(), model_name, alias)
 
 
 def champion(model_name: str) -> Any:
