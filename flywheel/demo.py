@@ -179,14 +179,21 @@ def _rollback_drill(api: AirflowAPI, tl: Timeline, lay: Layout, spec: ModelSpec,
     return runs
 
 
-def _hand_move(tl: Timeline, models: list[ModelSpec]) -> str | None:
+def _hand_move(tl: Timeline, lay: Layout, models: list[ModelSpec]) -> str | None:
     """What the champion sentinel is for (pipelines/sentinel.py): someone points a model's `champion` at a
     version the gate did not promote, with a plain MLflow client, bypassing the gate and its audit trail. The
     first model (after the story's main one) with such a version is moved; the next monitor run of that model
     notices. Returns the model's name (None: no model had a version to move to)."""
     from mlflow import MlflowClient
 
+    from flywheel import mlflow_auth
+
     client = MlflowClient()
+    # The hand is a person with rights on the registry, not Flywheel: MLflow has logins (flywheel/mlflow_auth.py) and
+    # a person is read-only by default, so the move is made with the MLflow admin's credentials, explicitly and for
+    # this one call (the demo's own reads stay on the service account).
+    hand = mlflow_auth.registry_as(os.environ["MLFLOW_TRACKING_URI"],
+                                   mlflow_auth.Login(mlflow_auth.ADMIN_USERNAME, runtime.mlflow_admin_password(lay)))
     for spec in models[1:]:
         name = spec.registered_model_name
         try:
@@ -199,9 +206,9 @@ def _hand_move(tl: Timeline, models: list[ModelSpec]) -> str | None:
             continue
         target = max(others, key=int)
         tl.say(f"someone points {spec.name}'s champion at v{target} (not promoted by the gate) with a plain MLflow "
-               f"client, bypassing the gate; the next monitor__{spec.name} run's sentinel notices "
+               f"client as the MLflow admin, bypassing the gate; the next monitor__{spec.name} run's sentinel notices "
                f"(registry.out_of_band: {spec.out_of_band})")
-        client.set_registered_model_alias(name, "champion", target)
+        hand.set_registered_model_alias(name, "champion", target)
         return spec.name
     return None
 
@@ -436,7 +443,7 @@ def _play_cards(play: Play, sc: Scenario, chosen: list[ModelSpec]) -> None:
                                          play.seen)
             play.ledger.mark(f"drill:{chosen[0].name}")
             if not play.ledger.played("hand-move"):
-                _hand_move(play.tl, chosen)
+                _hand_move(play.tl, play.lay, chosen)
                 play.ledger.mark("hand-move")
         if plan.week == sc.experiment_after:
             play.train([(chosen[0], {"as_of": end.isoformat(), "params": EXPERIMENT,
@@ -670,7 +677,7 @@ def _print_summary(s: dict[str, Any], lay: Layout, ports: runtime.Ports) -> None
     print(f"summary: {lay.home / 'demo-summary.json'}\n")
     print(f"Airflow UI : http://127.0.0.1:{ports.airflow}/   {runtime.admin_login_hint(lay)}")
     print(f"Flywheel   : http://127.0.0.1:{ports.airflow}/plugin/flywheel   (models and datasets, in Airflow's nav)")
-    print(f"MLflow UI  : http://127.0.0.1:{ports.mlflow}/")
+    print(f"MLflow UI  : http://127.0.0.1:{ports.mlflow}/   {runtime.mlflow_login_hint(lay)}")
     print("The services keep running; `make down` stops them.")
 
 

@@ -23,8 +23,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def mlflow_client(demo: dict[str, Any]) -> Any:
+    """A client of the demo's MLflow logged in as the tasks are, as Flywheel's service account: MLflow reads its
+    client variables on every request, so they go into os.environ (which `played` restores after the run)."""
+    import os
+
     from mlflow import MlflowClient
 
+    from flywheel import mlflow_auth
+
+    os.environ.update({k: demo["runtime_env"][k] for k in (mlflow_auth.USERNAME_VAR, mlflow_auth.PASSWORD_VAR)})
     return MlflowClient(tracking_uri=f"http://127.0.0.1:{demo['ports'].mlflow}")
 
 
@@ -242,7 +249,8 @@ def secrets_are_private_and_never_logged(demo: dict[str, Any]) -> None:
         text = path.read_text().strip()
         found = json.loads(text).items() if path.suffix == ".json" else [("", text)]
         values |= {f"{path.name}{':' + k if k else ''}": str(v) for k, v in found}
-    assert {"admin_password", "fernet_key", "jwt_secret", "api_secret_key", "serving_api_key"} <= set(values), values
+    assert {"admin_password", "fernet_key", "jwt_secret", "api_secret_key", "serving_api_key",
+            "mlflow_admin_password", "mlflow_service_password"} <= set(values), values
     assert all(len(v) >= 12 for v in values.values()), {k: len(v) for k, v in values.items()}
     scanned, leaks = 0, []
     for area in ("logs", "airflow", "mail", "reports", "run", "audit"):
@@ -259,6 +267,73 @@ def secrets_are_private_and_never_logged(demo: dict[str, Any]) -> None:
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(request, timeout=10)
         assert err.value.code == 401
+
+
+def mlflow_has_logins_and_the_loop_used_its_service_account(demo: dict[str, Any]) -> None:
+    """Issue 17: the tracking server runs MLflow's basic-auth app. Without credentials, or with a wrong password, it
+    answers 401; a person an admin adds (READ, the default) reads the registry but may not move an alias (403); what
+    the loop made (each model's experiment and registered model) was made by the service account `flywheel`, which
+    owns it (MANAGE) and is no MLflow admin; and of all this install's processes only the tracking server holds the
+    MLflow admin's password."""
+    import json
+    import secrets
+
+    from flywheel import mlflow_auth as ma
+    from flywheel.runtime import mlflow_admin_password
+    from pipelines.layout import Layout
+    from pipelines.spec import load_specs
+
+    home: Path = demo["home"]
+    base = f"http://127.0.0.1:{demo['ports'].mlflow}"
+    model = "flywheel-fraud"
+    for login in (None, ma.Login(ma.SERVICE_USERNAME, "not-the-password"), ma.Login("nobody", "no-such-user")):
+        assert ma.request(base, login, "GET", "/api/2.0/mlflow/registered-models/get",
+                          params={"name": model})[0] == 401, login
+        assert ma.request(base, login, "POST", "/api/2.0/mlflow/registered-models/alias",
+                          {"name": model, "alias": "champion", "version": "1"})[0] == 401, login
+    admin = ma.Login(ma.ADMIN_USERNAME, mlflow_admin_password(Layout(home)))
+    reader = ma.Login("outcome-reader", secrets.token_urlsafe(16))
+    ma.sync(base, admin, reader)                       # a person an admin added, with no rights granted
+    status, found = ma.request(base, reader, "GET", "/api/2.0/mlflow/registered-models/get", params={"name": model})
+    assert status == 200
+    champion = {a["alias"]: a["version"] for a in found["registered_model"]["aliases"]}["champion"]
+    other = "1" if champion != "1" else "2"
+    assert ma.request(base, reader, "POST", "/api/2.0/mlflow/registered-models/alias",
+                      {"name": model, "alias": "champion", "version": other})[0] == 403
+    assert ma.request(base, reader, "POST", "/api/2.0/mlflow/registered-models/set-tag",
+                      {"name": model, "key": "k", "value": "v"})[0] == 403
+    after = ma.request(base, reader, "GET", "/api/2.0/mlflow/registered-models/get", params={"name": model})[1]
+    assert {a["alias"]: a["version"] for a in after["registered_model"]["aliases"]}["champion"] == champion
+    env = demo["runtime_env"]
+    assert (env[ma.USERNAME_VAR], ma.ADMIN_ENV in env) == (ma.SERVICE_USERNAME, False)
+    _, user = ma.request(base, admin, "GET", "/api/2.0/mlflow/users/get", params={"username": ma.SERVICE_USERNAME})
+    assert user["user"]["is_admin"] is False, user
+
+    def permission(username: str, kind: str, resource_id: str) -> str:
+        status, answer = ma.request(base, admin, "GET", "/api/3.0/mlflow/users/permissions/get",
+                                    params={"username": username, "resource_type": kind, "resource_id": resource_id})
+        assert status == 200, answer
+        return json.dumps(answer)
+
+    for spec in load_specs().values():
+        if spec.name not in demo["summary"]["models"]:
+            continue
+        _, exp = ma.request(base, admin, "GET", "/api/2.0/mlflow/experiments/get-by-name",
+                            params={"experiment_name": f"flywheel/{spec.name}"})
+        for kind, resource_id in (("experiment", exp["experiment"]["experiment_id"]),
+                                  ("registered_model", spec.registered_model_name)):
+            assert '"MANAGE"' in permission(ma.SERVICE_USERNAME, kind, resource_id), (spec.name, kind)
+            assert '"MANAGE"' not in permission(reader.username, kind, resource_id), (spec.name, kind)
+    # the admin's password is in the tracking server's environment (its process group) and in no other process
+    server_group = int((home / "run" / "mlflow.pid").read_text())
+    holders = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and admin.password.encode() in (proc / "environ").read_bytes():
+                holders.append((int(proc.name), int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2])))
+        except (OSError, ValueError, IndexError):
+            continue
+    assert holders and all(group == server_group for _, group in holders), (holders, server_group)
 
 
 def every_version_was_checked_for_release_and_its_cost_recorded(demo: dict[str, Any]) -> None:
@@ -356,7 +431,7 @@ OUTCOMES = [timeline_tells_the_story, champion_exists_and_gate_recorded_decision
             owners_got_the_drift_report_and_the_block_notice, a_persisting_alarm_is_emailed_once_per_episode,
             second_model_ran_through_the_same_loop, the_sentinel_caught_a_champion_moved_by_hand,
             ui_answers_and_the_api_needs_a_login, secrets_are_private_and_never_logged,
-            the_endpoint_answers_with_each_champion]
+            the_endpoint_answers_with_each_champion, mlflow_has_logins_and_the_loop_used_its_service_account]
 
 
 # ---- the second story: real MovieLens ratings (scenarios/movielens.py), monthly CSVs, a regression on RMSE
