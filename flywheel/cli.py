@@ -438,11 +438,11 @@ def _print_result(result: Any, kept: str | None) -> None:
 
 
 def _print_urls(lay: Layout, ports: object) -> None:
-    from flywheel.runtime import admin_login_hint
+    from flywheel.runtime import admin_login_hint, mlflow_login_hint
 
     print(f"Airflow UI : http://127.0.0.1:{ports.airflow}/   {admin_login_hint(lay)}")  # type: ignore[attr-defined]
     print(f"Flywheel   : http://127.0.0.1:{ports.airflow}/plugin/flywheel   (models and datasets)")  # type: ignore[attr-defined]
-    print(f"MLflow UI  : http://127.0.0.1:{ports.mlflow}/")  # type: ignore[attr-defined]
+    print(f"MLflow UI  : http://127.0.0.1:{ports.mlflow}/   {mlflow_login_hint(lay)}")  # type: ignore[attr-defined]
     print(f"Serving    : http://127.0.0.1:{ports.serving}/v1/models/<model>/predict   "  # type: ignore[attr-defined]
           f"(API key in {lay.secrets() / 'serving_api_key'})")
     print(f"Mail       : {lay.mail()}  (one file per message received by the local SMTP server)")

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from flywheel import mlflow_auth
 from flywheel.access import ACCOUNTS, FAB_AUTH_MANAGER, SIMPLE_AUTH_MANAGER, account, uses_fab
 from pipelines.spec import REPO_ROOT
 
@@ -54,6 +55,7 @@ COMPOSE_NATIVE = {
     "minio-init": "init (buckets)",
     "mailpit": "smtp",
     "mlflow": "mlflow",
+    "mlflow-init": "up (MLflow service account)",
     "airflow-apiserver": "api-server",
     "airflow-scheduler": "scheduler",
     "airflow-dag-processor": "dag-processor",
@@ -175,6 +177,26 @@ def account_password(lay: Layout, username: str) -> str:
     return os.environ.get(acc.env_var) or _secret(lay, acc.secret, lambda: secrets.token_urlsafe(12))
 
 
+def mlflow_admin_password(lay: Layout) -> str:
+    """The MLflow admin's password (flywheel/mlflow_auth.py): FLYWHEEL_MLFLOW_ADMIN_PASSWORD, else generated once per
+    install into secrets/mlflow_admin_password. Only the tracking server and the service-account step read it."""
+    return _secret(lay, mlflow_auth.ADMIN_SECRET, lambda: secrets.token_urlsafe(24), mlflow_auth.ADMIN_ENV)
+
+
+def mlflow_service_password(lay: Layout) -> str:
+    """The password of MLflow's `flywheel` service account, which every Flywheel process logs in as:
+    FLYWHEEL_MLFLOW_SERVICE_PASSWORD, else generated once per install into secrets/mlflow_service_password."""
+    return _secret(lay, mlflow_auth.SERVICE_SECRET, lambda: secrets.token_urlsafe(24), mlflow_auth.SERVICE_ENV)
+
+
+def mlflow_login_hint(lay: Layout) -> str:
+    """Where the MLflow admin's password is, for a person (never the password): the UI asks for a login."""
+    if os.environ.get(mlflow_auth.ADMIN_ENV):
+        return f"login {mlflow_auth.ADMIN_USERNAME}, password in ${mlflow_auth.ADMIN_ENV}"
+    mlflow_admin_password(lay)                        # generated now if it was not yet
+    return f"login {mlflow_auth.ADMIN_USERNAME}, password: cat {lay.secrets() / mlflow_auth.ADMIN_SECRET}"
+
+
 def admin_password(lay: Layout) -> str:
     return account_password(lay, "admin")
 
@@ -282,6 +304,12 @@ def environment(lay: Layout, ports: Ports) -> dict[str, str]:
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{ports.mlflow}",
         "FLYWHEEL_MLFLOW_UI": f"http://127.0.0.1:{ports.mlflow}",
         "FLYWHEEL_MLFLOW_BACKEND_URI": f"sqlite:///{lay.mlflow_dir() / 'mlflow.db'}",
+        # MLflow's logins (flywheel/mlflow_auth.py): the server's user store and auth config, and the service account
+        # every process logs in as (MLflow's own client variables; people get READ unless an admin grants more)
+        mlflow_auth.AUTH_DB_ENV: f"sqlite:///{lay.mlflow_dir() / 'basic_auth.db'}",
+        "MLFLOW_AUTH_CONFIG_PATH": str(lay.secrets() / "mlflow_auth.ini"),
+        mlflow_auth.USERNAME_VAR: mlflow_auth.SERVICE_USERNAME,
+        mlflow_auth.PASSWORD_VAR: mlflow_service_password(lay),
         "FLYWHEEL_MLFLOW_ARTIFACT_ROOT": (lay.mlflow_dir() / "artifacts").as_uri(),
         "FLYWHEEL_FEAST_REGISTRY": f"sqlite:///{lay.feast_dir() / 'registry.db'}",
         "FLYWHEEL_FEAST_ONLINE": str(lay.feast_dir() / "online.db"),
@@ -337,6 +365,7 @@ def _services_defaults(lay: Layout, ports: Ports) -> dict[str, str]:
         "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://{driverless}/{prefix}_airflow",
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": "4",
         "FLYWHEEL_MLFLOW_BACKEND_URI": f"postgresql+psycopg2://{driverless}/{prefix}_mlflow",
+        mlflow_auth.AUTH_DB_ENV: f"postgresql+psycopg2://{driverless}/{prefix}_mlflow_auth",   # MLflow's users
         "FLYWHEEL_MLFLOW_ARTIFACT_ROOT": f"s3://{_bucket(prefix, 'mlflow')}/",
         "FLYWHEEL_DATA_URI": f"s3://{_bucket(prefix, 'data')}/",
         "FLYWHEEL_FEAST_REGISTRY": f"postgresql+psycopg://{driverless}/{prefix}_feast",
@@ -354,7 +383,7 @@ def _services_defaults(lay: Layout, ports: Ports) -> dict[str, str]:
 def databases(env: dict[str, str]) -> list[str]:
     """The PostgreSQL databases the `services` topology needs."""
     prefix = env["FLYWHEEL_DB_PREFIX"]
-    return [f"{prefix}_airflow", f"{prefix}_mlflow", f"{prefix}_feast"]
+    return [f"{prefix}_airflow", f"{prefix}_mlflow", f"{prefix}_mlflow_auth", f"{prefix}_feast"]
 
 
 def _pg_admin(env: dict[str, str]):  # type: ignore[no-untyped-def]
@@ -462,6 +491,7 @@ def init(lay: Layout, ports: Ports) -> dict[str, str]:
         pw_file.write_text(json.dumps({"admin": admin_password(lay)}))
         os.chmod(pw_file, 0o600)
     serving_api_key(lay)   # the online endpoint's key, generated once per install (or from the environment)
+    mlflow_admin_password(lay)   # the MLflow server creates its `admin` with it (flywheel/mlflow_auth.py)
     (lay.airflow_home() / "config" / "airflow_local_settings.py").write_text(LOCAL_SETTINGS.format(modules=PRELOAD))
     if env["FLYWHEEL_TOPOLOGY"] == "services":
         check_redis(lay, env)   # Celery's broker and Feast's online store: a clear line now, not a worker's traceback
@@ -486,7 +516,10 @@ def _commands(env: dict[str, str], lay: Layout, ports: Ports) -> dict[str, list[
     return {
         "smtp": [str(VENV_BIN / "python"), "-m", "flywheel.smtpd", "--port", str(ports.smtp), "--dir", str(lay.mail())],
         **({"s3": [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(ports.s3)]} if services else {}),
-        "mlflow": [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(ports.mlflow),
+        # `mlflow server --app-name basic-auth` once flywheel.mlflow_auth wrote its auth config (no password on the
+        # command line: the server reads the admin's from its environment)
+        "mlflow": [str(VENV_BIN / "python"), "-m", "flywheel.mlflow_auth", "server", "--host", "127.0.0.1",
+                   "--port", str(ports.mlflow),
                    "--backend-store-uri", env["FLYWHEEL_MLFLOW_BACKEND_URI"],
                    "--default-artifact-root", env["FLYWHEEL_MLFLOW_ARTIFACT_ROOT"], "--no-serve-artifacts",
                    "--workers", "1"],
@@ -630,6 +663,7 @@ def up(lay: Layout, ports: Ports, env: dict[str, str] | None = None) -> dict[str
                            "an earlier Flywheel) or choose other ports with FLYWHEEL_AIRFLOW_PORT, "
                            "FLYWHEEL_MLFLOW_PORT, FLYWHEEL_SMTP_PORT, FLYWHEEL_WORKER_LOG_PORT, "
                            "FLYWHEEL_TRIGGER_LOG_PORT, FLYWHEEL_S3_PORT, FLYWHEEL_SERVING_PORT.")
+    mlflow_admin = mlflow_auth.Login(mlflow_auth.ADMIN_USERNAME, mlflow_admin_password(lay))   # made now if not yet
     for name, cmd in _commands(env, lay, ports).items():
         if name not in already:
             start(lay, name, cmd, env)
@@ -640,6 +674,11 @@ def up(lay: Layout, ports: Ports, env: dict[str, str] | None = None) -> dict[str
             made = create_buckets(env)
             log.info("S3 buckets created: %s", ", ".join(made) or "none (they exist)")
         wait_http(f"http://127.0.0.1:{ports.mlflow}/health", 240, "MLflow")  # ~10 s idle, minutes on a busy host
+        # the service account every process logs in as (created, or its password reset), before anything uses it
+        log.info("%s", mlflow_auth.sync(env["MLFLOW_TRACKING_URI"], mlflow_admin,
+                                        mlflow_auth.Login(env[mlflow_auth.USERNAME_VAR],
+                                                          env[mlflow_auth.PASSWORD_VAR]),
+                                        *mlflow_auth.flywheel_resources()))
         wait_http(f"http://127.0.0.1:{ports.airflow}/api/v2/monitor/health", 240, "Airflow API server")
         wait_http(f"http://127.0.0.1:{ports.serving}/healthz", 120, "online endpoint (flywheel serve)")
         if services:

@@ -35,7 +35,7 @@ def stack(tmp_path_factory):
 
     The services start in a background thread: the registry tests run as soon as MLflow answers,
     while Airflow is still starting; `stack["api"]()` waits for Airflow."""
-    from flywheel import runtime
+    from flywheel import mlflow_auth, runtime
     from flywheel.airflow_api import AirflowAPI
     from pipelines.layout import Layout
 
@@ -66,6 +66,10 @@ def stack(tmp_path_factory):
         starter.start()
         runtime.wait_http(f"http://127.0.0.1:{ports.mlflow}/health", 240, "MLflow")   # minutes on a busy host
         os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
+        # the tasks' MLflow login (the service account, flywheel/mlflow_auth.py): up() creates it once MLflow answers
+        service = mlflow_auth.Login(env[mlflow_auth.USERNAME_VAR], env[mlflow_auth.PASSWORD_VAR])
+        os.environ.update(service.env())
+        mlflow_auth.wait_for_login(env["MLFLOW_TRACKING_URI"], service, 120)
         print(f"MLflow up in {time.monotonic() - t0:.0f}s")
         from mlflow import MlflowClient
 

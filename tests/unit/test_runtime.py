@@ -19,6 +19,7 @@ SECRET_FILES = {
     "fernet_key": "AIRFLOW__CORE__FERNET_KEY",
     "jwt_secret": "AIRFLOW__API_AUTH__JWT_SECRET",
     "api_secret_key": "AIRFLOW__API__SECRET_KEY",
+    "mlflow_service_password": "MLFLOW_TRACKING_PASSWORD",   # MLflow's service account (flywheel/mlflow_auth.py)
 }
 PORTS = Ports(airflow=18181, mlflow=15151, smtp=18025, worker_logs=18793, trigger_logs=18794)
 
@@ -26,7 +27,8 @@ PORTS = Ports(airflow=18181, mlflow=15151, smtp=18025, worker_logs=18793, trigge
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
     """The variables under test come from this test alone, not from the shell that runs pytest."""
-    for var in [*SECRET_FILES.values(), "FLYWHEEL_ADMIN_PASSWORD", "AIRFLOW_CONN_FLYWHEEL_SMTP"]:
+    for var in [*SECRET_FILES.values(), "FLYWHEEL_ADMIN_PASSWORD", "AIRFLOW_CONN_FLYWHEEL_SMTP",
+                "FLYWHEEL_MLFLOW_SERVICE_PASSWORD"]:
         monkeypatch.delenv(var, raising=False)
 
 
