@@ -80,8 +80,8 @@ def sync(passwords: dict[str, str]) -> dict[str, str]:
             if not password:
                 raise ValueError(f"no password for Airflow account {acc.username!r}: set {acc.env_var}")
             role = sm.find_role(acc.role)
-            user = sm.find_user(username=acc.username)
-            if user is None:
+            existing = sm.find_user(username=acc.username)
+            if existing is None:
                 made = sm.add_user(acc.username, acc.username, "Flywheel", f"{acc.username}@flywheel.invalid",
                                    role, password)
                 if not made:
@@ -89,12 +89,12 @@ def sync(passwords: dict[str, str]) -> dict[str, str]:
                 done[acc.username] = f"created ({acc.role})"
                 continue
             changes = []
-            if [r.name for r in user.roles] != [acc.role]:
-                user.roles = [role]
-                sm.update_user(user)
+            if [r.name for r in existing.roles] != [acc.role]:
+                existing.roles = [role]
+                sm.update_user(existing)
                 changes.append(f"role {acc.role}")
             if not sm.check_password(acc.username, password):
-                sm.reset_password(user.id, password)
+                sm.reset_password(existing.id, password)
                 changes.append("password reset")
             done[acc.username] = ", ".join(changes) or "unchanged"
     return done

@@ -200,28 +200,30 @@ def _ok(status: int, payload: dict[str, Any], what: str) -> dict[str, Any]:
     return payload
 
 
-def ensure_user(base: str, admin: Login, user: Login) -> str:
-    """Create `user` as a normal (non-admin) MLflow user, or reset its password when it changed and take away an
+def ensure_user(base: str, admin: Login, account: Login) -> str:
+    """Create `account` as a normal (non-admin) MLflow user, or reset its password when it changed and take away an
     admin flag; returns what was done."""
-    status, payload = request(base, admin, "GET", "/api/2.0/mlflow/users/get", params={"username": user.username})
+    status, payload = request(base, admin, "GET", "/api/2.0/mlflow/users/get", params={"username": account.username})
     if status == 404:
         made = request(base, admin, "POST", "/api/2.0/mlflow/users/create",
-                       {"username": user.username, "password": user.password})
+                       {"username": account.username, "password": account.password})
         if made[0] == 200:
             return "created"
         # another `sync` may have created it in between: then it exists now, else the refusal stands
-        status, payload = request(base, admin, "GET", "/api/2.0/mlflow/users/get", params={"username": user.username})
+        status, payload = request(base, admin, "GET", "/api/2.0/mlflow/users/get",
+                                  params={"username": account.username})
         if status == 404:
-            _ok(*made, f"create user {user.username}")
-    found = _ok(status, payload, f"read user {user.username}")["user"]
+            _ok(*made, f"create user {account.username}")
+    found = next(iter(_ok(status, payload, f"read user {account.username}").values()))   # MLflow's {"user": {...}}
     done = []
-    if request(base, user, "GET", "/api/2.0/mlflow/users/current")[0] == 401:
+    if request(base, account, "GET", "/api/2.0/mlflow/users/current")[0] == 401:
         _ok(*request(base, admin, "PATCH", "/api/2.0/mlflow/users/update-password",
-                     {"username": user.username, "password": user.password}), f"update {user.username}'s password")
+                     {"username": account.username, "password": account.password}),
+            f"update {account.username}'s password")
         done.append("password updated")
     if found.get("is_admin"):
         _ok(*request(base, admin, "PATCH", "/api/2.0/mlflow/users/update-admin",
-                     {"username": user.username, "is_admin": False}), f"make {user.username} a normal user")
+                     {"username": account.username, "is_admin": False}), f"make {account.username} a normal user")
         done.append("admin flag removed")
     return ", ".join(done) or "unchanged"
 
