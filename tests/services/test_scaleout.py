@@ -72,7 +72,7 @@ def test_each_airflow_role_may_do_what_the_readme_says(cluster):
     spec = load_specs()["fraud"]
     drill = [e for e in alias_history(spec, mlflow_client(cluster)) if e["reason"].startswith("drill")]
     assert [(e["action"], e["actor"].split(" via ")[0]) for e in drill] == [("rollback", "oncall"),
-                                                                             ("override", "oncall")], drill
+                                                                             ("override-promote", "oncall")], drill
 
     base, lay = f"http://127.0.0.1:{cluster['ports'].airflow}", Layout(cluster["home"])
     tokens = {user: AirflowAPI(base, user, account_password(lay, user)).token()
