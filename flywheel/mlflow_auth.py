@@ -214,7 +214,7 @@ def ensure_user(base: str, admin: Login, account: Login) -> str:
                                   params={"username": account.username})
         if status == 404:
             _ok(*made, f"create user {account.username}")
-    found = next(iter(_ok(status, payload, f"read user {account.username}").values()))   # MLflow's {"user": {...}}
+    found = next(iter(_ok(status, payload, f"read {account.username}").values()))   # the one object of the answer
     done = []
     if request(base, account, "GET", "/api/2.0/mlflow/users/current")[0] == 401:
         _ok(*request(base, admin, "PATCH", "/api/2.0/mlflow/users/update-password",
