@@ -115,13 +115,26 @@ def _country_mix() -> list[float]:
 
 def generate_week(sc: Scenario, week: int, kind: BatchKind) -> pd.DataFrame:
     """One week of transactions. Deterministic in (scenario seed, week, kind)."""
+    return _generate(sc, [sc.seed, week, 1], sc.start + timedelta(weeks=week), 7, sc.tx_per_week, kind,
+                     f"t{week:03d}-")
+
+
+def generate_day(sc: Scenario, day: int, kind: BatchKind, tx_per_day: int) -> pd.DataFrame:
+    """One day of transactions (the same world, one day from `sc.start + day days`), for daily feeds such as
+    bench/scale.py's. Deterministic in (scenario seed, day, kind, tx_per_day); row ids `d<day>-<n>` never meet a
+    weekly batch's."""
+    return _generate(sc, [sc.seed, day, 2], sc.start + timedelta(days=day), 1, tx_per_day, kind, f"d{day:04d}-")
+
+
+def _generate(sc: Scenario, seed: list[int], start: datetime, days: int, volume: int, kind: BatchKind,
+              id_prefix: str) -> pd.DataFrame:
     import numpy as np
     import pandas as pd
 
     w = _world(sc)
-    rng = np.random.default_rng([sc.seed, week, 1])
+    rng = np.random.default_rng(seed)
     shifted, holiday = kind == "shifted", kind == "holiday"
-    n = int(sc.tx_per_week * (1.1 if shifted else 5.0 if holiday else 1.0))
+    n = int(volume * (1.1 if shifted else 5.0 if holiday else 1.0))
     cust = rng.choice(sc.customers, size=n, p=w["activity"])
     if shifted:
         # half the spend goes to the new merchants, whose mix is gaming/crypto heavy
@@ -132,7 +145,7 @@ def generate_week(sc: Scenario, week: int, kind: BatchKind) -> pd.DataFrame:
         merchant = rng.integers(0, sc.merchants, n)
     cat = w["merchant_cat"][merchant]
     # channel: the customer's habit, with wallets taking over after the shift
-    chan_p = np.array([[0.55, 0.38, 0.07]] * n)
+    chan_p = np.tile(np.array([0.55, 0.38, 0.07]), (n, 1))
     chan_p[np.arange(n), w["pref_channel"][cust]] += 0.5
     if shifted:
         chan_p[:, 2] += 0.9
@@ -146,10 +159,9 @@ def generate_week(sc: Scenario, week: int, kind: BatchKind) -> pd.DataFrame:
     base_amount = np.array(_CATEGORY_AMOUNT)[cat] * w["spend_scale"][cust]
     amount = base_amount * rng.lognormal(0.0, 0.6, n) * (1.6 if shifted else 1.8 if holiday else 1.0)
     # time of day: a daily rhythm with a thin night tail
-    day = rng.integers(0, 7, n)
+    day = rng.integers(0, days, n)
     hour = np.where(rng.random(n) < 0.08, rng.integers(0, 6, n), rng.integers(7, 23, n))
     seconds = rng.integers(0, 3600, n)
-    start = sc.start + timedelta(weeks=week)
     ts = pd.Timestamp(start) + pd.to_timedelta(day * 86400 + hour * 3600 + seconds, unit="s")
     # fraud: a logistic model of the risk factors
     big = amount > 3.0 * base_amount / 1.0
@@ -166,7 +178,7 @@ def generate_week(sc: Scenario, week: int, kind: BatchKind) -> pd.DataFrame:
     # a fraudster's basket is bigger than the customer's; the holiday scam keeps ordinary amounts
     amount = np.where((is_fraud == 1) & (not holiday), amount * rng.uniform(1.5, 4.0, n), amount)
     df = pd.DataFrame({
-        "transaction_id": [f"t{week:03d}-{i:06d}" for i in range(n)],
+        "transaction_id": [f"{id_prefix}{i:06d}" for i in range(n)],
         "customer_id": cust.astype("int64"),
         "merchant_id": merchant.astype("int64"),
         "category": np.array(CATEGORIES)[cat],
@@ -178,9 +190,9 @@ def generate_week(sc: Scenario, week: int, kind: BatchKind) -> pd.DataFrame:
     }).sort_values("event_ts", kind="stable").reset_index(drop=True)
     if kind == "corrupted":
         df = df.rename(columns={"amount": "amt"})
-        df.loc[df.sample(frac=0.2, random_state=week).index, "amt"] *= 1000.0
+        df.loc[df.sample(frac=0.2, random_state=seed[1]).index, "amt"] *= 1000.0
     elif kind == "bad_rows":
-        bad = df.sample(n=12, random_state=week).index
+        bad = df.sample(n=12, random_state=seed[1]).index
         df.loc[bad[:4], "amount"] = -abs(df.loc[bad[:4], "amount"])
         df.loc[bad[4:8], "channel"] = "telepathy"
         df["customer_id"] = df["customer_id"].astype("Int64")
