@@ -38,6 +38,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -160,7 +161,7 @@ class Stages:
 def in_process(lay: Any, sc: Any, days: int, rows_per_day: int, stages: Stages, scratch: Path) -> dict[str, Any]:
     """History days 0..days-1: land (to a scratch folder the landing watcher does not see), validate, build the
     service's feature tables; then materialize, train, gate, promote, score and check drift on the last day."""
-    from pipelines import features, gate, model, score, training, validate
+    from pipelines import features, gate, model, score, storage, training, validate
     from pipelines.layout import interval_key
     from pipelines.monitor import check_drift
     from pipelines.spec import load_specs
@@ -181,11 +182,23 @@ def in_process(lay: Any, sc: Any, days: int, rows_per_day: int, stages: Stages, 
         stages.run("validate_batch", lambda path=path, start=start, end=end: validate.validate_batch(
             path, spec.dataset, start, end, lay.validated(DATASET), lay.quarantine(DATASET),
             lay.validation_reports(DATASET), readers=[spec]).rows_landed, rows=lambda n: n)
-        for v in views:
-            stages.run(f"build_view_table {v}", lambda v=v, start=start, end=end, key=key: features.build_view_table(
-                declared.views[v], lay.validated(DATASET), lay.features(), start, end, key).rows, rows=lambda n: n)
+        storage.delete(str(path))
+    # the history's feature tables as a backfill builds them: contiguous days in passes of at most a lookback
+    intervals = [(sc.start + timedelta(days=d), sc.start + timedelta(days=d + 1),
+                  interval_key(sc.start + timedelta(days=d))) for d in range(days)]
+    for v in views:
+        stages.run(f"history: build_view_tables {v}", lambda v=v: sum(t.rows for t in features.build_view_tables(
+            declared.views[v], lay.validated(DATASET), lay.features(), intervals)), rows=lambda n: n)
     start = sc.start + timedelta(days=days - 1)
     end, key = start + timedelta(days=1), interval_key(start)
+    # one day alone, as the daily features task builds it, over its full lookback; the same rows as the backfill's
+    for v in views:
+        before = storage.read_parquet(storage.join(lay.features(), v, f"{key}.parquet"))
+        stages.run(f"build_view_table {v}", lambda v=v: features.build_view_table(
+            declared.views[v], lay.validated(DATASET), lay.features(), start, end, key).rows, rows=lambda n: n)
+        after = storage.read_parquet(storage.join(lay.features(), v, f"{key}.parquet"))
+        if len(before) != len(after) or not before.iloc[:, :2].equals(after.iloc[:, :2]):   # entity, time
+            raise RuntimeError(f"{v}: the day built alone differs from the backfill's ({len(after)} vs {len(before)})")
     stages.run("apply_feature_repo", lambda: len(features.apply_feature_repo(repo)), rows=lambda n: 0)
     for v in views:
         stages.run(f"materialize {v}", lambda v=v: features.materialize(repo, [v], start, end, tables=tables) and
@@ -468,6 +481,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args(argv)
+    # stopped by Ctrl-C or `kill` (also when started with nohup, which ignores SIGINT): the `finally` blocks stop the
+    # run's services and drop its databases
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     for k, v in {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "GX_ANALYTICS_ENABLED": "false",
                  "FEAST_USAGE": "False"}.items():
         os.environ.setdefault(k, v)

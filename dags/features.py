@@ -31,7 +31,7 @@ def build(view: str, info: dict[str, Any], contract: DatasetContract, readers: l
 
         @task
         def build_feature_table(**context) -> list[dict]:
-            from pipelines.features import build_view_table, catch_up, dependent_keys, load_repo, table_keys
+            from pipelines.features import build_view_tables, catch_up, dependent_keys, load_repo, table_keys
             from pipelines.layout import Layout, parse_key
 
             lay = Layout.from_env()
@@ -39,11 +39,15 @@ def build(view: str, info: dict[str, Any], contract: DatasetContract, readers: l
             out: list[dict] = []
             why: dict[str, str] = {}   # a later table -> the (re-)validated batch its window sees
             existing = table_keys(lay.features(), view)
-            for ev in fc.interval_events(context, validated):
-                start, end = fc.parse_ts(ev["interval_start"]), fc.parse_ts(ev["interval_end"])
-                table = build_view_table(declared, lay.validated(dataset), lay.features(), start, end, ev["key"])
+            events = fc.interval_events(context, validated)
+            # contiguous batches (a backfill, a month landed at once) are computed in one pass, one file each
+            tables = build_view_tables(declared, lay.validated(dataset), lay.features(),
+                                       [(fc.parse_ts(ev["interval_start"]), fc.parse_ts(ev["interval_end"]), ev["key"])
+                                        for ev in events])
+            for ev, table in zip(events, tables, strict=True):
                 out.append({**ev, **table.to_dict()})
-                for key in dependent_keys(declared, existing, start, end):
+                for key in dependent_keys(declared, existing, fc.parse_ts(ev["interval_start"]),
+                                          fc.parse_ts(ev["interval_end"])):
                     why.setdefault(key, ev["key"])
             # a past batch (re-)validated late: the later tables whose windows see it are older than it, so they are
             # stale and rebuilt here, once each however many of this run's batches they see (rebuilding them per

@@ -46,6 +46,7 @@ from pipelines.features.store import (
 from pipelines.features.tables import (
     ViewTable,
     build_view_table,
+    build_view_tables,
     catch_up,
     dependent_keys,
     read_validated,
@@ -57,8 +58,8 @@ from pipelines.features.tables import (
 
 __all__ = [
     "ONLINE_STORE_ENV", "REDIS_ENV", "RETRIEVAL_ENV", "DeclaredView", "FeatureRepo", "ViewRetrieval", "ViewTable",
-    "apply_feature_repo", "asof_sql", "build_view_table", "catch_up", "dependent_keys", "feature_store",
-    "historical_features", "historical_features_asof", "load_repo", "materialize", "online_features",
+    "apply_feature_repo", "asof_sql", "build_view_table", "build_view_tables", "catch_up", "dependent_keys",
+    "feature_store", "historical_features", "historical_features_asof", "load_repo", "materialize", "online_features",
     "read_validated", "repo_config", "retrieval_plan", "stale_keys", "sync_feature_tables", "table_keys",
     "validated_keys", "view_index",
 ]

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines import storage
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pandas as pd
 
     from pipelines.features.declarations import DeclaredView
@@ -60,11 +62,14 @@ def _time_range(path: Location, column: str) -> tuple[pd.Timestamp, pd.Timestamp
 
 
 def read_validated(validated_dir: Location, timestamp: str, start: datetime, end: datetime,
-                   columns: list[str] | None = None) -> pd.DataFrame:
+                   columns: list[str] | None = None,
+                   keep: Callable[[pd.DataFrame], Any] | None = None) -> pd.DataFrame:
     """The clean rows of every validated batch with events in [start, end), filtered to that window.
 
     Files are skipped by their parquet statistics of `timestamp` (the dataset's event-time column), so
-    the cadence of the batches does not matter. `validated_dir` is a local path or a URI.
+    the cadence of the batches does not matter. `validated_dir` is a local path or a URI. `keep`: a
+    boolean mask of the rows to keep, applied to each file's rows in the window before the files are
+    concatenated (a training sample: memory then grows with the rows kept, not the rows read).
     """
     import pandas as pd
 
@@ -74,7 +79,12 @@ def read_validated(validated_dir: Location, timestamp: str, start: datetime, end
         rng = _time_range(path, timestamp)
         if rng is not None and (rng[1] < lo or rng[0] >= hi):
             continue
-        frames.append(storage.read_parquet(path, columns=columns))
+        part = storage.read_parquet(path, columns=columns)
+        if keep is not None:
+            ts = pd.to_datetime(part[timestamp], utc=True)
+            part = part[((ts >= lo) & (ts < hi)).to_numpy()]
+            part = part[keep(part)]
+        frames.append(part)
     if not frames:
         return pd.DataFrame(columns=columns) if columns else pd.DataFrame()
     df = pd.concat(frames, ignore_index=True)
@@ -92,10 +102,64 @@ def build_view_table(view: DeclaredView, validated_dir: Location, features_root:
     from pipelines.feature_engine import compute_view
 
     spec = view.engine
-    needed = [*dict.fromkeys([*spec.join_keys, spec.timestamp, *(a.column for a in spec.aggregations)])]
     history = read_validated(validated_dir, spec.timestamp, start + spec.granularity - spec.lookback, end,
-                             columns=needed)
-    snap = compute_view(history, spec, start, end)
+                             columns=_needed(view))
+    return _write_table(view, features_root, compute_view(history, spec, start, end), start, end, key)
+
+
+def build_view_tables(view: DeclaredView, validated_dir: Location, features_root: Location,
+                      intervals: list[tuple[datetime, datetime, str]],
+                      max_span: timedelta | None = None) -> list[ViewTable]:
+    """The tables of several intervals (start, end, key), in the order given, each as `build_view_table` writes it.
+
+    Contiguous intervals are computed in one pass over their events: built one by one, N daily tables of a view
+    with a 30-day window read N x 30 days of events; together, N + 30 (a backfill, a month of history landed at
+    once, the later tables a late batch makes stale). A pass spans at most `max_span` (default: the view's
+    lookback, so a pass reads at most two lookbacks of events). Each interval's file holds the snapshots stamped in
+    (start, end], created at its `end`: the same rows as built alone (sums to floating-point rounding: the engine's
+    prefix sums start elsewhere).
+    """
+    from pipelines.feature_engine import compute_view
+
+    spec = view.engine
+    cap = max_span or max(spec.lookback, spec.granularity)
+    runs: list[list[tuple[datetime, datetime, str]]] = []
+    for iv in sorted(intervals):
+        if runs and runs[-1][-1][1] == iv[0] and iv[1] - runs[-1][0][0] <= cap:
+            runs[-1].append(iv)
+        else:
+            runs.append([iv])
+    built: dict[str, ViewTable] = {}
+    for run in runs:
+        if len(run) == 1:
+            s, e, k = run[0]
+            built[k] = build_view_table(view, validated_dir, features_root, s, e, k)
+            continue
+        lo, hi = run[0][0], run[-1][1]
+        history = read_validated(validated_dir, spec.timestamp, lo + spec.granularity - spec.lookback, hi,
+                                 columns=_needed(view))
+        snap = compute_view(history, spec, lo, hi)
+        del history
+        import pandas as pd
+
+        stamp = snap[spec.feature_timestamp]
+        for s, e, k in run:
+            part = snap[(stamp > pd.Timestamp(s)) & (stamp <= pd.Timestamp(e))].reset_index(drop=True)
+            part[spec.created_timestamp] = pd.Series(pd.Timestamp(e), index=part.index).astype(
+                snap[spec.created_timestamp].dtype)
+            built[k] = _write_table(view, features_root, part, s, e, k)
+        log.info("feature view %s: %d tables %s..%s built in one pass", view.name, len(run), run[0][2], run[-1][2])
+    return [built[k] for _, _, k in intervals]
+
+
+def _needed(view: DeclaredView) -> list[str]:
+    spec = view.engine
+    return [*dict.fromkeys([*spec.join_keys, spec.timestamp, *(a.column for a in spec.aggregations)])]
+
+
+def _write_table(view: DeclaredView, features_root: Location, snap: pd.DataFrame, start: datetime, end: datetime,
+                 key: str) -> ViewTable:
+    spec = view.engine
     out = storage.join(features_root, view.name, f"{key}.parquet")
     marker = _empty_marker(features_root, view.name, key)
     if snap.empty:
@@ -170,15 +234,15 @@ def catch_up(view: DeclaredView, validated_dir: Location, features_root: Locatio
     from pipelines.landing import next_tick
     from pipelines.layout import parse_key
 
-    out = []
+    todo = []
     for key in stale_keys(view, validated_dir, features_root, cadence):
         if key in skip:
             continue
         start = parse_key(key)
         log.warning("feature view %s: table %s is missing or older than a validated batch it reads; rebuilding it",
                     view.name, key)
-        out.append(build_view_table(view, validated_dir, features_root, start, next_tick(cadence, start), key))
-    return out
+        todo.append((start, next_tick(cadence, start), key))
+    return build_view_tables(view, validated_dir, features_root, todo)
 
 
 def table_keys(features_root: Location, view: str) -> list[str]:
