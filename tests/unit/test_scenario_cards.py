@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from pipelines.spec import REPO_ROOT, load_dataset
-from scenarios.cards import BatchPlan, Scenario, batch_file_name, generate_week, land_batch
+from scenarios.cards import BatchPlan, Scenario, batch_file_name, generate_day, generate_week, land_batch
 
 pytestmark = pytest.mark.unit
 
@@ -36,6 +36,26 @@ def test_generate_week_is_deterministic(normal):
     other = generate_week(SC, 2, "normal")
     assert not other["transaction_id"].equals(normal["transaction_id"])
     assert not other["amount"].reset_index(drop=True).equals(normal["amount"].reset_index(drop=True))
+
+
+def test_a_day_of_a_daily_feed_is_one_day_of_the_same_world_and_deterministic(normal):
+    day = generate_day(SC, 9, "normal", 2000)
+    pd.testing.assert_frame_equal(day, generate_day(SC, 9, "normal", 2000))
+    first = SC.start + timedelta(days=9)
+    assert len(day) == 2000
+    assert day["event_ts"].min() >= pd.Timestamp(first)
+    assert day["event_ts"].max() < pd.Timestamp(first + timedelta(days=1))
+    assert day["event_ts"].is_monotonic_increasing
+    # its row ids meet neither another day's nor a week's, and it is on contract
+    assert not set(day["transaction_id"]) & set(generate_day(SC, 10, "normal", 2000)["transaction_id"])
+    assert not set(day["transaction_id"]) & set(normal["transaction_id"])
+    for rule in CONTRACT.columns:
+        if rule.allowed:
+            assert set(day[rule.name]) <= set(rule.allowed), rule.name
+    # the same world: the customers' habits carry over (the day's spend per category is the week's, within noise)
+    week_mean, day_mean = normal.groupby("category")["amount"].median(), day.groupby("category")["amount"].median()
+    common = week_mean.index.intersection(day_mean.index)
+    assert ((day_mean[common] / week_mean[common]).between(0.5, 2.0)).mean() > 0.8
 
 
 def test_a_different_seed_gives_a_different_world():
