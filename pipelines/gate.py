@@ -176,17 +176,41 @@ def _fmt(x: float | None, signed: bool = False) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# The paired bootstrap. A resample is a row of counts `w` (how often each holdout row was drawn): the
-# metric of the resampled data equals the count-weighted metric (`Metric.weighted` of the registry,
-# vectorised over resamples), so nothing is copied or re-sorted per resample.
+# The paired bootstrap. A resample is a column of counts (how often each cluster, or row, was drawn): the
+# metric of the resampled data equals the count-weighted metric, computed by the registry's `resampler`
+# (pipelines/metrics.py) from statistics prepared once per model (the scores are sorted once, not per
+# resample), B resamples at a time.
+
+_COUNTS_BUDGET = 1 << 25     # cluster counts held at once: (clusters x resamples) <= 2^25 (128 MB in float32)
+
+
+def _draw_counts(rng: np.random.Generator, n: int, size: int, dtype: type) -> np.ndarray:
+    """(size, n) draw counts: resample r is `rng.integers(0, n, n)` counted, drawn in order, so the counts
+    do not depend on how the resamples are split into chunks (an int32 and an int64 request draw the same
+    numbers; int32 is faster)."""
+    import numpy as np
+
+    draw = np.int32 if n < 2**31 else np.int64
+    out: np.ndarray = np.empty((size, n), dtype=dtype)
+    for r in range(size):
+        out[r] = np.bincount(rng.integers(0, n, size=n, dtype=draw), minlength=n)
+    return out
 
 
 def resample_counts(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
     """`size` bootstrap resamples of `n` rows as a (size, n) matrix of draw counts."""
     import numpy as np
 
-    idx = rng.integers(0, n, size=(size, n)) + (np.arange(size)[:, None] * n)
-    return np.bincount(idx.ravel(), minlength=size * n).reshape(size, n).astype(np.float64)
+    return _draw_counts(rng, n, size, np.float64)
+
+
+def cluster_counts(rng: np.random.Generator, k: int, size: int) -> np.ndarray:
+    """The same draws as `resample_counts(rng, k, size)`, transposed: (k, size), one column per resample,
+    float32 (exact: a count is at most k < 2^24) or float64 beyond that; what `Metric.resampler` takes."""
+    import numpy as np
+
+    dtype = np.float32 if k < 2**24 else np.float64
+    return np.ascontiguousarray(_draw_counts(rng, k, size, dtype).T)
 
 
 def paired_bootstrap(metric: str | Metric, y: np.ndarray, challenger: np.ndarray, champion: np.ndarray,
@@ -196,7 +220,11 @@ def paired_bootstrap(metric: str | Metric, y: np.ndarray, challenger: np.ndarray
     from the registry), both models scored on the same resamples. With `clusters` (e.g. the entity key of
     each row) whole clusters are resampled, so rows of one customer move together and the interval is not
     too narrow. Undefined (NaN bounds) when over 10% of the resamples leave the metric undefined for either
-    model (e.g. a resample without a positive row): the interval would then describe a different population."""
+    model (e.g. a resample without a positive row): the interval would then describe a different population.
+
+    Each model's statistics are prepared once (`Metric.resampler`: sorted scores, per-cluster sums), then
+    the resamples are drawn and scored in chunks of bounded memory; the draws do not depend on the chunk
+    size, so a seed gives the same resamples as it always did."""
     import numpy as np
 
     from pipelines.metrics import metric as registered
@@ -208,15 +236,17 @@ def paired_bootstrap(metric: str | Metric, y: np.ndarray, challenger: np.ndarray
         return Interval(estimate, math.nan, math.nan, confidence, resamples, 0, seed)
     if clusters is not None and len(clusters) == n:
         _, member = np.unique(clusters, return_inverse=True)
+        member = member.ravel()
     else:
         member = np.arange(n)
     k = int(member.max()) + 1
+    ours, theirs = m.resampler(y, challenger, member, k), m.resampler(y, champion, member, k)
     rng = np.random.default_rng(seed)
-    chunk = max(1, min(resamples, 2_000_000 // n))              # bounded memory on big holdouts
+    chunk = max(1, min(resamples, _COUNTS_BUDGET // k))        # bounded memory on big holdouts
     deltas = []
     for start in range(0, resamples, chunk):
-        w = resample_counts(rng, k, min(chunk, resamples - start))[:, member]
-        deltas.append(m.sign * (m.weighted(y, challenger, w) - m.weighted(y, champion, w)))
+        counts = cluster_counts(rng, k, min(chunk, resamples - start))
+        deltas.append(m.sign * (ours(counts) - theirs(counts)))
     d = np.concatenate(deltas)
     d = d[np.isfinite(d)]
     if len(d) < 0.9 * resamples:

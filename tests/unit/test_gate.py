@@ -448,6 +448,75 @@ def test_bootstrap_is_undefined_without_enough_positives():
     assert not iv.defined and iv.valid < 0.9 * 200   # ~63% of resamples draw the only positive
 
 
+def _old_paired_deltas(name, y, a, b, resamples, seed, clusters=None):
+    """The paired bootstrap before it was made fast (issue 16), kept as the reference: per chunk, a
+    (resamples x units) count matrix by one bincount of `rng.integers(0, k, (chunk, k))`, gathered to the rows,
+    through `Metric.weighted` (a sort per call)."""
+    m = metric(name)
+    n = len(y)
+    member = np.unique(clusters, return_inverse=True)[1].ravel() if clusters is not None else np.arange(n)
+    k = int(member.max()) + 1
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(resamples, 2_000_000 // n))
+    out = []
+    for start in range(0, resamples, chunk):
+        size = min(chunk, resamples - start)
+        idx = rng.integers(0, k, size=(size, k)) + (np.arange(size)[:, None] * k)
+        w = np.bincount(idx.ravel(), minlength=size * k).reshape(size, k).astype(np.float64)[:, member]
+        out.append(m.sign * (m.weighted(y, a, w) - m.weighted(y, b, w)))
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("k", [1, 7, 1001])
+def test_resample_counts_are_the_draws_they_always_were(k):
+    """Same seed, same resamples: the counts equal the old single-bincount formula, whatever the chunking."""
+    rng = np.random.default_rng(3)
+    idx = rng.integers(0, k, size=(5, k)) + (np.arange(5)[:, None] * k)
+    old = np.bincount(idx.ravel(), minlength=5 * k).reshape(5, k).astype(np.float64)
+    assert np.array_equal(g.resample_counts(np.random.default_rng(3), k, 5), old)
+    rng = np.random.default_rng(3)
+    assert np.array_equal(np.vstack([g.resample_counts(rng, k, 2), g.resample_counts(rng, k, 3)]), old)
+    rng = np.random.default_rng(3)
+    both = np.hstack([g.cluster_counts(rng, k, 4), g.cluster_counts(rng, k, 1)])
+    assert both.shape == (k, 5) and np.array_equal(both.T, old)
+
+
+@pytest.mark.parametrize("name", sorted(METRICS))
+def test_bootstrap_gives_the_interval_of_the_old_sort_per_resample_path(name):
+    """The fast path estimates the same thing: same seed, same resamples, the same improvements (to rounding),
+    hence the same interval; with clusters and tied scores."""
+    rng = np.random.default_rng(4)
+    n = 2500
+    clusters = rng.integers(0, 350, n)
+    if "binary" in metric(name).tasks:
+        y = (rng.random(n) < 0.06).astype(float)
+        a, b = np.round(scores(y, 2.5, 1), 2), np.round(scores(y, 2.0, 2), 2)     # tied scores
+    else:
+        y = rng.gamma(2.0, 50.0, n)
+        a, b = y + rng.normal(0, 30, n), y + rng.normal(0, 33, n)
+    for cl in (clusters, None):
+        old = _old_paired_deltas(name, y, a, b, 300, 11, cl)
+        iv = paired_bootstrap(name, y, a, b, 300, 0.95, seed=11, clusters=cl)
+        assert iv.valid == np.isfinite(old).sum() == 300
+        low, high = np.quantile(old, [0.025, 0.975])
+        assert iv.low == pytest.approx(low, rel=1e-12, abs=1e-14)
+        assert iv.high == pytest.approx(high, rel=1e-12, abs=1e-14)
+        assert iv.units == (350 if cl is not None else n)
+
+
+def test_bootstrap_undefined_resamples_are_counted_as_before():
+    """Resamples without a positive are NaN in both paths; the count of valid ones (and so the >10% rule) is
+    the same."""
+    y = np.zeros(600)
+    y[[3, 400]] = 1.0
+    a, b = np.linspace(0, 1, 600), np.linspace(1, 0, 600) ** 2
+    clusters = np.arange(600) // 3                   # 200 clusters: a resample misses both positives ~13% of the time
+    old = _old_paired_deltas("average_precision", y, a, b, 400, 5, clusters)
+    iv = paired_bootstrap("average_precision", y, a, b, 400, 0.95, seed=5, clusters=clusters)
+    assert 0 < 400 - np.isfinite(old).sum() == 400 - iv.valid
+    assert iv.valid < 0.9 * 400 and not iv.defined and math.isnan(iv.low) and math.isnan(iv.high)
+
+
 def test_calibration_metrics():
     y = np.array([0, 0, 1, 1.0])
     assert g.brier_score(y, np.array([0, 0, 1, 1.0])) == 0.0

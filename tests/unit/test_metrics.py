@@ -171,3 +171,93 @@ def test_mismatched_shapes_and_negative_weights_are_errors():
         m.value(np.ones(3), np.ones(4))
     with pytest.raises(ValueError, match="non-negative"):
         m.weighted(np.ones(3), np.ones(3), np.array([[1.0, -1.0, 1.0]]))
+
+
+# --- the bootstrap's fast path: `resampler` on cluster counts = `weighted` on the rows' counts -------------
+
+
+def clustered_case(name: str, n: int = 3000, k: int = 400, seed: int = 0):
+    """Rows of `k` clusters (random sizes), heavily tied scores for the binary metrics, and 40 resamples of the
+    clusters as counts (k, 40); plus two crafted resamples: no cluster holding a positive (or, for the
+    regressions, only the first cluster), and no cluster at all."""
+    rng = np.random.default_rng(seed)
+    member = rng.integers(0, k, n)
+    if "binary" in METRICS[name].tasks:
+        y = (rng.random(n) < 0.05).astype(float)
+        p = np.round(np.clip(rng.random(n) * 0.7 + 0.3 * y, 0.0, 1.0), 2)     # ~100 distinct scores
+    else:
+        y, p = rng.gamma(2.0, 50.0, n), rng.gamma(2.0, 50.0, n)
+    counts = np.stack([np.bincount(rng.integers(0, k, k), minlength=k) for _ in range(40)], axis=1)
+    no_positive = (np.bincount(member, weights=y, minlength=k) == 0).astype(float)
+    if "binary" not in METRICS[name].tasks:
+        no_positive = np.r_[1.0, np.zeros(k - 1)]
+    counts = np.column_stack([counts, no_positive, np.zeros(k)]).astype(np.float32)
+    return y, p, member, k, counts
+
+
+@pytest.mark.parametrize("name", sorted(METRICS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_resampler_equals_weighted_on_the_rows_counts(name, dtype):
+    y, p, member, k, counts = clustered_case(name)
+    counts = counts.astype(dtype)
+    m = metric(name)
+    assert m.clustered is not None                                  # every shipped metric has a fast path
+    got = m.resampler(y, p, member, k)(counts)
+    want = m.weighted(y, p, counts.T.astype(np.float64)[:, member])
+    assert got.shape == (counts.shape[1],)
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    assert np.allclose(got, want, rtol=1e-12, atol=1e-13, equal_nan=True)
+    assert math.isnan(got[-1])                                      # a resample with no row at all
+    if name in ("average_precision", "roc_auc"):
+        assert math.isnan(got[-2])                                  # a resample without a positive
+    else:
+        assert math.isfinite(got[-2])                               # one cluster is enough for a mean
+
+
+@pytest.mark.parametrize("name", sorted(METRICS))
+def test_resampler_of_a_single_row_per_cluster_and_of_all_ones_is_the_metric(name):
+    y, p = data(name, n=500, seed=9)
+    n = len(y)
+    got = metric(name).resampler(y, p, np.arange(n), n)(np.ones((n, 2), dtype=np.float32))
+    assert got == pytest.approx([SKLEARN[name](y, p)] * 2, rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("name", ["average_precision", "roc_auc", "mae"])
+def test_a_metric_without_a_fast_path_resamples_through_its_kernel(name):
+    """A newly registered metric needs only its kernel: `resampler` falls back to `weighted` (in chunks)."""
+    import dataclasses
+
+    y, p, member, k, counts = clustered_case(name, seed=2)
+    slow = dataclasses.replace(metric(name), clustered=None)
+    got = slow.resampler(y, p, member, k)(counts)
+    assert np.allclose(got, metric(name).resampler(y, p, member, k)(counts), rtol=1e-12, atol=1e-13,
+                       equal_nan=True)
+
+
+@pytest.mark.parametrize("name", sorted(METRICS))
+def test_resampler_of_undefined_inputs_is_nan(name):
+    m = metric(name)
+    y, p, member, k, counts = clustered_case(name, n=200, k=30)
+    q = p.copy()
+    q[5] = math.nan
+    assert np.isnan(m.resampler(y, q, member, k)(counts)).all()
+    if name in BINARY:
+        z = y.copy()
+        z[0] = 2.0                                                  # not a 0/1 label
+        assert np.isnan(m.resampler(z, p, member, k)(counts)).all()
+    with pytest.raises(ValueError, match="cluster indices"):
+        m.resampler(y, p, member, int(member.max()))                 # k too small for the indices
+    with pytest.raises(ValueError, match="one of each per row"):
+        m.resampler(y, p[:-1], member, k)
+
+
+@pytest.mark.parametrize("name", ["average_precision", "roc_auc"])
+def test_ranking_resampler_handles_all_ties_and_one_class(name):
+    m = metric(name)
+    y = np.r_[np.ones(3), np.zeros(7)]
+    member = np.arange(10) % 4
+    counts = np.array([[1, 0, 2], [1, 1, 0], [1, 2, 1], [1, 1, 1]], dtype=np.float32)
+    for p in (np.full(10, 0.3), np.linspace(1, 0, 10), np.linspace(0, 1, 10)):
+        want = m.weighted(y, p, counts.T.astype(np.float64)[:, member])
+        assert np.allclose(m.resampler(y, p, member, 4)(counts), want, equal_nan=True)
+    assert np.isnan(m.resampler(np.zeros(10), np.linspace(0, 1, 10), member, 4)(counts)).all()
