@@ -24,10 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines import tags
 from pipelines.spec import REPO_ROOT, ModelSpec
-from pipelines.training import LABEL
+from pipelines.training import LABEL, WEIGHT
 from pipelines.util import sha256_file
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import numpy as np
     import pandas as pd
     import xgboost as xgb
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 CATEGORIES_ARTIFACT = "categories.json"
 PIP_REQUIREMENTS = ["xgboost==3.2.0", "pandas<3", "numpy"]
+TRAIN_CHUNK_ROWS = 1_000_000   # rows of `to_matrix_frame` built at a time for a QuantileDMatrix (bench/training.py)
 
 
 def configure_mlflow_env() -> None:
@@ -206,11 +209,19 @@ def library_versions() -> dict[str, str]:
 
 
 def fit(spec: ModelSpec, train: pd.DataFrame, features: list[str], params: dict[str, Any],
-        categories: dict[str, list[str]] | None = None) -> xgb.Booster:
+        categories: dict[str, list[str]] | None = None, *, quantile: bool = True) -> xgb.Booster:
     """XGBoost with early stopping on the newest 15% of the training rows (time order), minimising the objective
     of the spec's primary metric (pipelines/metrics.py: squared error for RMSE, absolute error for MAE,
     logistic for the binary metrics). String row features are categorical with `categories` (default:
-    `fit_categories` of `train`)."""
+    `fit_categories` of `train`).
+
+    A sampled training set (`training.sampling`) carries the column WEIGHT: the fit and the early-stopping
+    metric weigh each row by it, so both estimate what the whole window would give (calibrated probabilities,
+    the same meaning of `min_child_weight`). With the `hist` tree method the matrices are `xgb.QuantileDMatrix`es
+    fed `TRAIN_CHUNK_ROWS` rows of the input frame at a time (the validation one binned with the training one's
+    cuts, `ref=`): neither the whole input frame nor a float copy of it is held, about half the peak memory of
+    a `DMatrix` for the same model (bench/training.py). `quantile=False` builds `DMatrix`es (the bench's
+    comparison, and other tree methods)."""
     import xgboost as xgb
 
     p = dict(params)
@@ -219,19 +230,58 @@ def fit(spec: ModelSpec, train: pd.DataFrame, features: list[str], params: dict[
     from pipelines.metrics import metric as registered
 
     primary = registered(spec.primary_metric)   # the objective follows the metric the gate judges
-    objective, metric = primary.objective, primary.eval_metric
+    booster_params = {"objective": primary.objective, "eval_metric": primary.eval_metric, "tree_method": "hist",
+                      "seed": spec.seed, "nthread": 2, "max_cat_to_onehot": 1, **p}
     cut = int(len(train) * 0.85)
-    if categories is None:
-        categories = fit_categories(spec, train, features)
-    x = to_matrix_frame(train, spec, features, categories)
-    y = train[LABEL].to_numpy()
-    dtrain = xgb.DMatrix(x.iloc[:cut], label=y[:cut], enable_categorical=True)
-    dval = xgb.DMatrix(x.iloc[cut:], label=y[cut:], enable_categorical=True)
-    booster = xgb.train({"objective": objective, "eval_metric": metric, "tree_method": "hist",
-                         "seed": spec.seed, "nthread": 2, "max_cat_to_onehot": 1, **p},
-                        dtrain, num_boost_round=rounds, evals=[(dval, "validation")],
+    cats = fit_categories(spec, train, features) if categories is None else categories
+    w = train[WEIGHT].to_numpy(dtype="float64") if WEIGHT in train.columns else None
+
+    def frame(lo: int, hi: int) -> pd.DataFrame:
+        return to_matrix_frame(train.iloc[lo:hi], spec, features, cats)
+
+    dtrain, dval = _train_matrices(frame, train[LABEL].to_numpy(), w, cut, booster_params, quantile,
+                                   TRAIN_CHUNK_ROWS)
+    booster = xgb.train(booster_params, dtrain, num_boost_round=rounds, evals=[(dval, "validation")],
                         early_stopping_rounds=early, verbose_eval=False)
     return booster[: booster.best_iteration + 1]
+
+
+def _train_matrices(frame: Callable[[int, int], pd.DataFrame], y: np.ndarray, w: np.ndarray | None, cut: int,
+                    params: dict[str, Any], quantile: bool, chunk_rows: int) -> tuple[xgb.DMatrix, xgb.DMatrix]:
+    """The training matrix (rows before `cut`) and the early-stopping one (from `cut`) of the input frame that
+    `frame(lo, hi)` builds for rows [lo, hi), categoricals kept as such: QuantileDMatrix pairs fed chunk by chunk
+    when `quantile` and the tree method is `hist`, else DMatrix pairs of the whole frame."""
+    import xgboost as xgb
+
+    if not (quantile and params["tree_method"] == "hist"):
+        x = frame(0, len(y))
+        return (xgb.DMatrix(x.iloc[:cut], label=y[:cut], weight=None if w is None else w[:cut],
+                            enable_categorical=True),
+                xgb.DMatrix(x.iloc[cut:], label=y[cut:], weight=None if w is None else w[cut:],
+                            enable_categorical=True))
+
+    class Chunks(xgb.DataIter):
+        """Rows [lo, hi) in chunks of `chunk_rows`, each built when XGBoost asks for it (it passes over them
+        twice: to sketch the bin edges, then to bin the rows) and released after."""
+
+        def __init__(self, lo: int, hi: int) -> None:
+            self.bounds = [(a, min(a + chunk_rows, hi)) for a in range(lo, hi, chunk_rows)]
+            self.at = 0
+            super().__init__(release_data=True)
+
+        def next(self, input_data: Callable[..., None]) -> bool:
+            if self.at >= len(self.bounds):
+                return False
+            lo, hi = self.bounds[self.at]
+            input_data(data=frame(lo, hi), label=y[lo:hi], weight=None if w is None else w[lo:hi])
+            self.at += 1
+            return True
+
+        def reset(self) -> None:
+            self.at = 0
+
+    dtrain = xgb.QuantileDMatrix(Chunks(0, cut), enable_categorical=True, max_bin=int(params.get("max_bin", 256)))
+    return dtrain, xgb.QuantileDMatrix(Chunks(cut, len(y)), enable_categorical=True, ref=dtrain)
 
 
 @dataclass(frozen=True)
@@ -296,7 +346,10 @@ def _train_and_log(spec: ModelSpec, training_set: dict[str, Any], features: list
     metrics["boosted_rounds"] = float(booster.num_boosted_rounds())
 
     reference_dir.mkdir(parents=True, exist_ok=True)
-    ref = train[features].sample(n=min(len(train), spec.drift.reference_rows), random_state=spec.seed)
+    # the drift reference stands for the rows the model will score: a sampled training set is drawn by its weights
+    weighted = WEIGHT in train.columns
+    ref = train[features].sample(n=min(len(train), spec.drift.reference_rows), random_state=spec.seed,
+                                 weights=train[WEIGHT] if weighted else None, replace=weighted)
     ref = ref.assign(prediction=predict(booster, to_matrix_frame(ref, spec, features, categories)))
     ref_path = reference_dir / "reference.parquet"
     ref.to_parquet(ref_path, index=False)
@@ -311,6 +364,7 @@ def _train_and_log(spec: ModelSpec, training_set: dict[str, Any], features: list
                          tags.HOLDOUT_SHA256: training_set["holdout_sha256"],
                          tags.SPEC_SHA256: sha256_file(spec.path),
                          tags.SEED: str(spec.seed),
+                         **sampling_tags(training_set),
                          **{f"{tags.LIB_PREFIX}{k}": v for k, v in library_versions().items()},
                          **{f"{tags.WINDOW_PREFIX}{k}": v for k, v in training_set["window"].items()}})
         mlflow.log_params({"seed": spec.seed, **params, "features": ",".join(features),
@@ -344,6 +398,18 @@ def _train_and_log(spec: ModelSpec, training_set: dict[str, Any], features: list
     log.info("registered %s v%s (run %s): %s", spec.registered_model_name, version, run_id,
              json.dumps({k: round(v, 4) for k, v in metrics.items()}))
     return TrainedVersion(spec.registered_model_name, version, run_id, metrics, params)
+
+
+def sampling_tags(training_set: dict[str, Any]) -> dict[str, str]:
+    """The run tags of how the training rows were sampled (`TrainingSet.sampling`; none: every row was kept)."""
+    record = training_set.get("sampling")
+    if not record:
+        rows = str(training_set["train_rows"])
+        return {tags.SAMPLING_RULE: "none", tags.SAMPLING_FRACTION: "1", tags.SAMPLING_WEIGHT: "1",
+                tags.SAMPLING_ROWS_BEFORE: rows, tags.SAMPLING_ROWS_AFTER: rows}
+    return {tags.SAMPLING_RULE: str(record["rule"]), tags.SAMPLING_FRACTION: f"{record['fraction']:g}",
+            tags.SAMPLING_WEIGHT: f"{record['weight']:g}", tags.SAMPLING_ROWS_BEFORE: str(record["train_rows_before"]),
+            tags.SAMPLING_ROWS_AFTER: str(record["train_rows_after"])}
 
 
 def load_version(model_name: str, version: str) -> xgb.Booster:

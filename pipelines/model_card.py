@@ -98,6 +98,7 @@ def card_markdown(spec: ModelSpec, f: CardFacts) -> str:
         ["training window", f"{window.get('train_start', '?')} → {window.get('holdout_start', '?')}"],
         ["holdout (never trained on)", f"{window.get('holdout_start', '?')} → {window.get('labelled_until', '?')}"],
         ["rows", f"{f.params.get('train_rows', '?')} train / {f.params.get('holdout_rows', '?')} holdout"],
+        ["sampling", sampling_line(f)],
         ["train data sha256", f"`{t.get(tags.TRAIN_SHA256, '?')}`"],
         ["holdout data sha256", f"`{t.get(tags.HOLDOUT_SHA256, '?')}`"],
         ["feature service", f"`{t.get(tags.FEATURE_SERVICE, spec.feature_service)}` (Feast, point in time)"],
@@ -175,6 +176,38 @@ def card_markdown(spec: ModelSpec, f: CardFacts) -> str:
     return "\n".join(lines)
 
 
+def _count(x: Any) -> str:
+    """A row count with thousands separators ("?" when it was not recorded)."""
+    try:
+        return f"{int(x):,}"
+    except (TypeError, ValueError):
+        return "?"
+
+
+def sampling_line(f: CardFacts) -> str:
+    """How the training rows were sampled (the run's `flywheel.sampling.*` tags), and the holdout the gate judged
+    on: never sampled, with its row count."""
+    t, d = f.run_tags, f.decision or {}
+    rule = t.get(tags.SAMPLING_RULE, "none")   # a run from before sampling was recorded trained on every row
+    before, after = _count(t.get(tags.SAMPLING_ROWS_BEFORE)), _count(t.get(tags.SAMPLING_ROWS_AFTER))
+    try:
+        share = f"{float(t.get(tags.SAMPLING_FRACTION, '?')) * 100:g}%"
+    except ValueError:
+        share = "?"
+    how = (f"chosen by a hash of each row's id with seed {t.get(tags.SEED, '?')} (the same rows on a re-run), "
+           f"each weighted {t.get(tags.SAMPLING_WEIGHT, '?')} in training and early stopping: {after} of {before} "
+           "training rows kept")
+    if rule == "negatives":
+        text = f"`negatives`: every positive and {share} of the negatives, {how}."
+    elif rule == "rows":
+        text = f"`rows`: {share} of the training rows, {how}."
+    else:
+        text = "none: every labelled row of the training window."
+    holdout = _count(d.get("holdout_rows", f.params.get("holdout_rows")))
+    judged = "The gate judged on the full holdout" if d else "The holdout is never sampled"
+    return f"{text} {judged}: {holdout} rows, none left out by sampling."
+
+
 def release_sections(spec: ModelSpec, f: CardFacts) -> list[str]:
     """Golden sets, fairness parity, explanations and cost (pipelines/release/)."""
     from pipelines.release.cost import STAGES
@@ -249,6 +282,10 @@ def limitations(spec: ModelSpec, f: CardFacts) -> list[str]:
            f"Trained on {spec.window_days} days of history: patterns outside that window (a market shift, new "
            f"merchants or categories) are not covered; `monitor__{spec.name}` watches for drift and requests a "
            "retrain."]
+    if f.run_tags.get(tags.SAMPLING_RULE) in ("negatives", "rows"):
+        sampled = "negatives" if f.run_tags[tags.SAMPLING_RULE] == "negatives" else "training rows"
+        out.append(f"Trained on a sample of the {sampled} (weighted to stand for the rest): a pattern carried by few "
+                   "of them is seen fewer times than the window holds; the gate judged the whole holdout.")
     if d.get("mode") == "first_model":
         out.append("First model: there was no champion to compare with; judged on value thresholds only.")
     small = [f"{s['column']}={s['value']} ({s['rows']} rows)" for s in d.get("slices") or []

@@ -208,6 +208,35 @@ class DistributionSpec:
     max_ratio: float = 3.0
 
 
+# `training.sampling`: which training rows are kept (pipelines/training.py `sample_mask`), one rule per spec
+SAMPLING_RULES = {
+    "negatives": "binary models: keep every positive and this fraction of the negatives (label 0), each "
+                 "weighted 1/fraction",
+    "rows": "any model: keep this fraction of the training rows, each weighted 1/fraction",
+}
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    """`training.sampling`: train on a deterministic sample of the training rows (never of the holdout).
+
+    A training row is kept when a hash of its row id and `seed` falls below `fraction` (the same rows on every
+    re-run), under `rule`: `negatives` samples only the rows labelled 0 of a binary model and keeps every
+    other row, `rows` samples every row. Each sampled row carries the weight 1/fraction in training and in
+    early stopping (the rows kept whole weigh 1), so the fit, its calibration and its early-stopping metric
+    estimate those of the whole window.
+    """
+
+    rule: Literal["negatives", "rows"]
+    fraction: float
+    seed: int
+
+    @property
+    def weight(self) -> float:
+        """The weight of a sampled row: it stands for 1/fraction rows of the window."""
+        return 1.0 / self.fraction
+
+
 VALIDATION_KEYS = ("max_quarantine_share", "min_rows", "max_rows", "distribution")
 DISTRIBUTION_KEYS = ("severity", "columns", "reference_batches", "max_ratio")
 
@@ -242,6 +271,7 @@ class ModelSpec:
     # `registry: {out_of_band: alarm | restore}`: what the champion sentinel does when `champion` was moved outside
     # the audited path (pipelines/sentinel.py): alarm the owners, or alarm and restore the audited champion
     out_of_band: Literal["alarm", "restore"] = "alarm"
+    sampling: SamplingSpec | None = None    # `training.sampling`: train on a sample of the rows (None: every row)
 
     @property
     def higher_is_better(self) -> bool:
@@ -369,6 +399,7 @@ MOVED_TO_CONTRACT = {"validation": "validation", "schedule": "cadence", "event_t
 MODEL_KEYS = ("name", "description", "owners", "task", "dataset", "entity_key", "label", "features", "training",
               "metric", "gate", "drift", "tags", "notify", "guardrail", "golden", "fairness", "explain",
               "registry")
+TRAINING_KEYS = ("window_days", "holdout_days", "warmup_days", "seed", "params", "sampling")
 GUARDRAIL_KEYS = ("guard_days", "tolerance", "min_rows", "min_positives", "confidence", "resamples", "action",
                   "shadow_rows")
 
@@ -412,6 +443,12 @@ def load_spec(path: Path, datasets: Path | None = None) -> ModelSpec:
     if label_kind not in ("column", "future_sum"):
         raise SpecError(f"{path}: label.kind {label_kind!r} must be `column` or `future_sum`.")
     training = _require(raw, "training", path)
+    if not isinstance(training, dict):
+        raise SpecError(f"{path}: `training` must be a mapping (keys: {', '.join(TRAINING_KEYS)}).")
+    unknown = sorted(set(training) - set(TRAINING_KEYS))
+    if unknown:
+        raise SpecError(f"{path}: unknown key(s) {['training.' + k for k in unknown]}; "
+                        f"known: {', '.join(TRAINING_KEYS)}.")
     metric = _require(_require(raw, "metric", path), "primary", path, "metric.")
     if metric not in HIGHER_IS_BETTER:
         raise SpecError(f"{path}: metric.primary {metric!r} is not one of {sorted(HIGHER_IS_BETTER)}.")
@@ -467,6 +504,7 @@ def load_spec(path: Path, datasets: Path | None = None) -> ModelSpec:
         fairness=parse_fairness(raw.get("fairness"), Path(path), task, list(dataset.column_names)),
         explain=parse_explain(raw.get("explain"), Path(path)),
         out_of_band=_registry_out_of_band(raw.get("registry"), Path(path)),
+        sampling=_sampling(training.get("sampling"), task, seed=int(training.get("seed", 0)), path=Path(path)),
     )
 
 
@@ -481,6 +519,31 @@ def _registry_out_of_band(raw: Any, path: Path) -> Literal["alarm", "restore"]:
         raise SpecError(f"{path}: `registry.out_of_band` must be alarm (email the owners) or restore (email them and "
                         f"move `champion` back to the audited version), got {value!r}.")
     return "restore" if value == "restore" else "alarm"
+
+
+def _sampling(raw: Any, task: str, *, seed: int, path: Path) -> SamplingSpec | None:
+    """`training.sampling` (SamplingSpec), checked key by key; absent: every training row is kept."""
+    if raw is None:
+        return None
+    known = ", ".join(f"{k} ({v})" for k, v in SAMPLING_RULES.items())
+    if not isinstance(raw, dict) or not raw:
+        raise SpecError(f"{path}: `training.sampling` must be a mapping with one rule, e.g. {{negatives: 0.1}} or "
+                        f"{{rows: 0.2}}; got {raw!r}. Rules: {known}. Remove the key to train on every row.")
+    unknown = sorted(set(raw) - set(SAMPLING_RULES))
+    if unknown:
+        raise SpecError(f"{path}: unknown key(s) {['training.sampling.' + k for k in unknown]}; known: {known}.")
+    if len(raw) > 1:
+        raise SpecError(f"{path}: `training.sampling` declares {' and '.join(sorted(raw))}: keep one rule "
+                        "(negatives keeps every positive; rows samples every row).")
+    rule, value = next(iter(raw.items()))
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise SpecError(f"{path}: `training.sampling.{rule}` must be a fraction in (0, 1], the share of "
+                        f"{'negative ' if rule == 'negatives' else ''}training rows kept (e.g. 0.1), got {value!r}.")
+    if rule == "negatives" and task != "binary":
+        raise SpecError(f"{path}: `training.sampling.negatives` ({value!r}) applies to binary models only (it keeps "
+                        f"every positive); this model's task is {task}: use `training.sampling.rows` to keep a "
+                        "fraction of every row.")
+    return SamplingSpec(rule="negatives" if rule == "negatives" else "rows", fraction=float(value), seed=seed)
 
 
 def _guardrail(raw: Any, task: str, *, seed: int, path: Path) -> GuardSpec | None:

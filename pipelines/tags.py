@@ -24,6 +24,12 @@ WINDOW_PREFIX = "flywheel.window."  # run: + train_start | holdout_start | label
 TRAINED_UNTIL = "flywheel.trained_until"  # version: ISO end of the labelled data it was trained on
 TRAINED_AS_OF = "flywheel.trained_as_of"  # version: ISO data time of the retrain (cooldowns count from here)
 TRAIN_ROWS = "flywheel.train_rows"  # version: rows in its training set
+# run: how the training rows were sampled (`training.sampling`, pipelines/training.py); the holdout never is
+SAMPLING_RULE = "flywheel.sampling.rule"  # run: "none" | "negatives" | "rows"
+SAMPLING_FRACTION = "flywheel.sampling.fraction"  # run: share of the sampled rows kept
+SAMPLING_WEIGHT = "flywheel.sampling.weight"  # run: weight of a sampled row in training and early stopping
+SAMPLING_ROWS_BEFORE = "flywheel.sampling.train_rows_before"  # run: training rows of the window before sampling
+SAMPLING_ROWS_AFTER = "flywheel.sampling.train_rows_after"  # run: training rows kept (trained on)
 
 # --- model version: the gate's decision (pipelines/gate.py `record_decision`)
 GATE_DECISION = "flywheel.gate.decision"  # version: "promoted" | "rejected"

@@ -7,6 +7,12 @@ Two label kinds:
 Features always come from the spec's Feast FeatureService: by default through a DuckDB ASOF JOIN built
 from the Feast registry's definitions (tested equal to Feast's own `get_historical_features`, which
 `FLYWHEEL_FEAST_RETRIEVAL=feast` selects).
+
+With `training.sampling` in the spec (pipelines/spec.py `SamplingSpec`), the training rows are sampled as
+they are read, before the feature join, so memory and join time follow the rows kept: a row is kept by a
+hash of its row id and the seed (`sample_mask`: the same rows on every re-run), and carries the column
+WEIGHT (1/fraction for a sampled row, 1 for a row kept whole) that `pipelines.model.fit` trains and early-stops
+with. The holdout is never sampled: the gate judges every labelled row of it.
 """
 
 from __future__ import annotations
@@ -18,17 +24,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.features import historical_features, read_validated, sync_feature_tables, validated_keys
-from pipelines.util import sha256_file
+from pipelines.util import row_unit_hash, sha256_file
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
-    from pipelines.spec import ModelSpec
+    from pipelines.spec import ModelSpec, SamplingSpec
     from pipelines.storage import Location
 
 log = logging.getLogger(__name__)
 
 LABEL = "label"
+WEIGHT = "sample_weight"   # training rows of a sampled training set: how many rows of the window each stands for
 
 
 @dataclass(frozen=True)
@@ -59,9 +67,64 @@ class TrainingSet:
     holdout_sha256: str
     window: dict[str, str]
     feature_service: str
+    sampling: dict[str, Any] | None = None    # `TrainingSample.record()`; None: every training row was kept
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def sample_mask(sampling: SamplingSpec, ids: pd.Series, labels: pd.Series | None) -> np.ndarray:
+    """True where `sampling` keeps a training row: its row id's hash with the seed falls below the fraction
+    (`row_unit_hash`: the same rows on every re-run), or, under `negatives`, its label is not 0 (every positive
+    is kept; so is a row whose label is broken, which `label_problems` leaves out afterwards)."""
+    import numpy as np
+    import pandas as pd
+
+    keep = row_unit_hash(ids, sampling.seed) < sampling.fraction
+    if sampling.rule == "negatives":
+        if labels is None:
+            raise ValueError("training.sampling.negatives needs the label of each row")
+        keep |= ~(pd.to_numeric(labels, errors="coerce") == 0).to_numpy()
+    return np.asarray(keep, dtype=bool)
+
+
+def sample_weights(sampling: SamplingSpec, labels: pd.Series) -> np.ndarray:
+    """The WEIGHT of each kept training row: 1/fraction for a sampled row (`rows`: every row; `negatives`: the
+    rows labelled 0), 1 for a row kept whole (the positives)."""
+    import numpy as np
+
+    if sampling.rule == "negatives":
+        return np.where(labels.to_numpy(dtype="float64") == 0, sampling.weight, 1.0)
+    return np.full(len(labels), sampling.weight)
+
+
+@dataclass
+class TrainingSample:
+    """`training.sampling` applied while the rows are read: rows before `holdout_start` are sampled, the holdout
+    is kept whole; counts the training rows (with a usable label) before and after."""
+    sampling: SamplingSpec
+    holdout_start: datetime
+    rows_before: int = 0
+    rows_after: int = 0
+
+    def keep(self, ids: pd.Series, times: pd.Series, labels: pd.Series | None, usable: np.ndarray) -> np.ndarray:
+        """The rows to keep of one read (a batch file): every holdout row, the sampled training rows."""
+        import numpy as np
+        import pandas as pd
+
+        train = (pd.to_datetime(times, utc=True) < pd.Timestamp(self.holdout_start)).to_numpy()
+        keep = ~train
+        at = np.flatnonzero(train)
+        keep[at] = sample_mask(self.sampling, ids.iloc[at], None if labels is None else labels.iloc[at])
+        self.rows_before += int((train & usable).sum())
+        self.rows_after += int((train & usable & keep).sum())
+        return keep
+
+    def record(self) -> dict[str, Any]:
+        """What the MLflow run and the model card say of the sample."""
+        return {"rule": self.sampling.rule, "fraction": self.sampling.fraction, "seed": self.sampling.seed,
+                "weight": self.sampling.weight, "train_rows_before": self.rows_before,
+                "train_rows_after": self.rows_after}
 
 
 @dataclass(frozen=True)
@@ -115,25 +178,35 @@ def categorical_columns(spec: ModelSpec) -> dict[str, list[Any]]:
 
 
 def label_rows(spec: ModelSpec, validated_dir: Location, start: datetime, end: datetime,
-               with_label: bool = True, views: ModelViews | None = None) -> pd.DataFrame:
+               with_label: bool = True, views: ModelViews | None = None,
+               sample: TrainingSample | None = None) -> pd.DataFrame:
     """Rows to predict for events in [start, end): row id, join keys, the event time, row features, label.
 
     `column` labels: one row per validated event (rows whose label breaks `label_problems` are left out
     and counted in the log). `future_sum` labels: one row per entity active in the views' lookback, at
     each day start in [start, end), labelled with its sum of the column over the next horizon.
+    `sample`: the training rows are sampled as each batch is read (`TrainingSample.keep`).
     """
+    import numpy as np
     import pandas as pd
 
     ts = spec.event_timestamp
     views = views or ModelViews((), (spec.entity_key,), timedelta(0))
     keys = list(dict.fromkeys([spec.entity_key, *views.join_keys]))
     if spec.label.kind == "column":
-        df = read_validated(validated_dir, ts, start, end)
-        if df.empty:
-            return df
         # + the columns fairness rules group by (not features: to_matrix_frame never reads them)
         cols = list(dict.fromkeys([spec.dataset.row_id, *keys, ts, *spec.row_features,
                                    *(rule.column for rule in spec.fairness)]))
+        keep = None
+        if sample is not None:
+            def keep(part: pd.DataFrame) -> np.ndarray:
+                labels = part[spec.label.column]
+                return sample.keep(part[spec.dataset.row_id], part[ts], labels,
+                                   ~label_problems(spec, labels).to_numpy())
+        read = [*cols, spec.label.column] if with_label and spec.label.column not in cols else cols
+        df = read_validated(validated_dir, ts, start, end, columns=read, keep=keep)
+        if df.empty:
+            return df
         out = df[cols].copy()
         if with_label:
             bad = label_problems(spec, df[spec.label.column])
@@ -168,6 +241,9 @@ def label_rows(spec: ModelSpec, validated_dir: Location, start: datetime, end: d
         out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
         if not out.empty:
             out.insert(0, "row_id", out[spec.entity_key].astype(str) + "@" + out[ts].dt.strftime("%Y-%m-%d"))
+        if sample is not None and not out.empty:
+            out = out[sample.keep(out["row_id"], out[ts], out[LABEL] if with_label else None,
+                                  np.ones(len(out), dtype=bool))]
     else:  # pragma: no cover - guarded by the spec loader
         raise ValueError(f"unknown label kind {spec.label.kind!r}")
     if out.empty:
@@ -209,7 +285,9 @@ def build_training_set(spec: ModelSpec, validated_dir: Location, repo_path: Path
     if first is not None and window.train_start < first + warmup:
         # rows right after history starts have half-empty window features: a biased training (and drift reference)
         window = TrainingWindow(first + warmup, window.holdout_start, window.labelled_until)
-    rows = label_rows(spec, validated_dir, window.train_start, window.labelled_until, views=views)
+    # `training.sampling`: the training rows are sampled as they are read, before the join; the holdout never is
+    sample = TrainingSample(spec.sampling, window.holdout_start) if spec.sampling is not None else None
+    rows = label_rows(spec, validated_dir, window.train_start, window.labelled_until, views=views, sample=sample)
     if rows.empty:
         raise ValueError(f"{spec.name}: no validated rows between {window.train_start:%Y-%m-%d} and "
                          f"{window.labelled_until:%Y-%m-%d}; ingest batches for that period first.")
@@ -217,12 +295,18 @@ def build_training_set(spec: ModelSpec, validated_dir: Location, repo_path: Path
     ts = full[spec.event_timestamp]
     import pandas as pd
 
-    hold = ts >= pd.Timestamp(window.holdout_start)
+    hold = (ts >= pd.Timestamp(window.holdout_start)).to_numpy()
+    train = full[~hold]
+    if sample is not None:
+        train = train.assign(**{WEIGHT: sample_weights(sample.sampling, train[LABEL])})
     out_dir.mkdir(parents=True, exist_ok=True)
     train_path, holdout_path = out_dir / "train.parquet", out_dir / "holdout.parquet"
-    full[~hold].to_parquet(train_path, index=False)
+    train.to_parquet(train_path, index=False)
     full[hold].to_parquet(holdout_path, index=False)
-    log.info("%s training set as of %s: %d train rows, %d holdout rows", spec.name, as_of,
-             int((~hold).sum()), int(hold.sum()))
-    return TrainingSet(str(train_path), str(holdout_path), int((~hold).sum()), int(hold.sum()),
-                       sha256_file(train_path), sha256_file(holdout_path), window.to_dict(), spec.feature_service)
+    record = sample.record() if sample is not None else None
+    log.info("%s training set as of %s: %d train rows%s, %d holdout rows (all of them)", spec.name, as_of,
+             len(train), "" if record is None else f" ({record['rule']} sampled at {record['fraction']:g} from "
+             f"{record['train_rows_before']}, weight {record['weight']:g})", int(hold.sum()))
+    return TrainingSet(str(train_path), str(holdout_path), len(train), int(hold.sum()),
+                       sha256_file(train_path), sha256_file(holdout_path), window.to_dict(), spec.feature_service,
+                       record)

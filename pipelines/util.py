@@ -1,7 +1,7 @@
-"""Small helpers every stage needs, written once: UTC datetimes, JSON-safe values, file digests.
+"""Small helpers every stage needs, written once: UTC datetimes, JSON-safe values, file digests, row-id hashes.
 
 Nothing here imports anything heavy at module import time (pandas only inside `json_safe`, and only
-for a value no cheaper test recognised).
+for a value no cheaper test recognised; numpy and pyarrow inside `row_unit_hash`).
 """
 
 from __future__ import annotations
@@ -12,6 +12,9 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
     from pipelines.storage import Location
 
 _CHUNK = 1 << 20
@@ -77,3 +80,39 @@ def sha256_file(path: Location) -> str:
             while chunk := fh.read(_CHUNK):
                 h.update(chunk)
     return h.hexdigest()
+
+
+_FNV_OFFSET, _FNV_PRIME = 0xCBF29CE484222325, 0x100000001B3
+
+
+def row_unit_hash(ids: pd.Series, seed: int) -> np.ndarray:
+    """A number in [0, 1) per row id, uniform over ids and fixed by (id, seed): a row is in a sample of fraction
+    f when its number is below f, so a re-run keeps the same rows and a larger f keeps a superset.
+
+    The id is hashed as its text (the integer 17 and the string "17" are one id): 64-bit FNV-1a over its UTF-8
+    bytes, then splitmix64's finaliser with the seed mixed in; the top 53 bits make the number. Written here,
+    in numpy, rather than taken from a library whose hash may change between versions (DuckDB's `hash`, pandas'
+    `hash_pandas_object`), so the same rows are kept across upgrades too; ~0.15 s per million ids. A missing id
+    hashes as the empty text."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    text = pa.array(ids, from_pandas=True)
+    if not pa.types.is_large_string(text.type):
+        text = text.cast(pa.large_string())
+    text = pc.fill_null(text, "").combine_chunks() if isinstance(text, pa.ChunkedArray) else pc.fill_null(text, "")
+    offsets = np.frombuffer(text.buffers()[1], dtype=np.int64)[text.offset:text.offset + len(text) + 1]
+    data = np.frombuffer(text.buffers()[2], dtype=np.uint8) if text.buffers()[2] is not None else np.zeros(0, np.uint8)
+    starts, lengths = offsets[:-1], np.diff(offsets)
+    h = np.full(len(text), _FNV_OFFSET, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(int(lengths.max(initial=0))):    # byte j of every id that long
+            at = np.flatnonzero(lengths > j)
+            h[at] = (h[at] ^ data[starts[at] + j].astype(np.uint64)) * np.uint64(_FNV_PRIME)
+        x = h ^ np.uint64(seed & 0xFFFFFFFFFFFFFFFF)
+        x += np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return (x >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))

@@ -187,3 +187,20 @@ def test_a_golden_set_the_gate_would_refuse_is_a_problem_before_any_training(tmp
     assert "not the frozen value" in new[("fraud.yaml", "golden[0].sha256")]
     assert "flywheel golden hash" in new[("fraud.yaml", "golden[0].sha256")]
     assert "does not exist" in new[("fraud_gone.yaml", "golden[0].file")]
+
+
+def test_a_bad_sampling_rule_is_listed_with_its_file_and_key(tmp_path, capsys):
+    root = copy_project(tmp_path)
+    baseline = run(root)
+    edit(root / "models" / "spend.yaml", "  seed: 7\n", "  seed: 7\n  sampling: {negatives: 0.1}\n")
+    spec_like_fraud(root, "fraud_sampled", **{"  seed: 42\n": "  seed: 42\n  sampling: {negatives: 1.5}\n"})
+    spec_like_fraud(root, "fraud_typo", **{"  seed: 42\n": "  seed: 42\n  sampling: {negative: 0.1}\n"})
+    new = found(run(root), baseline)
+    assert "binary models only" in new[("spend.yaml", "training.sampling.negatives")]
+    assert "training.sampling.rows" in new[("spend.yaml", "training.sampling.negatives")]
+    assert "(0, 1]" in new[("fraud_sampled.yaml", "training.sampling.negatives")]
+    assert "known: negatives" in new[("fraud_typo.yaml", "training.sampling.negative")]
+    assert main(["check", "--datasets", str(root / "datasets"), "--models", str(root / "models"),
+                 "--feature-repo", str(root / "feature_repo")]) != 0
+    out = capsys.readouterr().out
+    assert "spend.yaml: training.sampling.negatives: " in out

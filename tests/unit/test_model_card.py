@@ -108,3 +108,21 @@ def test_html_is_self_contained_and_escapes_what_it_is_given():
     assert html.startswith("<!doctype html>") and "<table>" in html and "<h1>" in html
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert "<title>flywheel-fraud v3</title>" in html
+
+
+def test_card_says_how_the_training_set_was_sampled_and_that_the_gate_judged_the_full_holdout():
+    sampled = {"flywheel.sampling.rule": "negatives", "flywheel.sampling.fraction": "0.05",
+               "flywheel.sampling.weight": "20", "flywheel.sampling.train_rows_before": "35000000",
+               "flywheel.sampling.train_rows_after": "2450000"}
+    base = facts(decision()).run_tags
+    md = card_markdown(SPEC, facts(decision(), run_tags={**base, **sampled}))
+    line = next(x for x in md.splitlines() if x.startswith("| sampling |"))
+    assert "`negatives`: every positive and 5% of the negatives" in line and "seed 42" in line
+    assert "weighted 20 in training and early stopping: 2,450,000 of 35,000,000 training rows kept" in line
+    assert "The gate judged on the full holdout: 3,000 rows, none left out by sampling." in line
+    assert "Trained on a sample of the negatives" in md.split("## Limitations")[1]
+    # a version trained before sampling was recorded, or without it: every row
+    md = card_markdown(SPEC, facts(decision()))
+    assert "| sampling | none: every labelled row of the training window. The gate judged on the full holdout: " \
+           "3,000 rows" in md
+    assert "Trained on a sample" not in md

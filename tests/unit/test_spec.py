@@ -430,3 +430,54 @@ def test_a_bad_guardrail_key_names_file_and_key(tmp_path, section, named):
     with pytest.raises(SpecError) as err:
         load_spec(path)
     assert str(path) in str(err.value) and named in str(err.value)
+
+
+def test_training_sampling_is_read_and_optional(tmp_path):
+    """`training.sampling`: one rule and its fraction, seeded with `training.seed`; absent (the shipped specs): every
+    training row is kept."""
+    from pipelines.spec import SamplingSpec
+
+    assert all(s.sampling is None for s in load_specs(MODELS).values())
+    raw = fraud_raw()
+    raw["training"]["sampling"] = {"negatives": 0.1}
+    sampling = load_spec(write(tmp_path / "fraud.yaml", raw)).sampling
+    assert sampling == SamplingSpec(rule="negatives", fraction=0.1, seed=raw["training"]["seed"])
+    assert sampling.weight == pytest.approx(10.0)
+    spend = spend_raw()
+    spend["training"]["sampling"] = {"rows": 1}     # every row, recorded as a sample of 1
+    sampling = load_spec(write(tmp_path / "spend.yaml", spend)).sampling
+    assert (sampling.rule, sampling.fraction, sampling.weight) == ("rows", 1.0, 1.0)
+
+
+@pytest.mark.parametrize("spec,sampling,key,needles", [
+    ("fraud", {"negatives": 0}, "training.sampling.negatives", ["(0, 1]", "0"]),
+    ("fraud", {"negatives": 1.5}, "training.sampling.negatives", ["(0, 1]", "1.5"]),
+    ("fraud", {"rows": "a tenth"}, "training.sampling.rows", ["(0, 1]", "a tenth"]),
+    ("fraud", {"negatives": True}, "training.sampling.negatives", ["(0, 1]", "True"]),
+    ("fraud", {"negatives": 0.1, "rows": 0.5}, "training.sampling", ["negatives and rows", "keep one rule"]),
+    ("fraud", {"fraction": 0.1}, "training.sampling.fraction", ["unknown", "negatives", "rows"]),
+    ("fraud", 0.1, "training.sampling", ["mapping", "{negatives: 0.1}", "Remove the key"]),
+    ("fraud", {}, "training.sampling", ["mapping", "{rows: 0.2}"]),
+    ("spend", {"negatives": 0.1}, "training.sampling.negatives", ["binary models only", "regression",
+                                                                 "training.sampling.rows"]),
+])
+def test_a_bad_sampling_rule_names_file_key_value_and_the_fix(tmp_path, spec, sampling, key, needles):
+    raw = fraud_raw() if spec == "fraud" else spend_raw()
+    raw["training"]["sampling"] = sampling
+    path = write(tmp_path / f"{spec}.yaml", raw)
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and key in message
+    for needle in needles:
+        assert needle in message, (needle, message)
+
+
+def test_a_misspelt_training_key_is_an_error_not_a_silent_default(tmp_path):
+    """`sample:` instead of `sampling:` would otherwise train on every row without a word."""
+    raw = fraud_raw()
+    raw["training"]["sample"] = {"negatives": 0.1}
+    path = write(tmp_path / "fraud.yaml", raw)
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    assert str(path) in str(err.value) and "training.sample" in str(err.value) and "sampling" in str(err.value)

@@ -296,3 +296,118 @@ def test_training_skips_rows_within_the_warm_up_after_history_starts(validated, 
               & (TX["event_ts"] < pd.Timestamp(as_of - timedelta(days=2)))]
     assert sorted(rows["transaction_id"]) == sorted(want["transaction_id"])
     assert ts.train_rows + ts.holdout_rows == len(want)
+
+
+# ---- `training.sampling`: the training rows are sampled as they are read; the holdout never is
+
+def many_transactions(rows: int = 24_000, positive_rate: float = 0.05) -> pd.DataFrame:
+    """Enough rows over the 8 weeks for sample shares to be measured: contract columns, ~5% positives."""
+    rng = np.random.default_rng(5)
+    df = pd.DataFrame({
+        "transaction_id": [f"s{i:06d}" for i in range(rows)],
+        "customer_id": rng.integers(1, 400, rows),
+        "merchant_id": rng.integers(1, 30, rows),
+        "category": rng.choice(list(CONTRACT.column("category").allowed), rows),
+        "amount": rng.lognormal(3.5, 0.8, rows).round(2),
+        "channel": rng.choice(list(CONTRACT.column("channel").allowed), rows),
+        "country": rng.choice(["US", "GB", "DE"], rows),
+        "event_ts": pd.to_datetime(T0, utc=True) + pd.to_timedelta(rng.integers(0, WEEKS * 7 * 86400, rows), "s"),
+        "is_fraud": (rng.random(rows) < positive_rate).astype(int),
+    })
+    return df.sort_values("event_ts", kind="stable").reset_index(drop=True)[CONTRACT.column_names]
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory) -> Path:
+    return write_weeks(tmp_path_factory.mktemp("many"), many_transactions())
+
+
+AS_OF = datetime(2026, 2, 26, tzinfo=UTC)
+
+
+def sampled_set(spec, validated_dir: Path, out: Path, monkeypatch, joined: list[int] | None = None,
+                as_of: datetime = AS_OF):
+    """build_training_set with the feature join stubbed out (it records how many rows it was given)."""
+    def join(spec, repo, rows, tables=None):
+        if joined is not None:
+            joined.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(training, "with_features", join)
+    ts = build_training_set(spec, validated_dir, FEATURE_REPO, as_of, out)
+    return ts, pd.read_parquet(ts.train_path), pd.read_parquet(ts.holdout_path)
+
+
+def with_sampling(spec, rule: str, fraction: float, seed: int | None = None):
+    from pipelines.spec import SamplingSpec
+
+    return dataclasses.replace(spec, warmup_days=0,
+                               sampling=SamplingSpec(rule, fraction, spec.seed if seed is None else seed))
+
+
+def test_negatives_sampling_keeps_every_positive_a_fraction_of_negatives_and_the_whole_holdout(many, tmp_path,
+                                                                                                monkeypatch):
+    joined: list[int] = []
+    full, full_train, full_hold = sampled_set(dataclasses.replace(FRAUD, warmup_days=0), many, tmp_path / "all",
+                                              monkeypatch, joined)
+    ts, train, hold = sampled_set(with_sampling(FRAUD, "negatives", 0.2), many, tmp_path / "sampled", monkeypatch,
+                                  joined)
+    # the holdout is the same file, row for row: the gate judges every row of it
+    assert ts.holdout_sha256 == full.holdout_sha256 and ts.holdout_rows == full.holdout_rows > 500
+    pd.testing.assert_frame_equal(hold, full_hold)
+    assert training.WEIGHT not in hold.columns and training.WEIGHT not in full_train.columns
+    # every positive of the window, about a fifth of its negatives (binomial: 4 standard deviations)
+    pos, neg = full_train[full_train[LABEL] == 1], full_train[full_train[LABEL] == 0]
+    assert set(train.loc[train[LABEL] == 1, "transaction_id"]) == set(pos["transaction_id"])
+    kept = set(train.loc[train[LABEL] == 0, "transaction_id"])
+    assert kept < set(neg["transaction_id"])
+    assert abs(len(kept) - 0.2 * len(neg)) < 4 * (len(neg) * 0.2 * 0.8) ** 0.5
+    # each sampled negative stands for 5 rows; the weighted set counts the window's rows
+    assert set(train.loc[train[LABEL] == 0, training.WEIGHT]) == {5.0}
+    assert set(train.loc[train[LABEL] == 1, training.WEIGHT]) == {1.0}
+    assert abs(train[training.WEIGHT].sum() - len(full_train)) < 4 * 5 * (len(neg) * 0.2 * 0.8) ** 0.5
+    assert ts.sampling == {"rule": "negatives", "fraction": 0.2, "seed": FRAUD.seed, "weight": 5.0,
+                           "train_rows_before": full.train_rows, "train_rows_after": ts.train_rows}
+    assert full.sampling is None
+    # sampled before the feature join: the join saw the kept rows, not the window's
+    assert joined == [full.train_rows + full.holdout_rows, ts.train_rows + ts.holdout_rows]
+    assert ts.train_rows < 0.3 * full.train_rows
+
+
+def test_sampling_keeps_the_same_rows_on_a_re_run_and_depends_on_the_seed(many, tmp_path, monkeypatch):
+    spec = with_sampling(FRAUD, "negatives", 0.2)
+    first, train, _ = sampled_set(spec, many, tmp_path / "1", monkeypatch)
+    again, _, _ = sampled_set(spec, many, tmp_path / "2", monkeypatch)
+    assert again.train_sha256 == first.train_sha256 and again.sampling == first.sampling
+    wider, wide_train, _ = sampled_set(with_sampling(FRAUD, "negatives", 0.4), many, tmp_path / "3", monkeypatch)
+    assert set(train["transaction_id"]) < set(wide_train["transaction_id"])    # a larger fraction: a superset
+    other, other_train, _ = sampled_set(with_sampling(FRAUD, "negatives", 0.2, seed=7), many, tmp_path / "4",
+                                        monkeypatch)
+    assert set(other_train["transaction_id"]) != set(train["transaction_id"])
+    assert other.holdout_sha256 == first.holdout_sha256
+
+
+def test_rows_sampling_of_a_future_sum_model_is_uniform_and_leaves_the_holdout_alone(many, tmp_path, monkeypatch):
+    full, full_train, full_hold = sampled_set(dataclasses.replace(SPEND, warmup_days=0), many, tmp_path / "all",
+                                              monkeypatch)
+    ts, train, hold = sampled_set(with_sampling(SPEND, "rows", 0.5), many, tmp_path / "half", monkeypatch)
+    pd.testing.assert_frame_equal(hold, full_hold)
+    assert set(train["row_id"]) < set(full_train["row_id"])       # one row per customer and day, by its id
+    assert abs(len(train) - 0.5 * len(full_train)) < 4 * (len(full_train) * 0.25) ** 0.5
+    assert set(train[training.WEIGHT]) == {2.0}
+    merged = train.merge(full_train, on="row_id", suffixes=("", "_all"))
+    assert len(merged) == len(train) and (merged[LABEL] == merged[f"{LABEL}_all"]).all()   # labels untouched
+    assert (ts.sampling["train_rows_before"], ts.sampling["train_rows_after"]) == (full.train_rows, ts.train_rows)
+
+
+def test_rows_with_a_broken_label_are_not_counted_as_sampled(bad_labels, tmp_path, monkeypatch):
+    """A missing or non-0/1 label is left out by label_problems whatever the sample: the counts say what was
+    trained on."""
+    d, week = bad_labels
+    spec = with_sampling(FRAUD, "negatives", 0.5)
+    ts, train, _ = sampled_set(spec, d, tmp_path / "set", monkeypatch, as_of=T0 + timedelta(days=30))
+    assert ts.window["train_start"] == (T0 + timedelta(days=7)).isoformat() and ts.holdout_rows == 0
+    usable = week[week["is_fraud"].isin([0.0, 1.0])]        # the whole week is training rows
+    assert ts.sampling["train_rows_before"] == len(usable)
+    assert ts.sampling["train_rows_after"] == len(train) == ts.train_rows
+    assert set(train[LABEL]) <= {0.0, 1.0}
