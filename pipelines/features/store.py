@@ -80,18 +80,26 @@ def apply_feature_repo(repo_path: Path) -> list[str]:
 
 
 def materialize(repo_path: Path, views: list[str], start: datetime, end: datetime,
-                tables: tuple[Location, Path] | None = None) -> dict[str, str]:
+                tables: tuple[Location, Path] | None = None, engine: str = "bulk") -> dict[str, str]:
     """Load the latest feature values of [start, end] into the online store; returns view -> end used.
 
     `tables` = (store root of the feature tables, local cache Feast reads): synced first.
     A backfill (an interval older than one already materialized) is widened to end at the newest
     materialized end: the online store then keeps each entity's newest value instead of the
     backfill's older one (the SQLite store overwrites unconditionally; Redis compares timestamps).
+
+    engine `bulk` (default) writes what Feast's `materialize` would, column by column
+    (pipelines.features.online), and falls back to Feast's own `materialize` for what it does not handle
+    (logged with the reason); `feast` always calls Feast's. Both record the interval in the registry.
     """
+    if engine not in ("bulk", "feast"):
+        raise ValueError(f"materialize engine {engine!r} is not supported: use bulk (default) or feast.")
     if tables:
         from pipelines.features.tables import sync_feature_tables
 
         sync_feature_tables(tables[0], tables[1], views)
+    from pipelines.features import online
+
     store = feature_store(repo_path)
     used = {}
     for view in views:
@@ -100,7 +108,14 @@ def materialize(repo_path: Path, views: list[str], start: datetime, end: datetim
         if until > as_utc(end):
             log.info("%s: backfill of %s..%s widened to end at %s (already materialized up to there)",
                      view, start, end, until)
-        store.materialize(start_date=start, end_date=until, feature_views=[view])
+        why = "asked for" if engine == "feast" else online.unsupported(store, view)
+        if why is None:
+            read, written = online.materialize_view(store, view, start, until)
+            log.info("%s: %d entity rows of %s..%s, %d written to the %s online store in bulk", view, read, start,
+                     until, written, store.config.online_store.type)
+        else:
+            log.info("%s: materialized through Feast's materialize (%s)", view, why)
+            store.materialize(start_date=start, end_date=until, feature_views=[view])
         used[view] = until.isoformat()
     return used
 
