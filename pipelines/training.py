@@ -203,7 +203,8 @@ def label_rows(spec: ModelSpec, validated_dir: Location, start: datetime, end: d
                 labels = part[spec.label.column]
                 return sample.keep(part[spec.dataset.row_id], part[ts], labels,
                                    ~label_problems(spec, labels).to_numpy())
-        read = [*cols, spec.label.column] if with_label and spec.label.column not in cols else cols
+        label_too = (with_label or sample is not None) and spec.label.column not in cols
+        read = [*cols, spec.label.column] if label_too else cols
         df = read_validated(validated_dir, ts, start, end, columns=read, keep=keep)
         if df.empty:
             return df

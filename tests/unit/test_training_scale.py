@@ -75,7 +75,8 @@ def test_a_weighted_fit_on_sampled_negatives_is_calibrated_on_the_full_holdout()
     assert unweighted.mean() > 2.5 * rate, (unweighted.mean(), rate)
     full = holdout_predictions(TRAIN)
     y = HOLDOUT[LABEL].to_numpy()
-    ap_sampled, ap_full = values("binary", y, weighted)["average_precision"], values("binary", y, full)["average_precision"]
+    ap_sampled = values("binary", y, weighted)["average_precision"]
+    ap_full = values("binary", y, full)["average_precision"]
     assert ap_sampled > ap_full - 0.03, (ap_sampled, ap_full)
     # calibrated across the range too: the predicted and observed rates agree in each fifth of the scores
     order = np.argsort(weighted)
@@ -153,6 +154,7 @@ def test_an_unsampled_run_says_every_row(tracking, tmp_path):
     assert run.data.tags[tags.SAMPLING_RULE] == "none"
     assert run.data.tags[tags.SAMPLING_ROWS_BEFORE] == run.data.tags[tags.SAMPLING_ROWS_AFTER] == "8000"
     md = card_markdown(FRAUD, card_facts(FRAUD, tv.version, tmp_path / "card"))
-    assert "| sampling | none: every labelled row of the training window. The holdout is never sampled: 30,000 rows" in md
+    assert ("| sampling | none: every labelled row of the training window. The holdout is never sampled: "
+            "30,000 rows") in md
     assert "Trained on a sample" not in md
     assert math.isfinite(tv.metrics["holdout_average_precision"])
