@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     import pandas as pd
+    import pyarrow as pa
 
     from pipelines.features.declarations import DeclaredView
     from pipelines.storage import Location
@@ -63,13 +64,17 @@ def _time_range(path: Location, column: str) -> tuple[pd.Timestamp, pd.Timestamp
 
 def read_validated(validated_dir: Location, timestamp: str, start: datetime, end: datetime,
                    columns: list[str] | None = None,
-                   keep: Callable[[pd.DataFrame], Any] | None = None) -> pd.DataFrame:
+                   keep: Callable[[pd.DataFrame], Any] | None = None,
+                   presence: tuple[str, ...] = ()) -> pd.DataFrame:
     """The clean rows of every validated batch with events in [start, end), filtered to that window.
 
     Files are skipped by their parquet statistics of `timestamp` (the dataset's event-time column), so
-    the cadence of the batches does not matter. `validated_dir` is a local path or a URI. `keep`: a
-    boolean mask of the rows to keep, applied to each file's rows in the window before the files are
-    concatenated (a training sample: memory then grows with the rows kept, not the rows read).
+    the cadence of the batches does not matter. `validated_dir` is a local path or a URI. Each file's rows are
+    cut to the window as it is read, so memory holds the window, not the files. `keep`: a boolean mask of the
+    rows to keep, applied to each file's rows in the window before the files are concatenated (a training
+    sample: memory then grows with the rows kept, not the rows read). `presence`: columns read only to count their
+    non-null values (a `count` aggregation), each returned as float32 1.0 / NaN (null): a 30-day window of a
+    million string ids a day is gigabytes of Python strings, its counts need one value per row.
     """
     import pandas as pd
 
@@ -79,17 +84,32 @@ def read_validated(validated_dir: Location, timestamp: str, start: datetime, end
         rng = _time_range(path, timestamp)
         if rng is not None and (rng[1] < lo or rng[0] >= hi):
             continue
-        part = storage.read_parquet(path, columns=columns)
+        if presence:
+            part = _with_presence(storage.read_table(path, columns=columns), presence).to_pandas()
+        else:
+            part = storage.read_parquet(path, columns=columns)
+        ts = pd.to_datetime(part[timestamp], utc=True)
+        inside = ((ts >= lo) & (ts < hi)).to_numpy()
+        if not inside.all():
+            part = part[inside]
         if keep is not None:
-            ts = pd.to_datetime(part[timestamp], utc=True)
-            part = part[((ts >= lo) & (ts < hi)).to_numpy()]
             part = part[keep(part)]
         frames.append(part)
     if not frames:
         return pd.DataFrame(columns=columns) if columns else pd.DataFrame()
-    df = pd.concat(frames, ignore_index=True)
-    ts = pd.to_datetime(df[timestamp], utc=True)
-    return df[(ts >= lo) & (ts < hi)].reset_index(drop=True)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _with_presence(table: pa.Table, columns: tuple[str, ...]) -> pa.Table:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for name in columns:
+        if name in table.column_names:
+            i = table.column_names.index(name)
+            flag = pc.if_else(pc.is_valid(table[name]), pa.scalar(1.0, pa.float32()), pa.scalar(None, pa.float32()))
+            table = table.set_column(i, name, flag)
+    return table
 
 
 def build_view_table(view: DeclaredView, validated_dir: Location, features_root: Location,
@@ -103,7 +123,7 @@ def build_view_table(view: DeclaredView, validated_dir: Location, features_root:
 
     spec = view.engine
     history = read_validated(validated_dir, spec.timestamp, start + spec.granularity - spec.lookback, end,
-                             columns=_needed(view))
+                             columns=_needed(view), presence=_counted_only(view))
     return _write_table(view, features_root, compute_view(history, spec, start, end), start, end, key)
 
 
@@ -137,7 +157,7 @@ def build_view_tables(view: DeclaredView, validated_dir: Location, features_root
             continue
         lo, hi = run[0][0], run[-1][1]
         history = read_validated(validated_dir, spec.timestamp, lo + spec.granularity - spec.lookback, hi,
-                                 columns=_needed(view))
+                                 columns=_needed(view), presence=_counted_only(view))
         snap = compute_view(history, spec, lo, hi)
         del history
         import pandas as pd
@@ -155,6 +175,14 @@ def build_view_tables(view: DeclaredView, validated_dir: Location, features_root
 def _needed(view: DeclaredView) -> list[str]:
     spec = view.engine
     return [*dict.fromkeys([*spec.join_keys, spec.timestamp, *(a.column for a in spec.aggregations)])]
+
+
+def _counted_only(view: DeclaredView) -> tuple[str, ...]:
+    """The source columns the view only counts (every aggregation on them is `count`): read as presence flags."""
+    spec = view.engine
+    used = {a.column for a in spec.aggregations}
+    return tuple(sorted(c for c in used if c not in (*spec.join_keys, spec.timestamp)
+                        and all(a.function == "count" for a in spec.aggregations if a.column == c)))
 
 
 def _write_table(view: DeclaredView, features_root: Location, snap: pd.DataFrame, start: datetime, end: datetime,

@@ -553,6 +553,29 @@ def test_read_validated_ignores_the_batch_cadence_and_reads_files_without_statis
                     "transaction_id"])
 
 
+def test_a_column_only_counted_is_read_as_presence_and_counts_the_same(tmp_path):
+    """A column the view only counts is read as 1.0 / NaN (float32), not as its values: nulls stay nulls, and a
+    view counting it builds the same table as from the values."""
+    history = HISTORIES["transactions"].copy()
+    history.loc[history.index[::7], "transaction_id"] = None       # some nulls: count skips them
+    d = tmp_path / "validated"
+    write_validated(d, history)
+    start, end = T0 + timedelta(days=10), T0 + timedelta(days=20)
+    flags = read_validated(d, "event_ts", start, end, columns=["transaction_id", "event_ts"],
+                           presence=("transaction_id",))
+    values = read_validated(d, "event_ts", start, end, columns=["transaction_id", "event_ts"])
+    assert str(flags["transaction_id"].dtype) == "float32"
+    assert flags["transaction_id"].isna().tolist() == values["transaction_id"].isna().tolist()
+    assert set(flags["transaction_id"].dropna()) == {1.0} and values["transaction_id"].isna().sum() > 0
+    counted = [v for v in VIEWS if any(a.function == "count" for a in REPO.views[v].engine.aggregations)
+               and REPO.views[v].dataset == "transactions"]
+    assert counted
+    for name in counted:
+        view = REPO.views[name]
+        snap = pd.read_parquet(build_view_table(view, d, tmp_path / "f", start, end, "k").path)
+        check_against_oracle(snap, history, view, start, end)
+
+
 # ---- syncing the tables into the local cache Feast reads
 
 
