@@ -213,7 +213,11 @@ def _ident(name: str) -> str:
 
 def latest_rows(fv: FeatureView, start: datetime, end: datetime) -> pa.Table:
     """Per entity, the view's latest row stamped in [start, end] (ties: latest created timestamp), as Feast's
-    materialization reads it: join keys, features, event timestamp[, created timestamp]."""
+    materialization reads it: join keys, features, event timestamp[, created timestamp].
+
+    Feast's filter, on the timestamp cast to a UTC wall time, is applied as it is; on a timestamp column a slightly
+    wider range on the column itself comes first, so that DuckDB skips the files and row groups outside it by their
+    statistics (a view's table keeps one file per interval)."""
     import duckdb
 
     src = _source(fv)
@@ -222,14 +226,22 @@ def latest_rows(fv: FeatureView, start: datetime, end: datetime) -> pa.Table:
     created = _ident(src.created_timestamp_column) if src.created_timestamp_column else None
     cols = [*keys, *(_ident(f.name) for f in fv.features), ts, *([created] if created else [])]
     lo, hi = (t.astimezone(UTC).replace(tzinfo=None).isoformat(" ") for t in (start, end))
+    files = f"read_parquet('{src.path.replace(chr(39), chr(39) * 2)}')"
     latest = f"{ts} DESC" + (f", {created} DESC NULLS LAST" if created else "")
-    sql = (f"SELECT {', '.join(cols)} FROM read_parquet('{src.path.replace(chr(39), chr(39) * 2)}') "
-           f"WHERE CAST({ts} AS TIMESTAMP) >= TIMESTAMP '{lo}' AND CAST({ts} AS TIMESTAMP) <= TIMESTAMP '{hi}' "
-           f"AND {' AND '.join(f'{k} IS NOT NULL' for k in keys)} "
-           f"QUALIFY row_number() OVER (PARTITION BY {', '.join(keys)} ORDER BY {latest}) = 1")
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
+        within = f"CAST({ts} AS TIMESTAMP) >= TIMESTAMP '{lo}' AND CAST({ts} AS TIMESTAMP) <= TIMESTAMP '{hi}'"
+        kind = con.sql(f"DESCRIBE SELECT {ts} FROM {files}").fetchall()[0][1]
+        literal = {"TIMESTAMP WITH TIME ZONE": "TIMESTAMPTZ", "TIMESTAMPTZ": "TIMESTAMPTZ",
+                   "TIMESTAMPTZ_NS": "TIMESTAMPTZ", "TIMESTAMP": "TIMESTAMP", "TIMESTAMP_NS": "TIMESTAMP"}.get(kind)
+        if literal:   # the cast moves a value by less than a microsecond: this range holds every row Feast keeps
+            zone = "+00" if literal == "TIMESTAMPTZ" else ""
+            within = (f"{ts} > {literal} '{lo}{zone}' - INTERVAL 1 MICROSECOND "
+                      f"AND {ts} < {literal} '{hi}{zone}' + INTERVAL 1 MICROSECOND AND {within}")
+        sql = (f"SELECT {', '.join(cols)} FROM {files} WHERE {within} "
+               f"AND {' AND '.join(f'{k} IS NOT NULL' for k in keys)} "
+               f"QUALIFY row_number() OVER (PARTITION BY {', '.join(keys)} ORDER BY {latest}) = 1")
         return con.sql(sql).to_arrow_table()
     finally:
         con.close()
@@ -458,24 +470,29 @@ def write_sqlite(store: FeatureStore, fv: FeatureView, table: pa.Table) -> int:
     group = max(1, min(SQLITE_GROUP, (SQLITE_MAX_PARAMS - len(names)) // (2 * len(names) + 3)))
     full_sql = _upsert_sql(name, stamp_columns, len(names), group)
     adapted: dict[Any, Any] = {}   # timestamp -> what SQLite stores for it
+
+    def statements(lo: int) -> list[tuple[str, list[tuple[Any, ...]]]]:
+        part = table.slice(lo, CHUNK)
+        columns: list[list[Any]] = [keys.take(slice(lo, lo + CHUNK)).render()]
+        for f in fv.features:
+            enc = encode_values(part.column(f.name).to_numpy(zero_copy_only=False), f.dtype.to_value_type(),
+                                texts=True)
+            columns += [enc.render(), enc.texts or []]
+        columns.append(_sqlite_times(part.column(src.timestamp_field), part.num_rows, adapted))
+        created = src.created_timestamp_column
+        columns.append(_sqlite_times(part.column(created) if created else None, part.num_rows, adapted))
+        rows = list(zip(*columns, strict=True))
+        whole = len(rows) - len(rows) % group
+        out = [(full_sql, [names + tuple(chain.from_iterable(rows[i:i + group])) for i in range(0, whole, group)])]
+        if whole < len(rows):
+            out.append((_upsert_sql(name, stamp_columns, len(names), len(rows) - whole),
+                        [names + tuple(chain.from_iterable(rows[whole:]))]))
+        return out
+
     with conn:
         for lo in range(0, table.num_rows, CHUNK):
-            part = table.slice(lo, CHUNK)
-            columns: list[list[Any]] = [keys.take(slice(lo, lo + CHUNK)).render()]
-            for f in fv.features:
-                enc = encode_values(part.column(f.name).to_numpy(zero_copy_only=False), f.dtype.to_value_type(),
-                                    texts=True)
-                columns += [enc.render(), enc.texts or []]
-            columns.append(_sqlite_times(part.column(src.timestamp_field), part.num_rows, adapted))
-            created = src.created_timestamp_column
-            columns.append(_sqlite_times(part.column(created) if created else None, part.num_rows, adapted))
-            rows = list(zip(*columns, strict=True))
-            whole = len(rows) - len(rows) % group
-            conn.executemany(full_sql, (names + tuple(chain.from_iterable(rows[i:i + group]))
-                                        for i in range(0, whole, group)))
-            if whole < len(rows):
-                conn.execute(_upsert_sql(name, stamp_columns, len(names), len(rows) - whole),
-                             names + tuple(chain.from_iterable(rows[whole:])))
+            for sql, params in statements(lo):
+                conn.executemany(sql, params)
     return table.num_rows
 
 
@@ -484,16 +501,15 @@ def _bulk(value: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
-def send_pipelined(client: Any, commands: list[bytes]) -> None:
-    """Send packed commands on one pooled connection and read every reply (an error reply raises)."""
+def send_pipelined(client: Any, commands: list[bytes]) -> list[Any]:
+    """Send packed commands on one pooled connection; their replies, in order (an error reply raises)."""
     if not commands:
-        return
+        return []
     pool = client.connection_pool
     conn = pool.get_connection()
     try:
         conn.send_packed_command([b"".join(commands)])
-        for _ in commands:
-            conn.read_response()
+        return [conn.read_response() for _ in commands]
     except BaseException:
         conn.disconnect()   # replies may be pending: the connection is not reused
         raise
@@ -503,7 +519,10 @@ def send_pipelined(client: Any, commands: list[bytes]) -> None:
 
 def write_redis(store: FeatureStore, fv: FeatureView, table: pa.Table) -> int:
     """The HSETs Feast's RedisOnlineStore.online_write_batch sends: per entity one hash field per feature and the
-    event timestamp, skipped where Redis holds a later or equal timestamp. Returns the entities written."""
+    event timestamp, skipped where Redis holds a later or equal timestamp. Returns the entities written.
+
+    Batch by batch: the batch's stored timestamps in one round trip (an EVAL of READ_TIMESTAMPS), then the HSETs
+    of the entities that are newer, pipelined."""
     import numpy as np
     from feast import utils
     from feast.infra.online_stores.helpers import _mmh3, _redis_key
@@ -517,21 +536,21 @@ def write_redis(store: FeatureStore, fv: FeatureView, table: pa.Table) -> int:
     name = _versioned_fv_name(fv, config)
     ts_field = f"_ts:{name}".encode()
     keys = encode_keys(fv, table, lambda ek: _redis_key(project, ek, entity_key_serialization_version=version))
-    head = b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * (len(fv.features) + 1))
-    read = None if config.online_store.skip_dedup else client.register_script(READ_TIMESTAMPS)
+    hset = b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * (len(fv.features) + 1))
+    dedup = not config.online_store.skip_dedup
     fields = {f.name: _bulk(_mmh3(f"{name}:{f.name}")) for f in fv.features}
 
     def field_head(field: bytes) -> Callable[[int], bytes]:
         return lambda n: field + b"$%d\r\n" % n
 
-    stamps: dict[datetime, tuple[bytes, int]] = {}   # event time -> (HSET field + value, nanoseconds)
-    held: dict[bytes | None, int] = {None: 0}        # stored timestamp -> nanoseconds
-
     def nanos(ts: Timestamp) -> int:
         return ts.seconds * 1_000_000_000 + ts.nanos
 
-    written = 0
-    for lo in range(0, table.num_rows, REDIS_BATCH):
+    stamps: dict[datetime, tuple[bytes, int]] = {}   # event time -> (HSET field + value, nanoseconds)
+    held: dict[bytes | None, int] = {None: 0}        # stored timestamp -> nanoseconds
+
+    def encode(lo: int) -> tuple[bytes | None, np.ndarray, list[bytes]]:
+        """(the read of the stored timestamps, the new ones in nanoseconds, each entity's HSET)."""
         part = table.slice(lo, REDIS_BATCH)
         codes, times = timestamp_codes(part.column(_source(fv).timestamp_field))
         for t in times:
@@ -540,24 +559,31 @@ def write_redis(store: FeatureStore, fv: FeatureView, table: pa.Table) -> int:
                 ts.FromDatetime(utils.make_tzaware(t))
                 stamps[t] = (_bulk(ts_field) + _bulk(ts.SerializeToString()), nanos(ts))
         part_keys = keys.take(slice(lo, lo + REDIS_BATCH))
-        commands = part_keys.render(lambda n: head + b"$%d\r\n" % n, b"\r\n")
-        keep = None
+        read = None
+        if dedup:
+            read = (b"*%d\r\n$4\r\nEVAL\r\n" % (part.num_rows + 4) + _bulk(READ_TIMESTAMPS.encode())
+                    + _bulk(b"%d" % part.num_rows) + b"".join(part_keys.render(lambda n: b"$%d\r\n" % n, b"\r\n"))
+                    + _bulk(ts_field))
+        columns = [part_keys.render(lambda n: hset + b"$%d\r\n" % n, b"\r\n"),
+                   np.array([stamps[t][0] for t in times], dtype=object)[codes].tolist()]
+        for f in fv.features:
+            enc = encode_values(part.column(f.name).to_numpy(zero_copy_only=False), f.dtype.to_value_type())
+            columns.append(enc.render(field_head(fields[f.name]), b"\r\n"))
+        new = np.array([stamps[t][1] for t in times], dtype=np.int64)[codes]
+        return read, new, list(map(b"".join, zip(*columns, strict=True)))
+
+    def write(batch: tuple[bytes | None, np.ndarray, list[bytes]]) -> int:
+        read, new, commands = batch
         if read is not None:
-            new = np.array([stamps[t][1] for t in times], dtype=np.int64)[codes]
-            before = read(keys=part_keys.render(), args=[ts_field])
+            before = send_pipelined(client, [read])[0]
             for b in set(before) - held.keys():
                 ts = Timestamp()
                 ts.ParseFromString(b)
                 held[b] = nanos(ts)
             old = np.fromiter((held[b] for b in before), dtype=np.int64, count=len(before))
             keep = ~((old != 0) & (new <= old))   # Feast: an older or equal timestamp is not written
-        columns = [np.array([stamps[t][0] for t in times], dtype=object)[codes].tolist()]
-        for f in fv.features:
-            enc = encode_values(part.column(f.name).to_numpy(zero_copy_only=False), f.dtype.to_value_type())
-            columns.append(enc.render(field_head(fields[f.name]), b"\r\n"))
-        packed = list(map(b"".join, zip(commands, *columns, strict=True)))
-        if keep is not None:
-            packed = [c for c, k in zip(packed, keep.tolist(), strict=True) if k]
-        send_pipelined(client, packed)
-        written += len(packed)
-    return written
+            commands = [c for c, k in zip(commands, keep.tolist(), strict=True) if k]
+        send_pipelined(client, commands)
+        return len(commands)
+
+    return sum(write(encode(lo)) for lo in range(0, table.num_rows, REDIS_BATCH))
