@@ -314,7 +314,7 @@ def _encode_fixed(values: np.ndarray, value_type: Any, texts: bool) -> Encoded |
             return None
     texts_: list[str | None] | None = None
     if texts:
-        texts_ = list(map(str, values.tolist()))
+        texts_ = list(map(repr, values.tolist()))   # str() of a float is its repr()
         for i in np.flatnonzero(empty):
             texts_[i] = None
     return Encoded(prefix=prefix, body=le.view(np.uint8).reshape(len(values), w),
@@ -453,7 +453,6 @@ def _sqlite_times(column: pa.ChunkedArray | None, n: int, cache: dict[Any, Any])
 
 def write_sqlite(store: FeatureStore, fv: FeatureView, table: pa.Table) -> int:
     """The rows Feast's SqliteOnlineStore.online_write_batch writes, in one transaction; returns the entities."""
-    from itertools import chain
 
     from feast.infra.key_encoding_utils import serialize_entity_key
 
@@ -467,26 +466,31 @@ def write_sqlite(store: FeatureStore, fv: FeatureView, table: pa.Table) -> int:
     keys, table = keys.take(order), table.take(order)
     src = _source(fv)
     names = tuple(f.name for f in fv.features)
-    group = max(1, min(SQLITE_GROUP, (SQLITE_MAX_PARAMS - len(names)) // (2 * len(names) + 3)))
+    per = 2 * len(names) + 3   # parameters per entity: key, (value, value_text) per feature, two timestamps
+    group = max(1, min(SQLITE_GROUP, (SQLITE_MAX_PARAMS - len(names)) // per))
     full_sql = _upsert_sql(name, stamp_columns, len(names), group)
     adapted: dict[Any, Any] = {}   # timestamp -> what SQLite stores for it
 
     def statements(lo: int) -> list[tuple[str, list[tuple[Any, ...]]]]:
         part = table.slice(lo, CHUNK)
+        m = part.num_rows
         columns: list[list[Any]] = [keys.take(slice(lo, lo + CHUNK)).render()]
         for f in fv.features:
             enc = encode_values(part.column(f.name).to_numpy(zero_copy_only=False), f.dtype.to_value_type(),
                                 texts=True)
             columns += [enc.render(), enc.texts or []]
-        columns.append(_sqlite_times(part.column(src.timestamp_field), part.num_rows, adapted))
+        columns.append(_sqlite_times(part.column(src.timestamp_field), m, adapted))
         created = src.created_timestamp_column
-        columns.append(_sqlite_times(part.column(created) if created else None, part.num_rows, adapted))
-        rows = list(zip(*columns, strict=True))
-        whole = len(rows) - len(rows) % group
-        out = [(full_sql, [names + tuple(chain.from_iterable(rows[i:i + group])) for i in range(0, whole, group)])]
-        if whole < len(rows):
-            out.append((_upsert_sql(name, stamp_columns, len(names), len(rows) - whole),
-                        [names + tuple(chain.from_iterable(rows[whole:]))]))
+        columns.append(_sqlite_times(part.column(created) if created else None, m, adapted))
+        flat: list[Any] = [None] * (m * per)   # the entities' parameters one after the other, as bound
+        for j, column in enumerate(columns):
+            if len(column) != m:
+                raise ValueError(f"{fv.name}: {len(column)} values for {m} entities")
+            flat[j::per] = column
+        whole = m - m % group
+        out = [(full_sql, [names + tuple(flat[i * per:(i + group) * per]) for i in range(0, whole, group)])]
+        if whole < m:
+            out.append((_upsert_sql(name, stamp_columns, len(names), m - whole), [names + tuple(flat[whole * per:])]))
         return out
 
     with conn:
