@@ -321,6 +321,8 @@ def scheduler_play(lay: Any, api: Any, sc: Any, days: int, shifted: int, rows_pe
         t_land = datetime.now(UTC)
         storage.write_parquet(df, storage.join(landing, spec.dataset.file_pattern.format(start=start)))
         t = time.monotonic()
+        # the watcher polls (every 5 s on S3): wait for this interval's ingest run, then for everything after it
+        api.wait_run(f"ingest_validate__{DATASET}", f"batch__{interval_key(start)}", timeout=900, since=t_land)
         api.wait_settled(dag_ids, timeout=1800)
         landed.append({"day": day, "kind": kind, "key": interval_key(start), "rows": len(df),
                        "landed_at": t_land.isoformat(), "settled_s": time.monotonic() - t})
