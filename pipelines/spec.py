@@ -443,12 +443,7 @@ def load_spec(path: Path, datasets: Path | None = None) -> ModelSpec:
     if label_kind not in ("column", "future_sum"):
         raise SpecError(f"{path}: label.kind {label_kind!r} must be `column` or `future_sum`.")
     training = _require(raw, "training", path)
-    if not isinstance(training, dict):
-        raise SpecError(f"{path}: `training` must be a mapping (keys: {', '.join(TRAINING_KEYS)}).")
-    unknown = sorted(set(training) - set(TRAINING_KEYS))
-    if unknown:
-        raise SpecError(f"{path}: unknown key(s) {['training.' + k for k in unknown]}; "
-                        f"known: {', '.join(TRAINING_KEYS)}.")
+    _known_keys(training, "training", TRAINING_KEYS, path)
     metric = _require(_require(raw, "metric", path), "primary", path, "metric.")
     if metric not in HIGHER_IS_BETTER:
         raise SpecError(f"{path}: metric.primary {metric!r} is not one of {sorted(HIGHER_IS_BETTER)}.")
@@ -508,6 +503,15 @@ def load_spec(path: Path, datasets: Path | None = None) -> ModelSpec:
     )
 
 
+def _known_keys(raw: Any, section: str, keys: tuple[str, ...], path: Path, alternative: str = "") -> None:
+    """A spec section is a mapping of known keys, else a SpecError naming the file, the section and the keys."""
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: `{section}` must be a mapping (keys: {', '.join(keys)}){alternative}.")
+    unknown = sorted(set(raw) - set(keys))
+    if unknown:
+        raise SpecError(f"{path}: unknown key(s) {[section + '.' + k for k in unknown]}; known: {', '.join(keys)}.")
+
+
 def _registry_out_of_band(raw: Any, path: Path) -> Literal["alarm", "restore"]:
     """`registry: {out_of_band: alarm | restore}` (default alarm): the champion sentinel's action."""
     registry = raw or {}
@@ -552,12 +556,7 @@ def _guardrail(raw: Any, task: str, *, seed: int, path: Path) -> GuardSpec | Non
         return None
     if raw is True:
         raw = {}
-    if not isinstance(raw, dict):
-        raise SpecError(f"{path}: `guardrail` must be a mapping (keys: {', '.join(GUARDRAIL_KEYS)}) or false.")
-    unknown = sorted(set(raw) - set(GUARDRAIL_KEYS))
-    if unknown:
-        raise SpecError(f"{path}: unknown key(s) {['guardrail.' + k for k in unknown]}; "
-                        f"known: {', '.join(GUARDRAIL_KEYS)}.")
+    _known_keys(raw, "guardrail", GUARDRAIL_KEYS, path, " or false")
     d = GuardSpec()
 
     def number(key: str, default: float, *, whole: bool = False, low: float = 0.0, high: float | None = None,
