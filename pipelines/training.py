@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.features import historical_features, read_validated, sync_feature_tables, validated_keys
-from pipelines.util import row_unit_hash, sha256_file
+from pipelines.util import row_unit_hash, sha256_file, sorted_by
 
 if TYPE_CHECKING:
     import numpy as np
@@ -265,7 +265,7 @@ def with_features(spec: ModelSpec, repo_path: Path, rows: pd.DataFrame,
         sync_feature_tables(tables[0], tables[1], list(ModelViews.of(spec, repo_path).views))
     joined = historical_features(repo_path, spec.feature_service, rows)
     sort_key = spec.dataset.row_id if spec.dataset.row_id in joined.columns else "row_id"
-    return joined.sort_values([spec.event_timestamp, sort_key], kind="stable").reset_index(drop=True)
+    return sorted_by(joined, [spec.event_timestamp, sort_key])
 
 
 def first_batch_start(validated_dir: Location, as_of: datetime) -> datetime | None:

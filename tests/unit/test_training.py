@@ -411,3 +411,29 @@ def test_rows_with_a_broken_label_are_not_counted_as_sampled(bad_labels, tmp_pat
     assert ts.sampling["train_rows_before"] == len(usable)
     assert ts.sampling["train_rows_after"] == len(train) == ts.train_rows
     assert set(train[LABEL]) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("ids", ["text", "int", "mixed", "categorical"])
+def test_rows_are_ordered_exactly_as_pandas_stable_sort_orders_them(ids):
+    """with_features orders rows by (timestamp, row id) through Arrow (util.sorted_by): the same rows in the same
+    order as pandas' stable sort, with tied timestamps, repeated ids, missing timestamps and ids, non-ASCII ids,
+    and the columns Arrow cannot sort (mixed types, categoricals) sent to pandas."""
+    from pipelines.util import sorted_by
+
+    rng = np.random.default_rng(7)
+    n = 5_000
+    ts = pd.Series(pd.Timestamp("2026-02-08", tz="UTC") + pd.to_timedelta(rng.integers(0, 50, n), unit="s"))
+    ts[rng.random(n) < 0.02] = pd.NaT
+    row = {"text": pd.Series([f"tx-{i}" for i in rng.integers(0, 900, n)], dtype=object),
+           "int": pd.Series(rng.integers(0, 900, n).astype("float64")),
+           "mixed": pd.Series([f"tx-{i}" if i % 2 else int(i) for i in rng.integers(0, 900, n)], dtype=object),
+           "categorical": pd.Series(pd.Categorical(rng.choice(["b", "a", "c"], n), categories=["c", "b", "a"]))}[ids]
+    if ids == "text":
+        row[rng.random(n) < 0.02] = None
+        row[:40] = ["é-" + str(i) for i in range(40)]   # UTF-8 bytes order as code points do
+    if ids == "int":
+        row[rng.random(n) < 0.02] = np.nan
+    frame = pd.DataFrame({"ts": ts, "row_id": row, "value": np.arange(n)}, index=rng.permutation(n) + 100)
+    got = sorted_by(frame, ["ts", "row_id"])
+    want = frame.sort_values(["ts", "row_id"], kind="stable").reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, want)
