@@ -187,6 +187,7 @@ def _hand_move(tl: Timeline, lay: Layout, models: list[ModelSpec]) -> str | None
     from mlflow import MlflowClient
 
     from flywheel import mlflow_auth
+    from pipelines import tags
 
     client = MlflowClient()
     # The hand is a person with rights on the registry, not Flywheel: MLflow has logins (flywheel/mlflow_auth.py) and
@@ -198,8 +199,10 @@ def _hand_move(tl: Timeline, lay: Layout, models: list[ModelSpec]) -> str | None
         name = spec.registered_model_name
         try:
             champion = str(client.get_model_version_by_alias(name, "champion").version)
+            # a version the gate rejected: not a former champion (promoted once, then replaced), whose move would
+            # not be a bypass of the gate; which versions those are depends on the run's gate decisions
             others = [str(mv.version) for mv in client.search_model_versions(f"name='{name}'")
-                      if str(mv.version) != champion]
+                      if str(mv.version) != champion and mv.tags.get(tags.GATE_DECISION) == "rejected"]
         except Exception:  # noqa: BLE001 - no model of that name yet: try the next one
             continue
         if not others:
