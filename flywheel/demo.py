@@ -199,15 +199,15 @@ def _hand_move(tl: Timeline, lay: Layout, models: list[ModelSpec]) -> str | None
         name = spec.registered_model_name
         try:
             champion = str(client.get_model_version_by_alias(name, "champion").version)
-            # a version the gate rejected: not a former champion (promoted once, then replaced), whose move would
-            # not be a bypass of the gate; which versions those are depends on the run's gate decisions
-            others = [str(mv.version) for mv in client.search_model_versions(f"name='{name}'")
-                      if str(mv.version) != champion and mv.tags.get(tags.GATE_DECISION) == "rejected"]
+            versions = [mv for mv in client.search_model_versions(f"name='{name}'") if str(mv.version) != champion]
         except Exception:  # noqa: BLE001 - no model of that name yet: try the next one
             continue
-        if not others:
+        if not versions:
             continue
-        target = max(others, key=int)
+        # a version the gate rejected when there is one, else a former champion the gate has since replaced: which
+        # versions a run has depends on its gate decisions; either move is outside the audited path
+        rejected = [str(mv.version) for mv in versions if mv.tags.get(tags.GATE_DECISION) == "rejected"]
+        target = max(rejected or [str(mv.version) for mv in versions], key=int)
         tl.say(f"someone points {spec.name}'s champion at v{target} (not promoted by the gate) with a plain MLflow "
                f"client as the MLflow admin, bypassing the gate; the next monitor__{spec.name} run's sentinel notices "
                f"(registry.out_of_band: {spec.out_of_band})")

@@ -407,7 +407,12 @@ def the_sentinel_caught_a_champion_moved_by_hand(demo: dict[str, Any]) -> None:
     [restore] = [e for e in history if e["action"] == sentinel.RESTORE]
     assert restore["moves"] == [{"alias": "champion", "from": alarm["observed"], "to": alarm["audited"]}], restore
     bypassed = client.get_model_version(spec.registered_model_name, alarm["observed"])
-    assert bypassed.tags["flywheel.gate.decision"] == "rejected"       # the gate had said no to it
+    # the gate had said no to it, or it is a former champion a later promotion replaced (the demo moves a rejected
+    # version when the run has one): either way not the champion the audited path chose
+    assert bypassed.tags["flywheel.gate.decision"] in ("rejected", "promoted"), bypassed.tags
+    assert alarm["observed"] != alarm["audited"]
+    if bypassed.tags["flywheel.gate.decision"] == "promoted":
+        assert int(alarm["observed"]) < int(alarm["audited"]), alarm   # replaced by a later promotion
     assert str(client.get_registered_model(spec.registered_model_name).aliases["champion"]) == alarm["audited"]
     assert sentinel.check_champion(spec, client).status == "ok"
     [mail] = [m for m in mails(demo["home"]) if "champion moved outside the audited path" in m["Subject"]]
