@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -82,10 +82,26 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def asof_sql(plan: list[ViewRetrieval], ts: str) -> str:
+def _utc_literal(at: datetime, up: bool) -> str:
+    """`at` as a naive UTC timestamp literal in whole microseconds (rounded `up` or down, so the bound only
+    widens): cast to the view column's own type (TIMESTAMP, or TIMESTAMPTZ in the session's UTC), the comparison
+    stays a constant one that DuckDB pushes into the parquet scan."""
+    import pandas as pd
+
+    stamp = pd.Timestamp(at)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    stamp = stamp.ceil("us") if up else stamp.floor("us")
+    return "'" + stamp.tz_localize(None).isoformat(sep=" ") + "'"
+
+
+def asof_sql(plan: list[ViewRetrieval], ts: str, span: tuple[datetime, datetime] | None = None) -> str:
     """One ASOF LEFT JOIN per view onto `entity_rows` (with `_row`), with Feast's semantics:
     the latest row stamped at or before the row's timestamp, of the same entity, and not older than the
-    TTL; equal stamps are decided by the latest created timestamp (Feast's documented tie-break)."""
+    TTL; equal stamps are decided by the latest created timestamp (Feast's documented tie-break).
+
+    `span` = (earliest, latest) row timestamp: each view then reads only the snapshots that can be live for
+    some row, stamped in [earliest - TTL, latest] (no later one is ever picked, no earlier one is within the
+    TTL of any row), so a day's join reads a TTL's worth of history, not all of it. Same rows, same values."""
     select, ctes, joins = ["e._row"], [], []
     t = _ident(ts)
     for i, v in enumerate(plan):
@@ -96,9 +112,13 @@ def asof_sql(plan: list[ViewRetrieval], ts: str) -> str:
         latest = f" ORDER BY {_ident(v.created_timestamp_column)} DESC NULLS LAST" if v.created_timestamp_column else ""
         src = "read_parquet('" + v.path.replace("'", "''") + "')"
         not_null = " AND ".join(f"{c} IS NOT NULL" for c in [*keys, vt])
+        ttl_us = int(v.ttl / timedelta(microseconds=1)) if v.ttl else 0
+        if span is not None:
+            not_null += f" AND {vt} <= {_utc_literal(span[1], up=True)}"
+            if ttl_us:
+                not_null += f" AND {vt} >= {_utc_literal(span[0] - timedelta(microseconds=ttl_us), up=False)}"
         ctes.append(f"{a} AS (SELECT {cols} FROM {src} WHERE {not_null} "
                     f"QUALIFY row_number() OVER (PARTITION BY {', '.join(keys)}, {vt}{latest}) = 1)")
-        ttl_us = int(v.ttl / timedelta(microseconds=1)) if v.ttl else 0
         live = f"{a}.{vt} >= e.{t} - to_microseconds({ttl_us})" if ttl_us else f"{a}.{vt} IS NOT NULL"
         for f in v.features:
             select.append(f"CASE WHEN {live} THEN {a}.{_ident(f)} END AS {_ident(f)}")
@@ -133,7 +153,8 @@ def historical_features_asof(plan: list[ViewRetrieval], entity_df: pd.DataFrame)
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.register("entity_rows", probe)
-        got = con.sql(asof_sql(plan, ts)).to_arrow_table().drop_columns(["_row"]).to_pandas()
+        span = (stamp.min(), stamp.max()) if stamp.notna().any() else None
+        got = con.sql(asof_sql(plan, ts, span)).to_arrow_table().drop_columns(["_row"]).to_pandas()
     finally:
         con.close()
     out = entity_df.reset_index(drop=True).copy()
