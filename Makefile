@@ -35,9 +35,8 @@ browser:
 	  else echo "chromium is missing: run 'sudo apt-get install -y chromium' (tests/integration/test_ui.py needs it)"; fi; }
 
 test: install browser  ## the whole suite (unit, DAG integrity, integration through the real scheduler)
-	# two pytest sessions (tests/suite.py): the demo runs start in the background when collection ends and play
-	# while the unit tests run; the integration tests with services of their own run beside the rest once those end
-	$(BIN)/python tests/suite.py
+	# the demo runs start in the background when collection ends and play while the unit tests run
+	$(BIN)/python -m pytest tests/unit tests/dags tests/services tests/integration -q --durations=40
 
 test-unit: install
 	$(BIN)/python -m pytest tests -q -m unit

@@ -95,37 +95,3 @@ def pytest_collection_finish(session):
         start_early(session.config._tmp_path_factory.getbasetemp(), fixtures)
     except Exception as e:  # noqa: BLE001 - the fixture raises it again where a test can report it
         session.config.pluginmanager.get_plugin("terminalreporter").write_line(f"demo runs not started early: {e}")
-
-
-# ---- `make test` runs the suite as two pytest sessions side by side (tests/suite.py)
-
-SUITE_PART = "FLYWHEEL_SUITE_PART"      # main | beside: which of the two sessions this is
-SUITE_MARKER = "FLYWHEEL_SUITE_MARKER"  # a file the main session writes when its unit and DAG tests are done
-DEMO_FIXTURES = {"demo", "cluster"}
-
-
-def beside(item) -> bool:
-    """An integration test that starts its own services and reads no demo run: the `beside` session's."""
-    return (item.get_closest_marker("integration") is not None
-            and not DEMO_FIXTURES & set(getattr(item, "fixturenames", ())))
-
-
-def pytest_collection_modifyitems(config, items):
-    """With FLYWHEEL_SUITE_PART set, keep this session's part of the collected tests (the other is deselected)."""
-    part = os.environ.get(SUITE_PART)
-    if part not in ("main", "beside"):
-        return
-    keep = [i for i in items if beside(i) == (part == "beside")]
-    dropped = [i for i in items if beside(i) != (part == "beside")]
-    if dropped:
-        config.hook.pytest_deselected(items=dropped)
-        items[:] = keep
-
-
-def pytest_runtest_setup(item):
-    """The main session tells tests/suite.py when its first test past the unit and DAG tests starts: from then on
-    the demo runs are mostly waited for, and the `beside` session starts."""
-    marker = os.environ.get(SUITE_MARKER)
-    if marker and not (item.get_closest_marker("unit") or item.get_closest_marker("dags")) \
-            and not os.path.exists(marker):
-        Path(marker).write_text(item.nodeid)
