@@ -68,12 +68,20 @@ def apply_feature_repo(repo_path: Path) -> list[str]:
     """Register the repo's definitions (the programmatic `feast apply`). Idempotent.
 
     Declared aggregations are written into each view's `flywheel.aggregations` tag on the way (Feast's
-    registry keeps tags, not aggregations), and TTLs not declared are set from the granularity.
+    registry keeps tags, not aggregations), and TTLs not declared are set from the granularity. A new view's
+    SQLite online table is created first, in a layout that writes one B-tree per row instead of Feast's three
+    (pipelines.features.online.create_sqlite_tables).
     """
+    from feast import FeatureView
+
     from pipelines.features.declarations import load_repo, view_index
+    from pipelines.features.online import create_sqlite_tables
 
     repo = load_repo(repo_path)
     store = feature_store(repo_path)
+    made = create_sqlite_tables(store, [o for o in repo.objects if isinstance(o, FeatureView) and o.online])
+    if made:
+        log.info("online store: %s created in SQLite's one-B-tree layout", ", ".join(made))
     store.apply(repo.objects)
     view_index(repo_path)   # the DAG files' parse-time index, refreshed while Feast is loaded anyway
     return sorted(getattr(o, "name", "?") for o in repo.objects)

@@ -494,6 +494,50 @@ def test_bulk_materialization_writes_what_feast_materialize_writes(world, online
             assert same(backfilled[part], rerun[part]), part
 
 
+def test_the_one_b_tree_sqlite_table_holds_and_serves_what_feasts_own_table_does(world, fresh_sqlite, tmp_path,
+                                                                                  monkeypatch):
+    """apply_feature_repo creates each view's SQLite table WITHOUT ROWID with Feast's `_ek` index holding no row; a
+    store applied by Feast alone has Feast's rowid table and its full index. The same week materialized into each
+    (bulk into Flywheel's, Feast's materialize into Feast's) leaves the same rows and reads back the same values,
+    and applying the repo again leaves the layout as it is."""
+    import sqlite3
+
+    from pipelines.features.declarations import load_repo
+
+    def layout(repo: Path) -> dict[str, str]:
+        store = features.feature_store(repo)
+        conn = sqlite3.connect(store.config.online_store.path)
+        try:
+            rows = conn.execute("SELECT name, sql FROM sqlite_master WHERE tbl_name LIKE ? AND sql IS NOT NULL",
+                                (f"{store.project}_%",))
+            return dict(rows.fetchall())
+        finally:
+            conn.close()
+
+    states = {}
+    for who in ("feast", "flywheel"):
+        if who == "feast":   # Feast's own update() creates the tables
+            feast_env(monkeypatch, world.home, tmp_path / "feast-alone")   # not the fixture's store
+            features.feature_store(fresh_sqlite).apply(load_repo(fresh_sqlite).objects)
+        else:
+            reset_online(monkeypatch, world, fresh_sqlite, tmp_path / "flywheel")   # through apply_feature_repo
+        tables = layout(fresh_sqlite)
+        project = features.feature_store(fresh_sqlite).project
+        for view in VIEWS:
+            table, index = tables[f"{project}_{view}"], tables[f"{project}_{view}_ek"]
+            assert ("WITHOUT ROWID" in table) == (who == "flywheel"), table
+            assert index.rstrip().endswith("WHERE 0") == (who == "flywheel"), index
+        features.materialize(fresh_sqlite, VIEWS, *week(WEEKS - 1), engine="feast" if who == "feast" else "bulk")
+        states[who] = online_state(fresh_sqlite, world)
+        if who == "flywheel":
+            features.apply_feature_repo(fresh_sqlite)
+            assert layout(fresh_sqlite) == tables   # Feast's update() found the table and the index: both kept
+    assert states["feast"].keys() == states["flywheel"].keys()
+    for part in states["feast"]:
+        assert same(states["feast"][part], states["flywheel"][part]), f"{part} differs between the two layouts"
+    assert len(states["flywheel"]["customer_stats rows"]) > 100
+
+
 def test_a_view_the_bulk_path_does_not_handle_goes_through_feast(world, fresh_sqlite, tmp_path, caplog):
     """A list-valued feature is not encoded in bulk: that view is materialized by Feast's materialize (logged with
     the reason) and serves its values; the scalar views next to it still go in bulk."""
