@@ -412,15 +412,15 @@ def create_sqlite_tables(store: FeatureStore, views: list[Any]) -> list[str]:
 
     Feast's table (`SqliteOnlineStore.update`) is a rowid table with its primary key (entity_key, feature_name)
     as a second B-tree and an index `<table>_ek` on entity_key as a third, although entity_key is the primary
-    key's prefix: every row written updates all three. Here the table has Feast's columns and primary key
-    WITHOUT ROWID (the rows live in the primary key's B-tree, which serves Feast's reads `WHERE entity_key IN
-    (...)` as before), and `<table>_ek` is declared as an index of no row (`WHERE 0`): Feast's
-    `CREATE INDEX IF NOT EXISTS` finds the name and stops, and no write maintains it. Feast reads, writes,
-    upserts and drops it with the same statements. A table that already exists is left as it is; a store with
-    vector search (Feast joins on rowid there) or value_num keeps Feast's own layout."""
+    key's prefix: every row written updates all three. Here the table is Feast's own statement (its update() run
+    on an empty database in memory) WITHOUT ROWID: the rows live in the primary key's B-tree, which serves
+    Feast's reads `WHERE entity_key IN (...)` as before. `<table>_ek` is Feast's index on no row (`WHERE 0`):
+    Feast's `CREATE INDEX IF NOT EXISTS` finds the name and stops, and no write maintains it. Feast reads,
+    writes, upserts and drops the table with the same statements. A table that already exists is left as it
+    is; a store with vector search (Feast joins on rowid there) or value_num keeps Feast's own layout."""
     import sqlite3
 
-    from feast.infra.online_stores.sqlite import _quote_id, _table_id
+    from feast.infra.online_stores.sqlite import SqliteOnlineStore, _table_id
 
     config = store.config
     online = config.online_store
@@ -429,18 +429,33 @@ def create_sqlite_tables(store: FeatureStore, views: list[Any]) -> list[str]:
         return []
     conn: sqlite3.Connection = cast("Any", store._get_provider().online_store)._get_conn(config)
     versioning = config.registry.enable_online_feature_view_versioning
+    names = {_table_id(config.project, fv, versioning): fv for fv in views}
+    have = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    new = [fv for n, fv in names.items() if n not in have]
+    if not new:
+        return []
+    # Feast's own statements for these tables (its update() on an empty database in memory), then the same
+    # columns and primary key WITHOUT ROWID and its `_ek` index on no row
+    scratch = SqliteOnlineStore()
+    scratch._conn = sqlite3.connect(":memory:")
+    try:
+        scratch.update(config, tables_to_delete=[], tables_to_keep=new, entities_to_delete=[], entities_to_keep=[],
+                       partial=True)
+        feast_sql = scratch._conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master "
+                                          "WHERE sql IS NOT NULL").fetchall()
+    finally:
+        scratch._conn.close()
     made = []
-    for fv in views:
-        name = _table_id(config.project, fv, versioning)
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone():
-            continue
-        table = _quote_id(name)
-        with conn:
-            conn.execute(f"CREATE TABLE {table} (entity_key BLOB, feature_name TEXT, value BLOB, value_text TEXT, "
-                         "vector_value BLOB, event_ts timestamp, created_ts timestamp, "
-                         "PRIMARY KEY(entity_key, feature_name)) WITHOUT ROWID")
-            conn.execute(f"CREATE INDEX IF NOT EXISTS {_quote_id(name + '_ek')} ON {table} (entity_key) WHERE 0")
-        made.append(name)
+    with conn:
+        for kind, name, table, sql in feast_sql:
+            if kind == "table":
+                conn.execute(sql.rstrip().rstrip(";") + " WITHOUT ROWID")
+                made.append(name)
+            elif kind == "index" and name == f"{table}_ek":
+                conn.execute(sql.rstrip().rstrip(";") + " WHERE 0")
+            else:
+                raise ValueError(f"Feast's SQLite update() made {kind} {name}, which Flywheel's layout does not know: "
+                                 f"{sql}")
     return made
 
 
