@@ -288,9 +288,10 @@ def environment(lay: Layout, ports: Ports) -> dict[str, str]:
                                                   "AIRFLOW__API_AUTH__JWT_SECRET"),
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(ports.worker_logs),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(ports.trigger_logs),
-        # Airflow's default: the loop does not sleep after a loop that queued or finished a task, so a hop costs no
-        # latency; a shorter idle sleep only spins. The embedded demo alone (bench/README.md, "What `make test`
-        # spends"): 0.2 s 614 CPU-s in 388 s, 0.5 s 555 in 364, 1 s 487 in 361
+        # Airflow's default. The loop does not sleep after a loop that queued or finished a task; a task that ends
+        # during the sleep waits for the next loop. A shorter sleep mostly spins (bench/README.md, "The scheduler's
+        # idle sleep"): the embedded demo alone used 614 CPU-s in 388 s at 0.2 s, 487 in 361 s at 1 s; a landed
+        # 1M-row day took 0.7-3 s longer from landing to its drift verdict
         "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "1",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "20",
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "60",
