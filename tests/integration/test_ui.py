@@ -32,7 +32,9 @@ REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("FLYWHEEL_CHROMIUM", "/usr/bin/chromium")
 MODELS = ("fraud", "spend", "movie_rating")
 DATASETS = ("transactions", "ratings")
-SHOTS = REPO / "docs" / "img"
+# where the page's screenshots go: the test's own folder, or the README's pictures when asked
+# (FLYWHEEL_SCREENSHOTS=docs/img): a test run leaves the working tree as it found it
+SHOTS_TO = os.environ.get("FLYWHEEL_SCREENSHOTS")
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -143,7 +145,7 @@ def _champions(demo) -> dict[str, dict[str, str]]:
     return {m: dict(client.get_registered_model(f"flywheel-{m}").aliases) for m in MODELS}
 
 
-def test_the_page_in_a_browser_and_a_rollback_by_its_button(demo):
+def test_the_page_in_a_browser_and_a_rollback_by_its_button(demo, tmp_path):
     from playwright.sync_api import sync_playwright
 
     from flywheel.runtime import admin_password
@@ -154,7 +156,8 @@ def test_the_page_in_a_browser_and_a_rollback_by_its_button(demo):
     base = f"http://127.0.0.1:{demo['ports'].airflow}"
     aliases = _champions(demo)
     hosts: set[str] = set()
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    shots = REPO / SHOTS_TO if SHOTS_TO else tmp_path
+    shots.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         try:
@@ -176,7 +179,7 @@ def test_the_page_in_a_browser_and_a_rollback_by_its_button(demo):
                 assert cell.inner_text().strip() == want, m
             for d in DATASETS:
                 assert frame.locator("#datasets").get_by_text(d, exact=True).count() == 1, d
-            page.screenshot(path=str(SHOTS / "flywheel-index.png"))
+            page.screenshot(path=str(shots / "flywheel-index.png"))
 
             # a model's page: champion, the gate timeline with its checks, the charts
             target = next((m for m in MODELS if aliases[m].get("previous-champion")
@@ -189,7 +192,7 @@ def test_the_page_in_a_browser_and_a_rollback_by_its_button(demo):
             assert page.locator("#timeline details.checks").count() >= 1
             assert page.locator("#metric-chart svg circle.point").count() >= 1
             assert page.locator("#drift-heatmap svg g.cell").count() >= 1
-            page.screenshot(path=str(SHOTS / "flywheel-model.png"), full_page=True)
+            page.screenshot(path=str(shots / "flywheel-model.png"), full_page=True)
             page.goto(f"{base}/flywheel/datasets/transactions")
             assert page.locator("tr.batch[data-verdict='accepted']").count() >= 1
             assert page.locator("#rows-chart svg rect.bar").count() >= 1
