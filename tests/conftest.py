@@ -83,18 +83,6 @@ def s3_bucket(s3_server, request):
 
 # ---- the demo runs the integration and services tests look at: started as soon as collection ends
 
-RUN_FIXTURES = {"demo", "cluster"}   # the fixtures that wait for a demo run (tests/demo_runs.py)
-
-
-def pytest_collection_modifyitems(session, config, items):
-    """Test modules that wait for a demo run go last, each in its place otherwise (a module stays whole: its
-    fixtures are set up once, and the tests that change what a run left still follow those that read it). The
-    modules that need no run, and start stacks of their own, then use the minutes the runs take instead of
-    following them one at a time on a half-idle machine."""
-    waits = {item.path for item in items if RUN_FIXTURES & set(getattr(item, "fixturenames", ()))}
-    items[:] = sorted(items, key=lambda item: item.path in waits)
-
-
 def pytest_collection_finish(session):
     """Start the demo runs the collected tests need in the background (tests/demo_runs.py): they play while the
     unit tests run. A run that cannot start here is retried, and reported, by the fixture that needs it."""

@@ -12,7 +12,6 @@ def demo(tmp_path_factory):
     """`flywheel demo --short` (both stories) on the embedded default, in its own FLYWHEEL_HOME on free ports.
 
     Tests that change what the loop left (a rollback, a killed scheduler) run after the ones that only read it:
-    test files run in name order (after every module that waits for no run: tests/conftest.py), and those tests
-    say what they leave behind."""
+    test files run in name order, and those tests say what they leave behind."""
     with played(embedded_run(tmp_path_factory.getbasetemp())) as d:
         yield d
