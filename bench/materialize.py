@@ -14,19 +14,18 @@ registry and online store (a copy of feature_repo/ under a project name of this 
           (DuckDB, latest row per entity), encoding (keys, values, timestamps, Encoded.render) and the rest (the
           store's statements or round trips, rows assembled, registry); then, in the same child, the next day's
           interval (every entity newer: SQLite updates each row, Redis compares then writes each)
-  floor   the bytes the bulk path wrote on the first day (SQLite: a copy of its store taken before the next day),
-          read back and written again into an empty store with nothing else to do:
-          SQLite: sqlite3 executemany in one transaction, one row per statement (the plain floor), and 50 entities
-          per statement (the statement shape the bulk path uses), and SQLite alone copying them from the bulk store
-          (ATTACH + INSERT .. SELECT in key order: no Python per row, the engine's own ceiling on this machine for
-          the table as apply_feature_repo creates it, one B-tree WITHOUT ROWID, which no client can beat), and the
-          same copy into Feast's own layout (a rowid table, its primary key and a full entity_key index: three
-          B-trees per row, the table before pipelines.features.online.create_sqlite_tables), and the bulk path's
-          next-day rows copied the same way onto that full table (every row upserted with its new value: the next
-          day's ceiling; upserting the same rows again is no ceiling, SQLite skips rewriting an identical cell and
-          its page); Redis: the same HSETs
-          through a redis-py pipeline in batches of 10,000 (the plain floor), and pre-packed on one connection (the
-          bulk path's way)
+  floor   the bytes the bulk path wrote on the first day (SQLite: a copy of its store before the next day), read
+          back and written again into an empty store of its page size: SQLite: sqlite3 executemany in one
+          transaction, one row per statement (the plain floor), and SQLITE_GROUP entities per statement (the statement
+          shape the bulk path uses), and SQLite alone copying them from the bulk store (ATTACH + INSERT .. SELECT in
+          key order: no Python per row, the engine's own ceiling on this machine for the table as apply_feature_repo
+          creates it, one B-tree WITHOUT ROWID, which no client can beat), and the same copy into Feast's own layout
+          (a rowid table, its primary key and a full entity_key index: three B-trees per row, the table before
+          pipelines.features.online.create_sqlite_tables), and the bulk path's next-day rows copied the same way onto
+          that full table (every row upserted with its new value: the next day's ceiling; upserting the same rows
+          again is no ceiling, SQLite skips rewriting an identical cell and its page); Redis: the same HSETs through a
+          redis-py pipeline in batches of 10,000 (the plain floor), and pre-packed on one connection (the bulk path's
+          way)
 
 `x floor` = seconds / the faster floor's seconds, measured in the same run (the next day: / the update's
 ceiling). Feast's path runs up to --feast-max entities (default 300,000: it takes ~30 s there and ~2 min at 1M).
@@ -234,12 +233,13 @@ def delete_keys(spec: dict[str, Any]) -> int:
 
 def run_floor_sqlite(spec: dict[str, Any]) -> dict[str, Any]:
     """The bulk store's rows (pre-serialized bytes, key order) written again into empty copies of its table, in one
-    transaction: one row per statement (plain executemany), and 50 entities per statement with each entity's key
-    and timestamps bound once (the bulk path's statement shape, its floor)."""
+    transaction: one row per statement (plain executemany), and SQLITE_GROUP entities per statement with each
+    entity's key and timestamps bound once (the bulk path's statement shape, its floor)."""
     import sqlite3
     from itertools import chain, groupby
 
     source = sqlite3.connect(spec["source_db"])
+    (page_size,) = source.execute("PRAGMA page_size").fetchone()   # the floors' stores: the bulk store's page size
     table = spec["table"]
     ddl = [s for (s,) in source.execute("SELECT sql FROM sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL",
                                         (table,))]
@@ -265,7 +265,9 @@ def run_floor_sqlite(spec: dict[str, Any]) -> dict[str, Any]:
         g = list(group)
         assert [r[1] for r in g] == names
         entities.append((key, *chain.from_iterable((r[2], r[3]) for r in g), g[0][4], g[0][5]))
-    size = 50
+    sys.path.insert(0, str(REPO_ROOT))
+    from pipelines.features.online import SQLITE_GROUP as size  # the bulk path's statement shape
+
     whole = len(entities) - len(entities) % size
     params = [tuple(names) + tuple(chain.from_iterable(entities[i:i + size])) for i in range(0, whole, size)]
     rest = tuple(names) + tuple(chain.from_iterable(entities[whole:]))
@@ -275,7 +277,7 @@ def run_floor_sqlite(spec: dict[str, Any]) -> dict[str, Any]:
     # the bulk store's rows copied by SQLite itself, in key order (the engine floors)
     copy_sql = (cols.replace(" VALUES ", " ") + "SELECT entity_key, feature_name, value, value_text, event_ts, "
                 f'created_ts FROM bulk."{table}" WHERE 1 ORDER BY entity_key, feature_name' + upsert)
-    floors = {"executemany, one row per statement": None, "executemany, 50 entities per statement": None,
+    floors = {"executemany, one row per statement": None, f"executemany, {size} entities per statement": None,
               engine: None, feast_layout: None}
     if not spec["per_row"]:
         del floors["executemany, one row per statement"]
@@ -283,6 +285,7 @@ def run_floor_sqlite(spec: dict[str, Any]) -> dict[str, Any]:
     Path(spec["state"]).mkdir(parents=True, exist_ok=True)
     for label in floors:
         conn = sqlite3.connect(Path(spec["state"]) / f"floor_{len(out)}.db")
+        conn.execute(f"PRAGMA page_size = {int(page_size)}")
         for s in ddl:   # Feast's own: a rowid table, its primary key and a full index on entity_key
             conn.execute(s.replace(" WITHOUT ROWID", "").removesuffix(" WHERE 0") if label == feast_layout else s)
         conn.commit()

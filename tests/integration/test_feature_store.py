@@ -496,13 +496,15 @@ def test_bulk_materialization_writes_what_feast_materialize_writes(world, online
 
 def test_the_one_b_tree_sqlite_table_holds_and_serves_what_feasts_own_table_does(world, fresh_sqlite, tmp_path,
                                                                                   monkeypatch):
-    """apply_feature_repo creates each view's SQLite table WITHOUT ROWID with Feast's `_ek` index holding no row; a
-    store applied by Feast alone has Feast's rowid table and its full index. The same week materialized into each
+    """apply_feature_repo creates each view's SQLite table WITHOUT ROWID with Feast's `_ek` index holding no row, in
+    a new store of 64 KiB pages; a store applied by Feast alone has Feast's rowid table and its full index, in
+    SQLite's default 4 KiB pages. The same week materialized into each
     (bulk into Flywheel's, Feast's materialize into Feast's) leaves the same rows and reads back the same values,
     and applying the repo again leaves the layout as it is."""
     import sqlite3
 
     from pipelines.features.declarations import load_repo
+    from pipelines.features.online import SQLITE_PAGE_SIZE
 
     def layout(repo: Path) -> dict[str, str]:
         store = features.feature_store(repo)
@@ -510,7 +512,7 @@ def test_the_one_b_tree_sqlite_table_holds_and_serves_what_feasts_own_table_does
         try:
             rows = conn.execute("SELECT name, sql FROM sqlite_master WHERE tbl_name LIKE ? AND sql IS NOT NULL",
                                 (f"{store.project}_%",))
-            return dict(rows.fetchall())
+            return dict(rows.fetchall()) | {"page size": conn.execute("PRAGMA page_size").fetchone()[0]}
         finally:
             conn.close()
 
@@ -527,11 +529,12 @@ def test_the_one_b_tree_sqlite_table_holds_and_serves_what_feasts_own_table_does
             table, index = tables[f"{project}_{view}"], tables[f"{project}_{view}_ek"]
             assert ("WITHOUT ROWID" in table) == (who == "flywheel"), table
             assert index.rstrip().endswith("WHERE 0") == (who == "flywheel"), index
+        assert tables["page size"] == (SQLITE_PAGE_SIZE if who == "flywheel" else 4096)
         features.materialize(fresh_sqlite, VIEWS, *week(WEEKS - 1), engine="feast" if who == "feast" else "bulk")
         states[who] = online_state(fresh_sqlite, world)
         if who == "flywheel":
             features.apply_feature_repo(fresh_sqlite)
-            assert layout(fresh_sqlite) == tables   # Feast's update() found the table and the index: both kept
+            assert layout(fresh_sqlite) == tables   # Feast's update() found table and index: all kept
     assert states["feast"].keys() == states["flywheel"].keys()
     for part in states["feast"]:
         assert same(states["feast"][part], states["flywheel"][part]), f"{part} differs between the two layouts"
