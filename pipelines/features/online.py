@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 CHUNK = 100_000        # SQLite: entities encoded at a time (bounds the Python objects alive at once)
 SQLITE_GROUP = 200     # SQLite: entities per INSERT statement (one row per feature each)
 # SQLite: a new online store's page size. 64 KiB instead of SQLite's 4 KiB: a 1M-entity update of 5 features
-# rewrites every page of the table, and SQLite's own upsert of it takes 5.8-6.1 s instead of 7.9-8.7 s
+# rewrites every page of the table, and SQLite's own upsert of it takes 5.8-6.4 s instead of 7.9-8.7 s
 # (bench/materialize.py, the update's ceiling). A point read of one entity: p50 17 us against 15 us, p99 32 us
 # against 72 us (1M entities, a serving connection's default cache); Feast's read around it takes ~500 us.
 SQLITE_PAGE_SIZE = 65_536

@@ -498,9 +498,9 @@ def test_the_one_b_tree_sqlite_table_holds_and_serves_what_feasts_own_table_does
                                                                                   monkeypatch):
     """apply_feature_repo creates each view's SQLite table WITHOUT ROWID with Feast's `_ek` index holding no row, in
     a new store of 64 KiB pages; a store applied by Feast alone has Feast's rowid table and its full index, in
-    SQLite's default 4 KiB pages. The same week materialized into each
-    (bulk into Flywheel's, Feast's materialize into Feast's) leaves the same rows and reads back the same values,
-    and applying the repo again leaves the layout as it is."""
+    SQLite's default 4 KiB pages. The same week materialized into each (bulk into Flywheel's, Feast's materialize
+    into Feast's) leaves the same rows and reads back the same values, and applying the repo again leaves the
+    layout as it is."""
     import sqlite3
 
     from pipelines.features.declarations import load_repo
