@@ -68,6 +68,10 @@ def sync(passwords: dict[str, str]) -> dict[str, str]:
     """Create the roles (OnCall = Viewer's permissions; its DAG rights come from the DAGs) and one account per role
     with the given passwords (username -> password); an existing account gets its role and, when the password
     changed, the new one. Needs Airflow's environment with the FAB auth manager. Returns username -> what was done."""
+    # every password first: a missing one stops before FAB's application is built (seconds) or a role changes
+    for acc in ACCOUNTS:
+        if not passwords.get(acc.username):
+            raise ValueError(f"no password for Airflow account {acc.username!r}: set {acc.env_var}")
     from airflow.providers.fab.auth_manager.cli_commands.utils import get_application_builder
 
     done: dict[str, str] = {}
@@ -76,9 +80,7 @@ def sync(passwords: dict[str, str]) -> dict[str, str]:
         sm.sync_roles()   # FAB's own roles (Admin, Viewer, User, Op, Public) and their permissions
         sm.bulk_sync_roles([{"role": ONCALL, "perms": list(sm.VIEWER_PERMISSIONS)}])
         for acc in ACCOUNTS:
-            password = passwords.get(acc.username)
-            if not password:
-                raise ValueError(f"no password for Airflow account {acc.username!r}: set {acc.env_var}")
+            password = passwords[acc.username]
             role = sm.find_role(acc.role)
             existing = sm.find_user(username=acc.username)
             if existing is None:

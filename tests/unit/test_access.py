@@ -82,8 +82,11 @@ def test_roles_and_accounts_are_created_once_and_a_changed_password_is_reset(air
     assert after["admin"][1] == made["admin"][1]   # the others are untouched
 
 
-def test_a_missing_password_stops_with_the_variable_to_set(airflow_env):
-    env, _ = airflow_env
+def test_a_missing_password_stops_with_the_variable_to_set_and_changes_nothing(airflow_env):
+    env, db = airflow_env
+    before = _accounts(db)
     out = _sync(env, {"FLYWHEEL_ADMIN_PASSWORD": "a-pw", "FLYWHEEL_ONCALL_PASSWORD": "o-pw"})
     assert out.returncode == 2
     assert "no password for Airflow account 'viewer': set FLYWHEEL_VIEWER_PASSWORD" in out.stderr
+    # the two passwords that were given are not applied either: the accounts stay as a whole as they were
+    assert _accounts(db) == before
