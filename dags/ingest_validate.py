@@ -61,10 +61,22 @@ def build(contract: DatasetContract, readers: list[ModelSpec]) -> DAG:
             log.info("%s", result.summary)
             return {**result.to_dict(), "key": key, "summary": result.summary}
 
-        @task(retries=0, email_on_failure=False)   # a block sends its own notice (below), not Airflow's
+        # the gate publishes: an accepted batch's clean rows go on through the `<dataset>__validated` Asset (its
+        # event's extra says which interval); a blocked one fails here, and a failed task emits no Asset event.
+        # One task, not a gate then a publish: one scheduler hop (about a second) less for every batch
+        @task(retries=0, email_on_failure=False, outlets=[fc.validated_asset(name)])   # a block sends its own notice
         def gate_batch(result: dict, **context) -> dict:
             if result["verdict"] == "accepted":
-                return result
+                context["outlet_events"][fc.validated_asset(name)].extra = {
+                    "dataset": name,
+                    "interval_start": result["interval_start"],
+                    "interval_end": result["interval_end"],
+                    "key": result["key"],
+                    "clean_path": result["clean_path"],
+                    "rows_clean": result["rows_clean"],
+                    "rows_quarantined": result["rows_quarantined"],
+                }
+                return {"key": result["key"], "rows_clean": result["rows_clean"]}
             from pipelines.layout import Layout
             from pipelines.notify import blocked_batch_email
             from pipelines.validate import preserve_blocked
@@ -77,20 +89,7 @@ def build(contract: DatasetContract, readers: list[ModelSpec]) -> DAG:
             told = "owners emailed" if sent["status"] == "sent" else f"email pending in the outbox ({sent['error']})"
             raise AirflowFailException(f"batch BLOCKED ({told}): {result['summary']}")
 
-        @task(outlets=[fc.validated_asset(name)])
-        def publish_validated(result: dict, **context) -> dict:
-            context["outlet_events"][fc.validated_asset(name)].extra = {
-                "dataset": name,
-                "interval_start": result["interval_start"],
-                "interval_end": result["interval_end"],
-                "key": result["key"],
-                "clean_path": result["clean_path"],
-                "rows_clean": result["rows_clean"],
-                "rows_quarantined": result["rows_quarantined"],
-            }
-            return {"key": result["key"], "rows_clean": result["rows_clean"]}
-
-        publish_validated(gate_batch(validate_batch()))
+        gate_batch(validate_batch())
     return dag
 
 
