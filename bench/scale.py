@@ -181,7 +181,8 @@ def in_process(lay: Any, sc: Any, days: int, rows_per_day: int, stages: Stages, 
                    rows=lambda n: n)
         stages.run("validate_batch", lambda path=path, start=start, end=end: validate.validate_batch(
             path, spec.dataset, start, end, lay.validated(DATASET), lay.quarantine(DATASET),
-            lay.validation_reports(DATASET), readers=[spec]).rows_landed, rows=lambda n: n)
+            lay.validation_reports(DATASET), docs_dir=scratch / "data_docs", readers=[spec]).rows_landed,
+            rows=lambda n: n)   # the task's work: its Data Docs too (into a scratch folder here)
         storage.delete(str(path))
     # the history's feature tables as a backfill builds them: contiguous days in passes of at most a lookback
     intervals = [(sc.start + timedelta(days=d), sc.start + timedelta(days=d + 1),
