@@ -50,6 +50,8 @@ def test_values_serialize_as_feast_serializes_them(name):
     want, texts = feast_bytes(values, value_type)
     enc = online.encode_values(values, value_type, texts=True)
     assert enc.render() == want
+    # what SQLite binds: the same bytes, as bytearrays (bound without sqlite3's adapter lookup)
+    assert [type(b) for b in enc.blobs()] == [bytearray] * len(want) and list(map(bytes, enc.blobs())) == want
     assert enc.texts == texts
     # floats go through the fixed-width layout (checked against Feast on the column's own values), unless all null
     assert (enc.body is not None) == (name in ("float64", "float32"))
@@ -100,6 +102,7 @@ def test_entity_keys_serialize_as_feast_serializes_them(name, redis):
     want = [key(EntityKeyProto(join_keys=names, entity_values=list(v))) for v in zip(*protos, strict=True)]
     enc = online.encode_keys(fv, table, key)
     assert enc.render() == want
+    assert [bytes(b) for b in enc.blobs()] == want and {type(b) for b in enc.blobs()} == {bytearray}
     assert (enc.body is not None) == (name == "one int64 key")   # the layout where it applies
     # SQLite is filled in the byte order of the keys
     assert [want[i] for i in enc.order()] == sorted(want)
