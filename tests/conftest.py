@@ -81,6 +81,34 @@ def s3_bucket(s3_server, request):
     return name, client
 
 
+# ---- `make test` runs two sessions side by side (FLYWHEEL_TEST_SHARD): the tail of one suite waits on schedulers
+
+SHARD_ENV = "FLYWHEEL_TEST_SHARD"
+
+
+def shard_of(item) -> str:
+    """`demo`: the unit and DAG tests and every test of the embedded demo run (they run in name order, readers before
+    the tests that change what the demo left); `rest`: the other integration and services tests (their own stacks,
+    the scale-out demo run). Every collected test is in exactly one."""
+    top = Path(str(item.fspath)).relative_to(Path(__file__).resolve().parent).parts[0]
+    return "demo" if top in ("unit", "dags") or "demo" in getattr(item, "fixturenames", ()) else "rest"
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """With FLYWHEEL_TEST_SHARD=demo|rest, keep that shard's tests (the others are deselected and counted as such);
+    in `rest`, the tests that need no scale-out run go first, while that run plays."""
+    shard = os.environ.get(SHARD_ENV)
+    if not shard:
+        return
+    if shard not in ("demo", "rest"):
+        raise pytest.UsageError(f"{SHARD_ENV}={shard!r}: use demo or rest (or leave it unset for every test)")
+    keep = [i for i in items if shard_of(i) == shard]
+    config.hook.pytest_deselected(items=[i for i in items if shard_of(i) != shard])
+    if shard == "rest":
+        keep.sort(key=lambda i: "cluster" in getattr(i, "fixturenames", ()))   # stable: file order otherwise
+    items[:] = keep
+
+
 # ---- the demo runs the integration and services tests look at: started as soon as collection ends
 
 def pytest_collection_finish(session):
