@@ -44,6 +44,7 @@ test: install browser  ## the whole suite (unit, DAG integrity, integration thro
 	@mkdir -p .flywheel
 	@FLYWHEEL_TEST_SHARD=rest $(BIN)/python -m pytest $(TESTS) -q -p no:cacheprovider --durations=20 \
 	  > .flywheel/test-rest.log 2>&1 & rest=$$!; \
+	trap 'kill -TERM $$rest 2>/dev/null; wait $$rest; exit 130' INT TERM; \
 	FLYWHEEL_TEST_SHARD=demo $(BIN)/python -m pytest $(TESTS) -q --durations=30; demo=$$?; \
 	wait $$rest; other=$$?; \
 	echo "== the other session (FLYWHEEL_TEST_SHARD=rest), .flywheel/test-rest.log:"; cat .flywheel/test-rest.log; \

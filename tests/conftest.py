@@ -94,6 +94,18 @@ def shard_of(item) -> str:
     return "demo" if top in ("unit", "dags") or "demo" in getattr(item, "fixturenames", ()) else "rest"
 
 
+def pytest_configure(config):
+    """In a shard, SIGTERM stops the session as Ctrl-C does (its demo runs are stopped by their fixtures): `make test`
+    sends it to the background session when the foreground one is interrupted (a background job ignores SIGINT)."""
+    if os.environ.get(SHARD_ENV):
+        import signal
+
+        def interrupted(signum, frame):
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        signal.signal(signal.SIGTERM, interrupted)
+
+
 def pytest_collection_modifyitems(session, config, items):
     """With FLYWHEEL_TEST_SHARD=demo|rest, keep that shard's tests (the others are deselected and counted as such);
     in `rest`, the tests that need no scale-out run go first, while that run plays."""
