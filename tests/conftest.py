@@ -90,7 +90,7 @@ def shard_of(item) -> str:
     """`demo`: the unit and DAG tests and every test of the embedded demo run (they run in name order, readers before
     the tests that change what the demo left); `rest`: the other integration and services tests (their own stacks,
     the scale-out demo run). Every collected test is in exactly one."""
-    top = Path(str(item.fspath)).relative_to(Path(__file__).resolve().parent).parts[0]
+    top = item.path.relative_to(Path(__file__).resolve().parent).parts[0]
     return "demo" if top in ("unit", "dags") or "demo" in getattr(item, "fixturenames", ()) else "rest"
 
 
@@ -114,8 +114,10 @@ def pytest_collection_modifyitems(session, config, items):
         return
     if shard not in ("demo", "rest"):
         raise pytest.UsageError(f"{SHARD_ENV}={shard!r}: use demo or rest (or leave it unset for every test)")
-    keep = [i for i in items if shard_of(i) == shard]
-    config.hook.pytest_deselected(items=[i for i in items if shard_of(i) != shard])
+    keep, other = [], []
+    for i in items:
+        (keep if shard_of(i) == shard else other).append(i)
+    config.hook.pytest_deselected(items=other)
     if shard == "rest":
         keep.sort(key=lambda i: "cluster" in getattr(i, "fixturenames", ()))   # stable: file order otherwise
     items[:] = keep
